@@ -1,0 +1,65 @@
+//! The `runnel` binary: runs a node and speaks the Kafka protocol as a CLI client.
+
+mod commands;
+mod node;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "runnel", version, about = "Runnel: a replicated, Kafka-compatible event-streaming cluster")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a Runnel node (broker + Kafka gateway).
+    Node(node::NodeArgs),
+    /// Create, list, describe, delete and configure topics.
+    #[command(subcommand)]
+    Topic(commands::topic::TopicCommand),
+    /// Produce lines from stdin as records.
+    Produce(commands::produce::ProduceArgs),
+    /// Consume records and print them to stdout.
+    Consume(commands::consume::ConsumeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(matches!(cli.command, Command::Node(_)));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Node(args) => node::run(args).await,
+            Command::Topic(cmd) => commands::topic::run(cmd).await,
+            Command::Produce(args) => commands::produce::run(args).await,
+            Command::Consume(args) => commands::consume::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr through `tracing`; `RUST_LOG` sets the level. A node logs at info by
+/// default, CLI commands only warnings so their stdout stays clean for pipes.
+fn init_tracing(is_node: bool) {
+    let default = if is_node { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
