@@ -1,1 +1,13 @@
+//! Runnel's broker: the replica manager (partition logs this node hosts), topic metadata and
+//! broker/topic configuration. The Kafka gateway drives it; later the Raft controller will own
+//! the metadata and replication will move high watermarks.
 
+pub mod config;
+pub mod error;
+pub mod metadata;
+pub mod replica_manager;
+
+pub use config::BrokerConfig;
+pub use error::BrokerError;
+pub use metadata::{BrokerInfo, MetadataImage, PartitionInfo, TopicInfo};
+pub use replica_manager::{now_ms, Partition, ReplicaManager};

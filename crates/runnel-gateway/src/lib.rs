@@ -1,1 +1,20 @@
+//! The Kafka gateway: accepts client connections, frames and decodes Kafka requests with the
+//! `kafka-protocol` crate, dispatches them to one handler per API, and writes responses back in
+//! request order.
 
+mod connection;
+mod frame;
+mod handlers;
+mod server;
+
+use std::sync::Arc;
+
+use runnel_broker::ReplicaManager;
+
+pub use handlers::supported_apis;
+pub use server::serve;
+
+/// What every handler can reach.
+pub struct Context {
+    pub broker: Arc<ReplicaManager>,
+}

@@ -1,1 +1,21 @@
+//! Runnel's storage engine: a segmented, append-only partition log holding
+//! Kafka v2 record batches as raw bytes.
+//!
+//! Batches are validated and patched through their 61-byte headers only
+//! ([`batch`]); records are never decoded, which keeps append and fetch cost
+//! proportional to bytes, not records. Each partition is a [`PartitionLog`]
+//! made of segments (`.log` + sparse `.index` + `.timeindex`), recovered
+//! after a crash by rescanning everything above the fsynced recovery point.
 
+pub mod batch;
+mod config;
+mod error;
+mod log;
+mod segment;
+
+pub use config::{LogConfig, TimestampType};
+pub use error::StorageError;
+pub use log::{AppendInfo, PartitionLog, ReadResult};
+
+#[cfg(test)]
+mod tests;

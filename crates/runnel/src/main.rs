@@ -6,7 +6,11 @@ mod node;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "runnel", version, about = "Runnel: a replicated, Kafka-compatible event-streaming cluster")]
+#[command(
+    name = "runnel",
+    version,
+    about = "Runnel: a replicated, Kafka-compatible event-streaming cluster"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,7 +32,10 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(matches!(cli.command, Command::Node(_)));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -1,0 +1,510 @@
+//! Broker and topic configuration under Kafka's names.
+//!
+//! One table ([`TOPIC_CONFIGS`]) defines every topic-level config: its Kafka name, the broker
+//! config that supplies its default, its type and Kafka's default value. Values are kept as
+//! strings (as Kafka's admin APIs carry them) and resolved to a typed [`LogConfig`] when a
+//! partition log is opened or reconfigured, so DescribeConfigs, validation and resolution can
+//! never disagree about what exists.
+
+use std::collections::BTreeMap;
+
+use runnel_storage::{LogConfig, TimestampType};
+
+use crate::error::BrokerError;
+
+/// The value type of a config, as DescribeConfigs v3+ reports it (Kafka's `ConfigType` ids).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
+
+/// Definition of one topic-level config.
+#[derive(Debug)]
+pub struct TopicConfigDef {
+    /// Topic-level name (`retention.ms`).
+    pub name: &'static str,
+    /// Broker-level name that sets the default for every topic (`log.retention.ms`).
+    pub broker_name: &'static str,
+    pub config_type: ConfigType,
+    /// Kafka's default value, used when neither the broker nor the topic sets one.
+    pub default: &'static str,
+    /// Allowed values for enumerations; empty means "any value of the type".
+    pub allowed: &'static [&'static str],
+    pub doc: &'static str,
+}
+
+/// Every topic config Runnel understands. Keys that are not here are rejected with
+/// INVALID_CONFIG rather than silently accepted and ignored.
+pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    TopicConfigDef {
+        name: "cleanup.policy",
+        broker_name: "log.cleanup.policy",
+        config_type: ConfigType::List,
+        default: "delete",
+        allowed: &["delete"],
+        doc: "Retention policy for old segments. Only 'delete' is supported so far.",
+    },
+    TopicConfigDef {
+        name: "compression.type",
+        broker_name: "compression.type",
+        config_type: ConfigType::String,
+        default: "producer",
+        allowed: &["producer"],
+        doc: "Batches are stored as the producer compressed them ('producer').",
+    },
+    TopicConfigDef {
+        name: "flush.messages",
+        broker_name: "log.flush.interval.messages",
+        config_type: ConfigType::Long,
+        default: "9223372036854775807",
+        allowed: &[],
+        doc: "fsync the log after this many records (default: leave it to the OS).",
+    },
+    TopicConfigDef {
+        name: "flush.ms",
+        broker_name: "log.flush.interval.ms",
+        config_type: ConfigType::Long,
+        default: "9223372036854775807",
+        allowed: &[],
+        doc: "fsync the log when this much time has passed since the last fsync.",
+    },
+    TopicConfigDef {
+        name: "index.interval.bytes",
+        broker_name: "log.index.interval.bytes",
+        config_type: ConfigType::Int,
+        default: "4096",
+        allowed: &[],
+        doc: "Bytes of log between two entries of the sparse offset index.",
+    },
+    TopicConfigDef {
+        name: "max.message.bytes",
+        broker_name: "message.max.bytes",
+        config_type: ConfigType::Int,
+        default: "1048588",
+        allowed: &[],
+        doc: "Largest record batch the topic accepts.",
+    },
+    TopicConfigDef {
+        name: "message.timestamp.type",
+        broker_name: "log.message.timestamp.type",
+        config_type: ConfigType::String,
+        default: "CreateTime",
+        allowed: &["CreateTime", "LogAppendTime"],
+        doc: "Keep the producer's timestamps (CreateTime) or stamp batches on append.",
+    },
+    TopicConfigDef {
+        name: "min.insync.replicas",
+        broker_name: "min.insync.replicas",
+        config_type: ConfigType::Int,
+        default: "1",
+        allowed: &[],
+        doc: "Replicas that must acknowledge an acks=all write.",
+    },
+    TopicConfigDef {
+        name: "retention.bytes",
+        broker_name: "log.retention.bytes",
+        config_type: ConfigType::Long,
+        default: "-1",
+        allowed: &[],
+        doc: "Delete old segments while the partition is larger than this (-1: no limit).",
+    },
+    TopicConfigDef {
+        name: "retention.ms",
+        broker_name: "log.retention.ms",
+        config_type: ConfigType::Long,
+        default: "604800000",
+        allowed: &[],
+        doc: "Delete segments whose newest record is older than this (-1: keep forever).",
+    },
+    TopicConfigDef {
+        name: "segment.bytes",
+        broker_name: "log.segment.bytes",
+        config_type: ConfigType::Int,
+        default: "1073741824",
+        allowed: &[],
+        doc: "Roll to a new segment file at this size.",
+    },
+    TopicConfigDef {
+        name: "segment.ms",
+        broker_name: "log.roll.ms",
+        config_type: ConfigType::Long,
+        default: "604800000",
+        allowed: &[],
+        doc: "Roll to a new segment file when the active one is this old.",
+    },
+    TopicConfigDef {
+        name: "unclean.leader.election.enable",
+        broker_name: "unclean.leader.election.enable",
+        config_type: ConfigType::Boolean,
+        default: "false",
+        allowed: &["true", "false"],
+        doc: "Allow an out-of-sync replica to become leader (may lose data).",
+    },
+];
+
+/// Broker-only configs (no topic-level override), with Kafka's defaults.
+pub static BROKER_ONLY_CONFIGS: &[(&str, ConfigType, &str, &str)] = &[
+    (
+        "auto.create.topics.enable",
+        ConfigType::Boolean,
+        "true",
+        "Create a topic when a client asks for metadata of or produces to one that is missing.",
+    ),
+    (
+        "num.partitions",
+        ConfigType::Int,
+        "1",
+        "Partitions of a topic created without an explicit count.",
+    ),
+    (
+        "default.replication.factor",
+        ConfigType::Int,
+        "1",
+        "Replication factor of a topic created without an explicit one.",
+    ),
+    (
+        "socket.request.max.bytes",
+        ConfigType::Int,
+        "104857600",
+        "Largest Kafka request frame accepted; larger ones close the connection.",
+    ),
+    (
+        "log.retention.check.interval.ms",
+        ConfigType::Long,
+        "300000",
+        "How often retention deletes old segments.",
+    ),
+    (
+        "max.connections",
+        ConfigType::Int,
+        "10000",
+        "Client connections served at once; more wait to be accepted.",
+    ),
+    (
+        "queued.max.requests",
+        ConfigType::Int,
+        "500",
+        "Requests in flight per connection before the node stops reading from it.",
+    ),
+];
+
+/// Kafka's older spellings of broker configs, mapped to the canonical one with a unit factor.
+static BROKER_ALIASES: &[(&str, &str, i64)] = &[
+    ("log.retention.hours", "log.retention.ms", 3_600_000),
+    ("log.retention.minutes", "log.retention.ms", 60_000),
+    ("log.roll.hours", "log.roll.ms", 3_600_000),
+];
+
+pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+fn broker_config_type(name: &str) -> Option<(ConfigType, &'static str, &'static [&'static str])> {
+    if let Some(d) = TOPIC_CONFIGS.iter().find(|d| d.broker_name == name) {
+        return Some((d.config_type, d.default, d.allowed));
+    }
+    BROKER_ONLY_CONFIGS
+        .iter()
+        .find(|(n, ..)| *n == name)
+        .map(|(_, t, default, _)| (*t, *default, &[][..]))
+}
+
+/// Checks that `value` parses as `config_type` and is one of `allowed` (when given).
+fn validate_value(
+    name: &str,
+    value: &str,
+    config_type: ConfigType,
+    allowed: &[&str],
+) -> Result<(), BrokerError> {
+    let invalid = |why: &str| BrokerError::InvalidConfig(format!("{name}={value}: {why}"));
+    match config_type {
+        ConfigType::Int => {
+            value
+                .parse::<i32>()
+                .map_err(|_| invalid("expected a 32-bit integer"))?;
+        }
+        ConfigType::Long => {
+            value
+                .parse::<i64>()
+                .map_err(|_| invalid("expected a 64-bit integer"))?;
+        }
+        ConfigType::Double => {
+            value
+                .parse::<f64>()
+                .map_err(|_| invalid("expected a number"))?;
+        }
+        ConfigType::Boolean => {
+            if !value.eq_ignore_ascii_case("true") && !value.eq_ignore_ascii_case("false") {
+                return Err(invalid("expected true or false"));
+            }
+        }
+        ConfigType::String | ConfigType::List => {}
+    }
+    if !allowed.is_empty() {
+        let ok = match config_type {
+            ConfigType::List => value.split(',').all(|v| allowed.contains(&v.trim())),
+            _ => allowed.iter().any(|a| a.eq_ignore_ascii_case(value)),
+        };
+        if !ok {
+            return Err(invalid(&format!(
+                "supported values are {}",
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Validates a set of topic-level overrides (CreateTopics, AlterConfigs).
+pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), BrokerError> {
+    for (name, value) in configs {
+        let def = topic_config_def(name)
+            .ok_or_else(|| BrokerError::InvalidConfig(format!("unknown topic config '{name}'")))?;
+        validate_value(name, value, def.config_type, def.allowed)?;
+    }
+    let resolved = resolve_numbers(configs);
+    if resolved.segment_bytes < 14 {
+        return Err(BrokerError::InvalidConfig(
+            "segment.bytes must be at least 14".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+fn resolve_numbers(configs: &BTreeMap<String, String>) -> LogConfig {
+    let broker = BrokerConfig::default();
+    broker.log_config(configs)
+}
+
+/// Where a config value came from, with Kafka's DescribeConfigs source ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    DynamicTopic = 1,
+    StaticBroker = 4,
+    Default = 5,
+}
+
+/// A config as DescribeConfigs reports it.
+#[derive(Clone, Debug)]
+pub struct DescribedConfig {
+    pub name: &'static str,
+    pub value: String,
+    pub source: ConfigSource,
+    pub config_type: ConfigType,
+    pub doc: &'static str,
+}
+
+/// The node's static broker configuration (`--config KEY=VALUE`), Kafka names.
+#[derive(Clone, Debug, Default)]
+pub struct BrokerConfig {
+    /// Only the values set on the command line; everything else is Kafka's default.
+    overrides: BTreeMap<String, String>,
+}
+
+impl BrokerConfig {
+    /// Parses `KEY=VALUE` pairs, rejecting unknown keys and malformed values so a typo is
+    /// caught at start-up instead of silently ignored.
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, BrokerError> {
+        let mut overrides = BTreeMap::new();
+        for (key, value) in pairs {
+            let (key, value) = match BROKER_ALIASES.iter().find(|(alias, ..)| *alias == key) {
+                Some((_, canonical, factor)) => {
+                    let n: i64 = value.parse().map_err(|_| {
+                        BrokerError::InvalidConfig(format!("{key}={value}: expected an integer"))
+                    })?;
+                    (canonical.to_string(), n.saturating_mul(*factor).to_string())
+                }
+                None => (key.to_string(), value.to_string()),
+            };
+            let (config_type, _, allowed) = broker_config_type(&key).ok_or_else(|| {
+                BrokerError::InvalidConfig(format!("unknown broker config '{key}'"))
+            })?;
+            validate_value(&key, &value, config_type, allowed)?;
+            overrides.insert(key, value);
+        }
+        Ok(Self { overrides })
+    }
+
+    fn get(&self, broker_name: &str) -> Option<&str> {
+        self.overrides.get(broker_name).map(String::as_str)
+    }
+
+    fn get_parsed<T: std::str::FromStr>(&self, broker_name: &str, default: T) -> T {
+        self.get(broker_name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    pub fn auto_create_topics(&self) -> bool {
+        self.get_parsed("auto.create.topics.enable", true)
+    }
+
+    pub fn num_partitions(&self) -> i32 {
+        self.get_parsed("num.partitions", 1)
+    }
+
+    pub fn default_replication_factor(&self) -> i16 {
+        self.get_parsed("default.replication.factor", 1)
+    }
+
+    pub fn socket_request_max_bytes(&self) -> usize {
+        self.get_parsed("socket.request.max.bytes", 104_857_600)
+    }
+
+    pub fn retention_check_interval_ms(&self) -> u64 {
+        self.get_parsed("log.retention.check.interval.ms", 300_000)
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.get_parsed("max.connections", 10_000)
+    }
+
+    pub fn queued_max_requests(&self) -> usize {
+        self.get_parsed("queued.max.requests", 500)
+    }
+
+    /// The effective value of a topic config: topic override, then broker config, then Kafka's
+    /// default.
+    fn effective(&self, def: &TopicConfigDef, topic: &BTreeMap<String, String>) -> DescribedConfig {
+        let (value, source) = if let Some(v) = topic.get(def.name) {
+            (v.clone(), ConfigSource::DynamicTopic)
+        } else if let Some(v) = self.get(def.broker_name) {
+            (v.to_string(), ConfigSource::StaticBroker)
+        } else {
+            (def.default.to_string(), ConfigSource::Default)
+        };
+        DescribedConfig {
+            name: def.name,
+            value,
+            source,
+            config_type: def.config_type,
+            doc: def.doc,
+        }
+    }
+
+    /// Every topic config with its effective value, for DescribeConfigs on a topic.
+    pub fn describe_topic(&self, topic: &BTreeMap<String, String>) -> Vec<DescribedConfig> {
+        TOPIC_CONFIGS
+            .iter()
+            .map(|def| self.effective(def, topic))
+            .collect()
+    }
+
+    /// Every broker config with its value, for DescribeConfigs on a broker.
+    pub fn describe_broker(&self) -> Vec<DescribedConfig> {
+        let mut out: Vec<DescribedConfig> = BROKER_ONLY_CONFIGS
+            .iter()
+            .map(|(name, config_type, default, doc)| {
+                let (value, source) = match self.get(name) {
+                    Some(v) => (v.to_string(), ConfigSource::StaticBroker),
+                    None => (default.to_string(), ConfigSource::Default),
+                };
+                DescribedConfig {
+                    name,
+                    value,
+                    source,
+                    config_type: *config_type,
+                    doc,
+                }
+            })
+            .collect();
+        out.extend(TOPIC_CONFIGS.iter().map(|def| {
+            let mut c = self.effective(def, &BTreeMap::new());
+            c.name = def.broker_name;
+            c
+        }));
+        out.sort_by_key(|c| c.name);
+        out
+    }
+
+    /// Resolves the typed log configuration of a topic with the given overrides.
+    pub fn log_config(&self, topic: &BTreeMap<String, String>) -> LogConfig {
+        let value = |name: &str| {
+            let def = topic_config_def(name).expect("known topic config");
+            self.effective(def, topic).value
+        };
+        let long = |name: &str| value(name).parse::<i64>().unwrap_or(i64::MAX);
+        let unsigned = |name: &str| u64::try_from(long(name)).unwrap_or(u64::MAX);
+        LogConfig {
+            segment_bytes: unsigned("segment.bytes"),
+            segment_ms: unsigned("segment.ms"),
+            retention_ms: long("retention.ms"),
+            retention_bytes: long("retention.bytes"),
+            index_interval_bytes: u32::try_from(long("index.interval.bytes")).unwrap_or(4096),
+            max_message_bytes: usize::try_from(long("max.message.bytes")).unwrap_or(1_048_588),
+            flush_messages: unsigned("flush.messages"),
+            flush_ms: unsigned("flush.ms"),
+            timestamp_type: if value("message.timestamp.type").eq_ignore_ascii_case("LogAppendTime")
+            {
+                TimestampType::LogAppendTime
+            } else {
+                TimestampType::CreateTime
+            },
+        }
+    }
+
+    /// Largest batch any topic accepts by default; the gateway uses it to sanity-check frames.
+    pub fn message_max_bytes(&self) -> usize {
+        self.get_parsed("message.max.bytes", 1_048_588)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn topic_override_beats_broker_beats_default() {
+        let broker =
+            BrokerConfig::from_pairs([("log.retention.ms", "1000"), ("log.segment.bytes", "2048")])
+                .unwrap();
+        let log = broker.log_config(&map(&[("retention.ms", "5")]));
+        assert_eq!(log.retention_ms, 5);
+        assert_eq!(log.segment_bytes, 2048);
+        assert_eq!(log.index_interval_bytes, 4096);
+        let described = broker.describe_topic(&map(&[("retention.ms", "5")]));
+        let get = |n: &str| described.iter().find(|c| c.name == n).unwrap().clone();
+        assert_eq!(get("retention.ms").source, ConfigSource::DynamicTopic);
+        assert_eq!(get("segment.bytes").source, ConfigSource::StaticBroker);
+        assert_eq!(get("segment.ms").source, ConfigSource::Default);
+    }
+
+    #[test]
+    fn aliases_convert_units() {
+        let broker = BrokerConfig::from_pairs([("log.retention.hours", "2")]).unwrap();
+        assert_eq!(broker.log_config(&BTreeMap::new()).retention_ms, 7_200_000);
+    }
+
+    #[test]
+    fn rejects_unknown_and_malformed() {
+        assert!(BrokerConfig::from_pairs([("no.such.thing", "1")]).is_err());
+        assert!(BrokerConfig::from_pairs([("num.partitions", "many")]).is_err());
+        assert!(validate_topic_configs(&map(&[("retention.ms", "abc")])).is_err());
+        assert!(validate_topic_configs(&map(&[("cleanup.policy", "compact")])).is_err());
+        assert!(validate_topic_configs(&map(&[("bogus", "1")])).is_err());
+        assert!(
+            validate_topic_configs(&map(&[("message.timestamp.type", "LogAppendTime")])).is_ok()
+        );
+    }
+
+    #[test]
+    fn log_append_time_resolves() {
+        let broker = BrokerConfig::default();
+        let log = broker.log_config(&map(&[("message.timestamp.type", "LogAppendTime")]));
+        assert_eq!(log.timestamp_type, TimestampType::LogAppendTime);
+    }
+}

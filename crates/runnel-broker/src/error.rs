@@ -1,0 +1,52 @@
+//! Broker errors, each mapped to the Kafka error code clients see on the wire.
+
+use kafka_protocol::ResponseError;
+use runnel_storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
+    #[error("partition {partition} of topic '{topic}' does not exist")]
+    UnknownPartition { topic: String, partition: i32 },
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("invalid topic name '{name}': {reason}")]
+    InvalidTopic { name: String, reason: String },
+    #[error("invalid partition count: {0}")]
+    InvalidPartitions(String),
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("metadata store: {0}")]
+    Metadata(String),
+}
+
+impl BrokerError {
+    /// The Kafka error code for this error.
+    pub fn code(&self) -> ResponseError {
+        match self {
+            BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => {
+                ResponseError::UnknownTopicOrPartition
+            }
+            BrokerError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+            BrokerError::InvalidTopic { .. } => ResponseError::InvalidTopicException,
+            BrokerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+            BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+            BrokerError::InvalidConfig(_) => ResponseError::InvalidConfig,
+            BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+            BrokerError::Storage(e) => match e {
+                StorageError::CorruptBatch(_) => ResponseError::CorruptMessage,
+                StorageError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
+                StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+                _ => ResponseError::KafkaStorageError,
+            },
+            BrokerError::Metadata(_) => ResponseError::KafkaStorageError,
+        }
+    }
+}

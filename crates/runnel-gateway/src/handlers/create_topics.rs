@@ -1,0 +1,133 @@
+//! CreateTopics: validates names, counts and configs, then creates the topic and its logs.
+
+use std::collections::{BTreeMap, HashSet};
+
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use kafka_protocol::protocol::VersionRange;
+use kafka_protocol::ResponseError;
+use runnel_broker::BrokerError;
+
+use super::{error_parts, str_bytes};
+use crate::Context;
+
+pub(crate) const VERSIONS: VersionRange = VersionRange { min: 2, max: 7 };
+
+pub(crate) fn handle(
+    ctx: &Context,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    // Kafka rejects every copy of a name that appears twice in one request.
+    let mut seen = HashSet::new();
+    let duplicates: HashSet<String> = request
+        .topics
+        .iter()
+        .map(|t| t.name.0.as_str().to_string())
+        .filter(|n| !seen.insert(n.clone()))
+        .collect();
+    let results = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let name = topic.name.0.as_str().to_string();
+            let result = CreatableTopicResult::default()
+                .with_name(topic.name.clone())
+                .with_num_partitions(-1)
+                .with_replication_factor(-1);
+            if duplicates.contains(&name) {
+                return result
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(str_bytes(format!(
+                        "topic '{name}' appears more than once in the request"
+                    ))));
+            }
+            match create(ctx, &name, topic, request.validate_only) {
+                Ok((info, partitions, replication_factor)) => {
+                    let mut result = result
+                        .with_topic_id(info.id)
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(replication_factor);
+                    if version >= 5 {
+                        let configs = ctx
+                            .broker
+                            .config()
+                            .describe_topic(&info.configs)
+                            .into_iter()
+                            .map(|c| {
+                                CreatableTopicConfigs::default()
+                                    .with_name(str_bytes(c.name))
+                                    .with_value(Some(str_bytes(c.value)))
+                                    .with_config_source(c.source as i8)
+                            })
+                            .collect();
+                        result.configs = Some(configs);
+                    }
+                    result
+                }
+                Err(e) => {
+                    tracing::info!(topic = %name, error = %e, "create topic failed");
+                    let (code, message) = error_parts(&e);
+                    result.with_error_code(code).with_error_message(message)
+                }
+            }
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+fn create(
+    ctx: &Context,
+    name: &str,
+    topic: CreatableTopic,
+    validate_only: bool,
+) -> Result<(runnel_broker::TopicInfo, i32, i16), BrokerError> {
+    let mut configs = BTreeMap::new();
+    for c in topic.configs {
+        let value = c.value.ok_or_else(|| {
+            BrokerError::InvalidConfig(format!("config '{}' has a null value", c.name.as_str()))
+        })?;
+        configs.insert(c.name.as_str().to_string(), value.as_str().to_string());
+    }
+    let (mut partitions, mut replication_factor) = (topic.num_partitions, topic.replication_factor);
+    if !topic.assignments.is_empty() {
+        // Manual assignment: counts come from it, and Kafka requires -1 in the count fields.
+        if partitions != -1 || replication_factor != -1 {
+            return Err(BrokerError::InvalidRequest(
+                "with replica assignments, num_partitions and replication_factor must be -1".into(),
+            ));
+        }
+        let node = ctx.broker.node_id();
+        for a in &topic.assignments {
+            if a.broker_ids.iter().any(|b| b.0 != node) {
+                return Err(BrokerError::InvalidReplicationFactor(format!(
+                    "assignment of partition {} names a broker other than {node}",
+                    a.partition_index
+                )));
+            }
+        }
+        partitions = topic.assignments.len() as i32;
+        replication_factor = topic.assignments[0].broker_ids.len() as i16;
+    }
+    let info =
+        ctx.broker
+            .create_topic(name, partitions, replication_factor, configs, validate_only)?;
+    let partitions = if validate_only {
+        if partitions == -1 {
+            ctx.broker.config().num_partitions()
+        } else {
+            partitions
+        }
+    } else {
+        info.partitions.len() as i32
+    };
+    let replication_factor = if replication_factor == -1 {
+        ctx.broker.config().default_replication_factor()
+    } else {
+        replication_factor
+    };
+    Ok((info, partitions, replication_factor))
+}

@@ -1,0 +1,53 @@
+//! DeleteTopics: by name (v1-5) or by name or id (v6).
+
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
+use kafka_protocol::protocol::VersionRange;
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use super::{error_parts, str_bytes};
+use crate::Context;
+
+pub(crate) const VERSIONS: VersionRange = VersionRange { min: 1, max: 6 };
+
+pub(crate) fn handle(
+    ctx: &Context,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
+        request
+            .topics
+            .into_iter()
+            .map(|t| (t.name.map(|n| n.0.as_str().to_string()), t.topic_id))
+            .collect()
+    } else {
+        request
+            .topic_names
+            .into_iter()
+            .map(|n| (Some(n.0.as_str().to_string()), Uuid::nil()))
+            .collect()
+    };
+    let responses = targets
+        .into_iter()
+        .map(|(name, id)| {
+            let name = name.or_else(|| ctx.broker.image().topic_by_id(id).map(|t| t.name.clone()));
+            let result = DeletableTopicResult::default()
+                .with_name(name.clone().map(|n| TopicName(str_bytes(n))))
+                .with_topic_id(id);
+            let Some(name) = name else {
+                return result.with_error_code(ResponseError::UnknownTopicId.code());
+            };
+            match ctx.broker.delete_topic(&name) {
+                Ok(info) => result.with_topic_id(info.id),
+                Err(e) => {
+                    tracing::info!(topic = %name, error = %e, "delete topic failed");
+                    let (code, message) = error_parts(&e);
+                    result.with_error_code(code).with_error_message(message)
+                }
+            }
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}

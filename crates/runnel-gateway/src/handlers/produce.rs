@@ -1,0 +1,132 @@
+//! Produce: hands each partition's record batches, as bytes, to the partition log. Batches are
+//! never decoded record by record: the storage layer checks the v2 header and CRC and writes
+//! the offsets into the header.
+
+use bytes::BytesMut;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::protocol::VersionRange;
+use kafka_protocol::ResponseError;
+use runnel_broker::BrokerError;
+use uuid::Uuid;
+
+use super::str_bytes;
+use crate::Context;
+
+pub(crate) const VERSIONS: VersionRange = VersionRange { min: 3, max: 13 };
+
+fn partition_error(
+    index: i32,
+    code: ResponseError,
+    message: Option<String>,
+) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(code.code())
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(message.map(str_bytes))
+}
+
+/// Returns `None` for acks=0, which Kafka never answers.
+pub(crate) async fn handle(
+    ctx: &Context,
+    request: ProduceRequest,
+    version: i16,
+    client: &str,
+) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let valid_acks = matches!(acks, -1..=1);
+    let mut responses = Vec::with_capacity(request.topic_data.len());
+    for topic in request.topic_data {
+        let name = if version >= 13 {
+            ctx.broker
+                .image()
+                .topic_by_id(topic.topic_id)
+                .map(|t| t.name.clone())
+        } else {
+            Some(topic.name.0.as_str().to_string())
+        };
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        match &name {
+            None => {
+                for p in &topic.partition_data {
+                    partitions.push(partition_error(
+                        p.index,
+                        ResponseError::UnknownTopicId,
+                        None,
+                    ));
+                }
+            }
+            Some(_) if !valid_acks => {
+                for p in &topic.partition_data {
+                    let msg = format!("acks must be -1 (all), 0 or 1, got {acks}");
+                    partitions.push(partition_error(
+                        p.index,
+                        ResponseError::InvalidRequiredAcks,
+                        Some(msg),
+                    ));
+                }
+            }
+            Some(name) => {
+                if ctx.broker.image().topic(name).is_none() {
+                    if let Err(e) = ctx.broker.auto_create_topic(name) {
+                        tracing::warn!(topic = %name, client, error = %e, "produce: cannot auto-create topic");
+                    }
+                }
+                for p in topic.partition_data {
+                    partitions.push(append(ctx, name, p.index, p.records, client));
+                }
+            }
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(TopicName(str_bytes(name.unwrap_or_default())))
+                .with_topic_id(if version >= 13 {
+                    topic.topic_id
+                } else {
+                    Uuid::nil()
+                })
+                .with_partition_responses(partitions),
+        );
+    }
+    (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+}
+
+fn append(
+    ctx: &Context,
+    topic: &str,
+    index: i32,
+    records: Option<bytes::Bytes>,
+    client: &str,
+) -> PartitionProduceResponse {
+    let result = (|| {
+        let partition = ctx.broker.partition(topic, index)?;
+        let records = records.filter(|r| !r.is_empty()).ok_or_else(|| {
+            BrokerError::InvalidRequest("the produce request carries no record batch".into())
+        })?;
+        let leader_epoch = ctx
+            .broker
+            .image()
+            .topic(topic)
+            .and_then(|t| t.partitions.get(index as usize))
+            .map(|p| p.leader_epoch)
+            .unwrap_or(0);
+        // The records are a slice of the request frame; patching offsets needs our own copy.
+        let mut batches = BytesMut::from(&records[..]);
+        let info = partition.append(&mut batches, leader_epoch)?;
+        Ok::<_, BrokerError>((info, partition.log_start_offset()?))
+    })();
+    match result {
+        Ok((info, log_start)) => PartitionProduceResponse::default()
+            .with_index(index)
+            .with_base_offset(info.base_offset)
+            .with_log_append_time_ms(info.log_append_time)
+            .with_log_start_offset(log_start),
+        Err(e) => {
+            tracing::warn!(topic, partition = index, client, error = %e, "produce rejected");
+            partition_error(index, e.code(), Some(e.to_string()))
+        }
+    }
+}

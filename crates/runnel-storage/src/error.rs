@@ -1,0 +1,58 @@
+//! Storage errors. Each variant maps onto one Kafka error code so the broker
+//! can answer clients without inspecting message strings.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in the storage layer.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// The bytes are not a well-formed v2 record batch (bad magic, length,
+    /// CRC, truncated, no records). Kafka: `CORRUPT_MESSAGE`.
+    #[error("corrupt record batch: {0}")]
+    CorruptBatch(String),
+
+    /// A single batch is larger than `max.message.bytes`. Kafka: `MESSAGE_TOO_LARGE`.
+    #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
+    BatchTooLarge { size: usize, max: usize },
+
+    /// The requested offset is outside `[log_start, log_end]`. Kafka: `OFFSET_OUT_OF_RANGE`.
+    #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
+
+    /// An I/O call failed; `context` names the file and operation.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The partition directory is in a state recovery cannot repair.
+    #[error("corrupt data directory: {0}")]
+    CorruptDataDir(String),
+}
+
+impl StorageError {
+    /// Wraps an I/O error with a sentence saying what we were doing.
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        StorageError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Shorthand for attaching context to `io::Result`s.
+pub(crate) trait IoContext<T> {
+    fn ctx<F: FnOnce() -> String>(self, f: F) -> Result<T, StorageError>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx<F: FnOnce() -> String>(self, f: F) -> Result<T, StorageError> {
+        self.map_err(|e| StorageError::io(f(), e))
+    }
+}
