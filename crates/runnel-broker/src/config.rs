@@ -450,6 +450,12 @@ impl BrokerConfig {
         }
     }
 
+    /// `min.insync.replicas` of a topic: acks=all writes need this many in-sync replicas.
+    pub fn min_insync_replicas(&self, topic: &BTreeMap<String, String>) -> usize {
+        let def = topic_config_def("min.insync.replicas").expect("known topic config");
+        self.effective(def, topic).value.parse().unwrap_or(1)
+    }
+
     /// Largest batch any topic accepts by default; the gateway uses it to sanity-check frames.
     pub fn message_max_bytes(&self) -> usize {
         self.get_parsed("message.max.bytes", 1_048_588)

@@ -21,6 +21,8 @@ pub enum BrokerError {
     InvalidConfig(String),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    #[error("only {in_sync} in-sync replicas, min.insync.replicas is {needed}")]
+    NotEnoughReplicas { in_sync: usize, needed: usize },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("metadata store: {0}")]
@@ -40,6 +42,7 @@ impl BrokerError {
             BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
             BrokerError::InvalidConfig(_) => ResponseError::InvalidConfig,
             BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+            BrokerError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
             BrokerError::Storage(e) => match e {
                 StorageError::CorruptBatch(_) => ResponseError::CorruptMessage,
                 StorageError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,

@@ -1,1 +1,31 @@
+//! A small async Kafka-protocol client used by the `runnel` CLI and tests.
+//!
+//! - [`Connection`]: one TCP connection to one broker (framing, headers, correlation ids,
+//!   ApiVersions negotiation, timeouts).
+//! - [`Client`]: bootstraps from a `host:port` list, keeps per-broker connections, routes
+//!   partition requests to leaders and exposes the admin, produce, fetch and list-offsets
+//!   operations the CLI needs.
+//!
+//! Message codecs come from the `kafka-protocol` crate; this crate never hand-encodes them.
 
+mod client;
+mod connection;
+mod error;
+pub mod partitioner;
+mod records;
+
+pub use client::{
+    acks, client_versions, offset_spec, parse_bootstrap, BrokerMetadata, Client, ConfigEntry,
+    ConfigSource, CreatedTopic, FetchedPartition, Metadata, PartitionMetadata, TopicMetadata,
+};
+pub use connection::{decode_response_frame, encode_request_frame, ClientConfig, Connection};
+pub use error::{error_name, Error, Result};
+pub use records::{
+    decode_record_batches, encode_record_batch, ConsumedRecord, DecodedRecords, ProducerRecord,
+};
+
+/// Re-exported so callers can name compression types, error codes and ids without depending
+/// on `kafka-protocol` or `uuid` directly.
+pub use kafka_protocol::records::{Compression, TimestampType};
+pub use kafka_protocol::ResponseError;
+pub use uuid::Uuid;

@@ -76,7 +76,7 @@ pub(crate) async fn handle(
                     }
                 }
                 for p in topic.partition_data {
-                    partitions.push(append(ctx, name, p.index, p.records, client));
+                    partitions.push(append(ctx, name, p.index, p.records, acks, client));
                 }
             }
         }
@@ -99,6 +99,7 @@ fn append(
     topic: &str,
     index: i32,
     records: Option<bytes::Bytes>,
+    acks: i16,
     client: &str,
 ) -> PartitionProduceResponse {
     let result = (|| {
@@ -106,13 +107,19 @@ fn append(
         let records = records.filter(|r| !r.is_empty()).ok_or_else(|| {
             BrokerError::InvalidRequest("the produce request carries no record batch".into())
         })?;
-        let leader_epoch = ctx
-            .broker
-            .image()
-            .topic(topic)
-            .and_then(|t| t.partitions.get(index as usize))
-            .map(|p| p.leader_epoch)
-            .unwrap_or(0);
+        let image = ctx.broker.image();
+        let info = image.topic(topic);
+        let state = info.and_then(|t| t.partitions.get(index as usize));
+        let leader_epoch = state.map_or(0, |p| p.leader_epoch);
+        // acks=all promises min.insync.replicas copies; refuse before appending if the ISR
+        // cannot give them, as Kafka does.
+        if acks == -1 {
+            let needed = info.map_or(1, |t| ctx.broker.config().min_insync_replicas(&t.configs));
+            let in_sync = state.map_or(0, |p| p.isr.len());
+            if in_sync < needed {
+                return Err(BrokerError::NotEnoughReplicas { in_sync, needed });
+            }
+        }
         // The records are a slice of the request frame; patching offsets needs our own copy.
         let mut batches = BytesMut::from(&records[..]);
         let info = partition.append(&mut batches, leader_epoch)?;

@@ -1,0 +1,246 @@
+//! The client's error type.
+
+use std::time::Duration;
+
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::VersionRange;
+use kafka_protocol::ResponseError;
+
+/// Result alias used throughout the client.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while talking to a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The bootstrap list was empty or could not be parsed.
+    #[error("invalid bootstrap server list '{0}': expected host:port[,host:port...]")]
+    InvalidBootstrap(String),
+
+    /// The TCP connection could not be established.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The `host:port` we tried.
+        addr: String,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A network wait (connect, write, or read) took longer than allowed.
+    #[error("timed out after {}ms {operation} {addr}", timeout.as_millis())]
+    Timeout {
+        /// The `host:port` of the broker.
+        addr: String,
+        /// What we were doing, e.g. "connecting to" or "waiting for a Fetch response from".
+        operation: String,
+        /// The timeout that elapsed.
+        timeout: Duration,
+    },
+
+    /// The connection failed after it was established.
+    #[error("connection to {addr} failed: {source}")]
+    Io {
+        /// The `host:port` of the broker.
+        addr: String,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The broker sent something we could not understand, or we could not encode a request.
+    #[error("protocol error with {addr}: {message}")]
+    Protocol {
+        /// The `host:port` of the broker (empty when not tied to one).
+        addr: String,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// The broker does not support any version of an API that we can speak.
+    #[error(
+        "broker {addr} does not support {api:?} in a version this client speaks \
+         (client: {ours}, broker: {})",
+        theirs.map(|r| r.to_string()).unwrap_or_else(|| "not supported".to_owned())
+    )]
+    UnsupportedVersion {
+        /// The `host:port` of the broker.
+        addr: String,
+        /// The API in question.
+        api: ApiKey,
+        /// The versions this client supports.
+        ours: VersionRange,
+        /// The versions the broker advertised, if any.
+        theirs: Option<VersionRange>,
+    },
+
+    /// The broker answered with a Kafka error code.
+    #[error("{}", describe_kafka_error(*error, topic.as_deref(), *partition, message.as_deref()))]
+    Kafka {
+        /// The error code.
+        error: ResponseError,
+        /// The topic it concerns, if any.
+        topic: Option<String>,
+        /// The partition it concerns, if any.
+        partition: Option<i32>,
+        /// The broker's error message, if it sent one.
+        message: Option<String>,
+    },
+
+    /// A partition has no leader (or its leader is not in the broker list).
+    #[error("partition {partition} of topic '{topic}' has no available leader")]
+    NoLeader {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+    },
+
+    /// A record batch could not be encoded or decoded.
+    #[error("record batch error: {0}")]
+    Records(String),
+
+    /// The caller passed an invalid argument.
+    #[error("{0}")]
+    InvalidArgument(String),
+}
+
+impl Error {
+    /// The Kafka error code, when this is a [`Error::Kafka`].
+    pub fn kafka_error(&self) -> Option<ResponseError> {
+        match self {
+            Error::Kafka { error, .. } => Some(*error),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying (after refreshing metadata) may help.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::Kafka { error, .. } => error.is_retriable(),
+            Error::Io { .. } | Error::Timeout { .. } | Error::NoLeader { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Builds a [`Error::Kafka`] from a response error code, or `None` when the code is 0.
+    pub fn from_code(
+        code: i16,
+        topic: Option<&str>,
+        partition: Option<i32>,
+        message: Option<&str>,
+    ) -> Option<Self> {
+        ResponseError::try_from_code(code).map(|error| Error::Kafka {
+            error,
+            topic: topic.map(str::to_owned),
+            partition,
+            message: message.filter(|m| !m.is_empty()).map(str::to_owned),
+        })
+    }
+
+    pub(crate) fn protocol(addr: &str, message: impl Into<String>) -> Self {
+        Error::Protocol {
+            addr: addr.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The Kafka wire name of an error, e.g. `UNKNOWN_TOPIC_OR_PARTITION`.
+pub fn error_name(error: ResponseError) -> String {
+    if let ResponseError::Unknown(code) = error {
+        return format!("UNKNOWN_ERROR_CODE_{code}");
+    }
+    // `Display` gives the variant name in CamelCase; Kafka spells it SCREAMING_SNAKE_CASE.
+    let camel = error.to_string();
+    let mut out = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+fn describe_kafka_error(
+    error: ResponseError,
+    topic: Option<&str>,
+    partition: Option<i32>,
+    message: Option<&str>,
+) -> String {
+    let name = error_name(error);
+    // Well-known topic errors get a fixed sentence (the broker's message would only repeat
+    // it); for the rest the broker's message, when present, is the most specific description.
+    let known = match (error, topic) {
+        (ResponseError::UnknownTopicOrPartition, Some(t)) => Some(match partition {
+            Some(p) => format!("topic '{t}' partition {p} does not exist"),
+            None => format!("topic '{t}' does not exist"),
+        }),
+        (ResponseError::UnknownTopicId, Some(t)) => Some(format!("topic '{t}' does not exist")),
+        (ResponseError::TopicAlreadyExists, Some(t)) => Some(format!("topic '{t}' already exists")),
+        (ResponseError::InvalidTopicException, Some(t)) => {
+            Some(format!("'{t}' is not a valid topic name"))
+        }
+        _ => None,
+    };
+    if let Some(known) = known {
+        return format!("{known} ({name})");
+    }
+    let what = message.map_or_else(|| lower_desc(error), str::to_owned);
+    match (topic, partition) {
+        (Some(t), Some(p)) => format!("topic '{t}' partition {p}: {what} ({name})"),
+        (Some(t), None) => format!("topic '{t}': {what} ({name})"),
+        (None, _) => format!("{what} ({name})"),
+    }
+}
+
+/// A short description of the error derived from its name, e.g. "not leader or follower".
+fn lower_desc(error: ResponseError) -> String {
+    error_name(error).replace('_', " ").to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_names_are_kafka_style() {
+        assert_eq!(
+            error_name(ResponseError::UnknownTopicOrPartition),
+            "UNKNOWN_TOPIC_OR_PARTITION"
+        );
+        assert_eq!(
+            error_name(ResponseError::UnknownServerError),
+            "UNKNOWN_SERVER_ERROR"
+        );
+        assert_eq!(
+            error_name(ResponseError::Unknown(999)),
+            "UNKNOWN_ERROR_CODE_999"
+        );
+    }
+
+    #[test]
+    fn kafka_error_display() {
+        let e = Error::from_code(3, Some("x"), None, None).unwrap();
+        assert_eq!(
+            e.to_string(),
+            "topic 'x' does not exist (UNKNOWN_TOPIC_OR_PARTITION)"
+        );
+        let e = Error::from_code(36, Some("x"), None, Some("Topic 'x' already exists.")).unwrap();
+        assert_eq!(
+            e.to_string(),
+            "topic 'x' already exists (TOPIC_ALREADY_EXISTS)"
+        );
+        let e = Error::from_code(40, Some("x"), None, Some("bad value for retention.ms")).unwrap();
+        assert_eq!(
+            e.to_string(),
+            "topic 'x': bad value for retention.ms (INVALID_CONFIG)"
+        );
+        let e = Error::from_code(6, Some("x"), Some(2), None).unwrap();
+        assert_eq!(
+            e.to_string(),
+            "topic 'x' partition 2: not leader or follower (NOT_LEADER_OR_FOLLOWER)"
+        );
+        assert!(Error::from_code(0, None, None, None).is_none());
+    }
+}
