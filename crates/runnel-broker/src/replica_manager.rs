@@ -97,8 +97,20 @@ impl Partition {
         self.with_log(|log| Ok(log.log_end_offset()))
     }
 
+    /// The first record with a timestamp at or after `ts`: (offset, timestamp). The log finds
+    /// the batch; its records are decoded (decompressing if needed) to find the exact record,
+    /// as Kafka does. Only ListOffsets pays this, never the produce/fetch path.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, BrokerError> {
-        self.with_log(|log| Ok(log.offset_for_timestamp(ts)?))
+        let hw = self.high_watermark();
+        self.with_log(|log| {
+            let Some((base, max_ts)) = log.offset_for_timestamp(ts)? else {
+                return Ok(None);
+            };
+            let batch = log.read(base, 1, hw, true)?.records;
+            Ok(Some(
+                first_record_at_or_after(batch, ts).unwrap_or((base, max_ts)),
+            ))
+        })
     }
 
     pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, BrokerError> {
@@ -108,6 +120,24 @@ impl Partition {
     pub fn size_bytes(&self) -> Result<u64, BrokerError> {
         self.with_log(|log| Ok(log.size_bytes()))
     }
+}
+
+/// Scans the first batch in `batch` for the first record with timestamp >= `ts`. `None` if the
+/// batch cannot be decoded or (LogAppendTime) carries one timestamp for all its records, in
+/// which case the batch's own base offset and max timestamp are the answer.
+fn first_record_at_or_after(mut batch: bytes::Bytes, ts: i64) -> Option<(i64, i64)> {
+    let header = runnel_storage::batch::validate_batches(&batch)
+        .ok()?
+        .into_iter()
+        .next()?;
+    if header.is_log_append_time() {
+        return None;
+    }
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut batch).ok()?;
+    set.records
+        .iter()
+        .find(|r| r.timestamp >= ts)
+        .map(|r| (r.offset, r.timestamp))
 }
 
 type TopicPartition = (String, i32);

@@ -1,0 +1,112 @@
+# Runnel: build, run and test.
+#
+#   make run    build the release binary and run one node with defaults (data under ./data)
+#   make test   formatting, clippy, Rust tests and the end-to-end pytest suite
+#
+# `make test` installs what it needs by itself, idempotently: a Python venv under .venv
+# (packages from tests/requirements.txt, reinstalled only when that file changes) and
+# Debian's kcat (apt-get) when no kcat is on PATH.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+# Targets run one after the other, in the order given, even under `make -j`.
+.NOTPARALLEL:
+
+CARGO       ?= cargo
+PYTHON      ?= python3
+VENV        ?= .venv
+REQUIREMENTS := tests/requirements.txt
+VENV_STAMP  := $(VENV)/.requirements.installed
+# The binary the Python tests run (relative paths are taken from the repository root).
+RUNNEL_BIN  ?= target/release/runnel
+export RUNNEL_BIN
+# Extra arguments for `make run` (e.g. make run ARGS="--node-id 2 --config num.partitions=3").
+ARGS        ?=
+# Extra arguments for pytest (e.g. make test-e2e PYTEST_ARGS="-k kcat -x").
+# By default the suite runs on 2 workers (pytest-xdist); every test starts its own node
+# on its own ports, so tests are independent.
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?=
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export DEBIAN_FRONTEND := noninteractive
+
+.PHONY: help build run fmt fmt-check clippy test test-rust test-e2e bench clean-data venv kcat
+
+help: ## Show this help
+	@echo "Runnel make targets:"
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "  %-11s %s\n", $$1, $$2 }'
+	@echo
+	@echo "Variables: RUNNEL_BIN=$(RUNNEL_BIN)  ARGS='$(ARGS)'  PYTEST_ARGS='$(PYTEST_ARGS)'  PYTEST_WORKERS=$(PYTEST_WORKERS)"
+
+build: ## Build the release binary (target/release/runnel)
+	$(CARGO) build --release --bin runnel
+
+run: build ## Run one node with defaults (Kafka on 127.0.0.1:9092, data under ./data)
+	./target/release/runnel node $(ARGS)
+
+fmt: ## Format all Rust code
+	$(CARGO) fmt --all
+
+fmt-check: ## Check Rust formatting
+	$(CARGO) fmt --all -- --check
+
+clippy: ## Lint with clippy, warnings are errors
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: fmt-check clippy test-rust test-e2e ## Run everything: fmt-check, clippy, Rust tests, end-to-end tests
+
+test-rust: ## Rust unit and integration tests (cargo-nextest when installed)
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		no_tests=""; \
+		if $(CARGO) nextest run --help 2>/dev/null | grep -q -- '--no-tests'; then no_tests="--no-tests=warn"; fi; \
+		echo "$(CARGO) nextest run --workspace $$no_tests"; \
+		$(CARGO) nextest run --workspace $$no_tests; \
+	else \
+		echo "$(CARGO) test --workspace (cargo-nextest not installed)"; \
+		$(CARGO) test --workspace; \
+	fi
+
+test-e2e: build venv kcat ## End-to-end tests: pytest on tests/python against RUNNEL_BIN
+	@test -x "$(RUNNEL_BIN)" || { echo "error: $(RUNNEL_BIN) is not an executable file" >&2; exit 1; }
+	$(VENV)/bin/python -m pytest tests/python -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+bench: ## Benchmarks (not yet implemented)
+	@echo "make bench: not yet implemented"
+
+clean-data: ## Delete the data directory of `make run` (./data)
+	rm -rf ./data
+
+# --- tools the end-to-end tests need ------------------------------------------------------
+
+venv: ## Create .venv and install tests/requirements.txt (only when it changed)
+	@if [ -x "$(VENV)/bin/python" ] && ! "$(VENV)/bin/python" -m pip --version >/dev/null 2>&1; then \
+		echo "venv: $(VENV) is broken, recreating it"; rm -rf "$(VENV)"; \
+	fi
+	@if [ ! -x "$(VENV)/bin/python" ]; then \
+		echo "venv: creating $(VENV) with $(PYTHON) -m venv"; \
+		if ! $(PYTHON) -m venv "$(VENV)"; then \
+			echo "venv: '$(PYTHON) -m venv' failed; installing Debian's python3-venv"; \
+			rm -rf "$(VENV)"; \
+			$(SUDO) apt-get install -y python3-venv || { $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv; }; \
+			$(PYTHON) -m venv "$(VENV)"; \
+		fi; \
+		rm -f "$(VENV_STAMP)"; \
+	fi
+	@if ! cmp -s "$(REQUIREMENTS)" "$(VENV_STAMP)"; then \
+		echo "venv: installing $(REQUIREMENTS) into $(VENV)"; \
+		"$(VENV)/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$(REQUIREMENTS)"; \
+		cp "$(REQUIREMENTS)" "$(VENV_STAMP)"; \
+	else \
+		echo "venv: $(VENV) is up to date with $(REQUIREMENTS)"; \
+	fi
+
+kcat: ## Install Debian's kcat when no kcat is on PATH
+	@if command -v kcat >/dev/null 2>&1; then \
+		echo "kcat: $$(command -v kcat)"; \
+	else \
+		echo "kcat: not found, installing Debian's kcat"; \
+		$(SUDO) apt-get install -y kcat || { $(SUDO) apt-get update && $(SUDO) apt-get install -y kcat; }; \
+		command -v kcat >/dev/null; \
+	fi

@@ -1,0 +1,356 @@
+//! runnel-bench: throughput, latency and memory of a Runnel node, measured with librdkafka.
+//!
+//! Starts a `runnel node` on free loopback ports (or uses `--bootstrap`), runs bounded
+//! scenarios, prints a table and writes `results.md` and `results.json`. Exits non-zero only
+//! on errors (delivery failures, lost or out-of-order records, a node that did not start or
+//! died), never because a number is slow.
+
+mod node;
+mod report;
+mod scenarios;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use scenarios::{Outcome, ProduceSpec};
+
+const SCENARIOS: &[&str] = &[
+    "produce-100b-acks1",
+    "produce-100b-acksall",
+    "produce-1k-acks1",
+    "produce-1k-acksall",
+    "consume-100b",
+    "consume-1k",
+    "latency",
+];
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "runnel-bench",
+    about = "Benchmark a Runnel node with librdkafka"
+)]
+struct Args {
+    /// The runnel binary to start. Relative paths are taken from the repository root
+    /// (then from the current directory).
+    #[arg(long, default_value = "target/release/runnel")]
+    runnel_bin: PathBuf,
+    /// Bench an already running cluster instead of starting a node (no RSS/CPU figures).
+    #[arg(long, value_name = "HOST:PORT")]
+    bootstrap: Option<String>,
+    /// Repository root (default: two levels above this crate's manifest).
+    #[arg(long)]
+    repo_root: Option<PathBuf>,
+    /// Output directory for results.md, results.json and node.log; relative to the repo root.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Records per producer run with 100-byte values.
+    #[arg(long, default_value_t = 2_000_000)]
+    records_small: u64,
+    /// Records per producer run with 1 KiB values.
+    #[arg(long, default_value_t = 500_000)]
+    records_large: u64,
+    /// Time limit per throughput scenario, seconds (whichever of count and time comes first).
+    #[arg(long, default_value_t = 20)]
+    time_limit: u64,
+    /// Records per second in the latency scenario.
+    #[arg(long, default_value_t = 2_000)]
+    latency_rate: u64,
+    /// Duration of the latency scenario, seconds.
+    #[arg(long, default_value_t = 10)]
+    latency_secs: u64,
+    /// Value size in the latency scenario, bytes.
+    #[arg(long, default_value_t = 100)]
+    latency_value_bytes: usize,
+    /// Partitions of the auto-created topics (passed as num.partitions to the started node).
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Extra broker configs for the started node, KEY=VALUE (repeatable).
+    #[arg(long = "node-config", value_name = "KEY=VALUE")]
+    node_configs: Vec<String>,
+    /// Parent directory of the node's temporary data dir (default: the system temp dir).
+    #[arg(long)]
+    data_parent: Option<PathBuf>,
+    /// The consumers' group.id. They only use assign() and never commit, but librdkafka
+    /// refuses assign() without a group.id ("Local: Unknown group").
+    #[arg(long, default_value = "runnel-bench")]
+    consumer_group: String,
+    /// librdkafka debug contexts for every client (e.g. `fetch,protocol`, `cgrp`, `all`);
+    /// librdkafka's log lines then go to stderr.
+    #[arg(long, value_name = "CONTEXTS")]
+    rdkafka_debug: Option<String>,
+    /// Comma-separated subset of scenarios to run (default: all).
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS))]
+    only: Vec<String>,
+}
+
+fn main() {
+    match run() {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("runnel-bench: error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn repo_root(args: &Args) -> Result<PathBuf> {
+    let root = match &args.repo_root {
+        Some(r) => r.clone(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."),
+    };
+    root.canonicalize()
+        .with_context(|| format!("repository root {} does not exist", root.display()))
+}
+
+fn resolve_bin(root: &Path, bin: &Path) -> Result<PathBuf> {
+    let candidates: Vec<PathBuf> = if bin.is_absolute() {
+        vec![bin.to_path_buf()]
+    } else {
+        vec![root.join(bin), std::env::current_dir()?.join(bin)]
+    };
+    for c in &candidates {
+        if c.is_file() {
+            return Ok(c.clone());
+        }
+    }
+    bail!(
+        "runnel binary {} not found (build it with `cargo build --release --bin runnel`)",
+        candidates[0].display()
+    )
+}
+
+/// Records the node's RSS and CPU after a scenario, checks the node still runs, prints a line.
+/// `cpu_mark` holds the node's cumulative CPU at the start of the scenario and is moved on.
+fn after(o: &mut Outcome, node: &mut Option<node::Node>, cpu_mark: &mut f64) -> Result<()> {
+    if let Some(n) = node.as_mut() {
+        if let Some(s) = node::proc_stats(n.pid) {
+            o.node_rss_mib = Some(s.rss_mib);
+            o.node_cpu_seconds = Some(s.cpu_seconds - *cpu_mark);
+            *cpu_mark = s.cpu_seconds;
+        }
+        n.check_alive()?;
+    }
+    report::print_line(o);
+    Ok(())
+}
+
+/// Returns Ok(true) when the run had no errors.
+fn run() -> Result<bool> {
+    let args = Args::parse();
+    let root = repo_root(&args)?;
+    scenarios::set_debug_contexts(args.rdkafka_debug.clone());
+    let out_dir = if args.out.is_absolute() {
+        args.out.clone()
+    } else {
+        root.join(&args.out)
+    };
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let wanted = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
+    let limit = Duration::from_secs(args.time_limit);
+
+    let mut node = None;
+    let mut idle = None;
+    let bootstrap = match &args.bootstrap {
+        Some(b) => b.clone(),
+        None => {
+            let bin = resolve_bin(&root, &args.runnel_bin)?;
+            let mut configs = vec![format!("num.partitions={}", args.partitions)];
+            configs.extend(args.node_configs.iter().cloned());
+            eprintln!("starting {} ...", bin.display());
+            let t0 = Instant::now();
+            let n = node::Node::start(
+                &bin,
+                args.data_parent.as_deref(),
+                &out_dir.join("node.log"),
+                &configs,
+            )?;
+            eprintln!(
+                "node pid {} up on {} in {:.2}s",
+                n.pid,
+                n.kafka,
+                t0.elapsed().as_secs_f64()
+            );
+            // Let the node settle for a moment before taking its idle RSS.
+            std::thread::sleep(Duration::from_millis(500));
+            idle = node::proc_stats(n.pid);
+            let addr = n.kafka.to_string();
+            node = Some(n);
+            addr
+        }
+    };
+    let run_id = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let topic = |name: &str| format!("bench-{name}-{run_id}");
+
+    let mut cpu_mark = idle.map_or(0.0, |s| s.cpu_seconds);
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut extra_errors: Vec<String> = Vec::new();
+    // (scenario, topic, value bytes, acks, records)
+    let produce_runs: [(&str, &str, usize, &'static str, u64); 4] = [
+        (
+            "produce-100b-acks1",
+            "p100-acks1",
+            100,
+            "1",
+            args.records_small,
+        ),
+        (
+            "produce-100b-acksall",
+            "p100-acksall",
+            100,
+            "all",
+            args.records_small,
+        ),
+        (
+            "produce-1k-acks1",
+            "p1k-acks1",
+            1024,
+            "1",
+            args.records_large,
+        ),
+        (
+            "produce-1k-acksall",
+            "p1k-acksall",
+            1024,
+            "all",
+            args.records_large,
+        ),
+    ];
+    for (id, t, size, acks, records) in produce_runs {
+        if !wanted(id) {
+            continue;
+        }
+        let spec = ProduceSpec {
+            scenario: format!("produce {} B, acks={acks}", size),
+            bootstrap: &bootstrap,
+            topic: topic(t),
+            value_bytes: size,
+            acks,
+            records,
+            time_limit: limit,
+        };
+        let mut o = scenarios::produce_throughput(&spec)?;
+        after(&mut o, &mut node, &mut cpu_mark)?;
+        outcomes.push(o);
+    }
+
+    for (id, producer_id, size) in [
+        ("consume-100b", "produce-100b-acks1", 100),
+        ("consume-1k", "produce-1k-acks1", 1024),
+    ] {
+        if !wanted(id) {
+            continue;
+        }
+        let Some(produced) = outcomes
+            .iter()
+            .find(|o| o.value_bytes == size && o.acks == "1")
+            .cloned()
+        else {
+            eprintln!("skipping {id}: it reads what {producer_id} wrote, which did not run");
+            continue;
+        };
+        let mut o = scenarios::consume_throughput(
+            &format!("consume {size} B"),
+            &bootstrap,
+            &produced.topic,
+            size,
+            &args.consumer_group,
+            limit,
+        )?;
+        // Every acknowledged record must be in the log.
+        if o.target_records < produced.records {
+            o.errors += 1;
+            o.error_samples.push(format!(
+                "the topic holds {} records but {} were acknowledged to the producer",
+                o.target_records, produced.records
+            ));
+        } else if o.target_records > produced.records {
+            o.note.push_str(&format!(
+                "; log holds {} more records than were acknowledged",
+                o.target_records - produced.records
+            ));
+        }
+        after(&mut o, &mut node, &mut cpu_mark)?;
+        outcomes.push(o);
+    }
+
+    if wanted("latency") {
+        let mut o = scenarios::produce_latency(
+            &bootstrap,
+            &topic("latency"),
+            args.latency_value_bytes,
+            args.latency_rate,
+            args.latency_secs,
+        )?;
+        after(&mut o, &mut node, &mut cpu_mark)?;
+        outcomes.push(o);
+    }
+
+    let mut memory = None;
+    let mut stop = None;
+    let mut node_log = None;
+    if let Some(mut n) = node.take() {
+        let end = node::proc_stats(n.pid);
+        memory = Some(report::Memory {
+            idle_rss_mib: idle.map(|s| s.rss_mib),
+            final_rss_mib: end.map(|s| s.rss_mib),
+            peak_rss_mib: end.map(|s| s.hwm_mib),
+            cpu_seconds: end.map(|s| s.cpu_seconds),
+        });
+        let s = n.stop();
+        if let Some(s) = &s {
+            if s.died_early {
+                extra_errors.push("the node had exited before the bench stopped it".into());
+            } else if s.killed {
+                extra_errors.push(format!(
+                    "the node did not stop within {:.0}s of SIGTERM and was killed",
+                    s.stop_seconds
+                ));
+            } else if s.exit_code != Some(0) {
+                extra_errors.push(format!(
+                    "the node exited with {:?} after SIGTERM",
+                    s.exit_code
+                ));
+            }
+        }
+        stop = s;
+        node_log = Some(node::summarize_log(&n.log_path));
+    }
+
+    let results = report::Results {
+        started_unix: run_id,
+        bootstrap: if args.bootstrap.is_some() {
+            bootstrap.clone()
+        } else {
+            "started by the bench".into()
+        },
+        librdkafka: rdkafka::util::get_rdkafka_version().1,
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        git_commit: report::git_commit(&root),
+        time_limit_seconds: args.time_limit,
+        outcomes,
+        memory,
+        node_stop: stop,
+        node_log,
+        other_errors: extra_errors,
+    };
+    report::print_table(&results);
+    report::write(&results, &out_dir)?;
+    eprintln!(
+        "wrote {} and {}",
+        out_dir.join("results.md").display(),
+        out_dir.join("results.json").display()
+    );
+    let errors = results.total_errors();
+    if errors > 0 {
+        eprintln!("runnel-bench: {errors} error(s); see the error notes above");
+        return Ok(false);
+    }
+    Ok(true)
+}
