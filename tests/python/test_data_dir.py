@@ -1,0 +1,66 @@
+"""A missing, corrupt or foreign data dir stops the node at start with a sentence that says
+what is wrong, instead of starting empty and losing data."""
+
+import subprocess
+
+import util
+from conftest import runnel_bin
+
+
+def start_expecting_failure(node) -> str:
+    """Runs the node's command line; it must exit non-zero within 20 s. Returns stderr."""
+    r = subprocess.run(node.args(), capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
+    assert r.returncode != 0, "node started on a bad data dir"
+    return r.stderr.decode(errors="replace")
+
+
+def test_corrupt_metadata_file_is_refused(node, topic):
+    util.produce_ok(node.bootstrap, topic, [(None, b"keep me")])
+    node.stop()
+    meta = node.data_dir / "meta" / "cluster.json"
+    original = meta.read_bytes()
+    meta.write_bytes(original[: len(original) // 2])
+    err = start_expecting_failure(node)
+    assert "cluster.json is corrupt" in err, err
+    # Restoring the file brings everything back.
+    meta.write_bytes(original)
+    node.start()
+    assert [c.value for c in util.consume(node.bootstrap, topic, expected=1)] == [b"keep me"]
+
+
+def test_missing_metadata_with_logs_is_refused(node, topic):
+    util.produce_ok(node.bootstrap, topic, [(None, b"keep me")])
+    node.stop()
+    (node.data_dir / "meta" / "cluster.json").unlink()
+    err = start_expecting_failure(node)
+    assert "refusing to start" in err, err
+    assert (node.data_dir / f"{topic}-0").is_dir(), "partition data must be left alone"
+
+
+def test_data_dir_of_another_node_is_refused(node):
+    node.stop()
+    node.node_id = 2
+    err = start_expecting_failure(node)
+    assert "belongs to node 1" in err, err
+
+
+def test_data_dir_that_is_a_file_is_refused(tmp_path):
+    path = tmp_path / "not-a-dir"
+    path.write_text("x")
+    r = subprocess.run(
+        [str(runnel_bin()), "node", "--data-dir", str(path), "--kafka-listen", "127.0.0.1:0",
+         "--http-listen", "127.0.0.1:0", "--rpc-listen", "127.0.0.1:0"],
+        capture_output=True, timeout=20, stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode != 0
+    assert "cannot" in r.stderr.decode() and str(path) in r.stderr.decode(), r.stderr.decode()
+
+
+def test_unknown_broker_config_is_refused(tmp_path):
+    r = subprocess.run(
+        [str(runnel_bin()), "node", "--data-dir", str(tmp_path / "d"), "--kafka-listen", "127.0.0.1:0",
+         "--http-listen", "127.0.0.1:0", "--config", "log.retention.hourz=1"],
+        capture_output=True, timeout=20, stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode != 0
+    assert "unknown broker config 'log.retention.hourz'" in r.stderr.decode(), r.stderr.decode()
