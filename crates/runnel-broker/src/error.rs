@@ -27,6 +27,9 @@ pub enum BrokerError {
     Storage(#[from] StorageError),
     #[error("metadata store: {0}")]
     Metadata(String),
+    /// The data dir cannot be used (not a directory, in use, unreadable, inconsistent).
+    #[error("{0}")]
+    DataDir(String),
 }
 
 impl BrokerError {
@@ -49,7 +52,7 @@ impl BrokerError {
                 StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
                 _ => ResponseError::KafkaStorageError,
             },
-            BrokerError::Metadata(_) => ResponseError::KafkaStorageError,
+            BrokerError::Metadata(_) | BrokerError::DataDir(_) => ResponseError::KafkaStorageError,
         }
     }
 }

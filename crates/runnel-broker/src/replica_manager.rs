@@ -163,19 +163,19 @@ impl ReplicaManager {
         config: BrokerConfig,
     ) -> Result<Self, BrokerError> {
         let io = |what: &str, e: std::io::Error| {
-            BrokerError::Metadata(format!("{what} {}: {e}", data_dir.display()))
+            BrokerError::DataDir(format!("{what} {}: {e}", data_dir.display()))
         };
         fs::create_dir_all(data_dir).map_err(|e| io("cannot create data dir", e))?;
         let lock = fs::File::create(data_dir.join(".lock")).map_err(|e| io("cannot lock", e))?;
         lock.try_lock().map_err(|_| {
-            BrokerError::Metadata(format!(
+            BrokerError::DataDir(format!(
                 "data dir {} is in use by another runnel node; stop it or choose another --data-dir",
                 data_dir.display()
             ))
         })?;
         remove_deleted_dirs(data_dir);
         if !data_dir.join("meta/cluster.json").exists() && has_partition_dirs(data_dir) {
-            return Err(BrokerError::Metadata(format!(
+            return Err(BrokerError::DataDir(format!(
                 "data dir {} holds partition logs but no meta/cluster.json; refusing to start so \
                  no data is lost. Restore the file or move the data dir away",
                 data_dir.display()
