@@ -28,6 +28,8 @@ ARGS        ?=
 # on its own ports, so tests are independent.
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
+# Extra arguments for the benchmark (e.g. make bench BENCH_ARGS="--records-small 5000000").
+BENCH_ARGS ?=
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DEBIAN_FRONTEND := noninteractive
@@ -72,8 +74,8 @@ test-e2e: build venv kcat ## End-to-end tests: pytest on tests/python against RU
 	@test -x "$(RUNNEL_BIN)" || { echo "error: $(RUNNEL_BIN) is not an executable file" >&2; exit 1; }
 	$(VENV)/bin/python -m pytest tests/python -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
-bench: ## Benchmarks (not yet implemented)
-	@echo "make bench: not yet implemented"
+bench: build ## Benchmark with librdkafka (tests/bench): throughput, latency, RSS; writes target/bench/
+	$(CARGO) run --release --manifest-path tests/bench/Cargo.toml -- --runnel-bin $(RUNNEL_BIN) $(BENCH_ARGS)
 
 clean-data: ## Delete the data directory of `make run` (./data)
 	rm -rf ./data

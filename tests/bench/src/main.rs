@@ -129,7 +129,7 @@ fn after(o: &mut Outcome, node: &mut Option<node::Node>, cpu_mark: &mut f64) -> 
     if let Some(n) = node.as_mut() {
         if let Some(s) = node::proc_stats(n.pid) {
             o.node_rss_mib = Some(s.rss_mib);
-            o.node_cpu_seconds = Some(s.cpu_seconds - *cpu_mark);
+            o.node_cpu_seconds = Some(((s.cpu_seconds - *cpu_mark) * 100.0).round() / 100.0);
             *cpu_mark = s.cpu_seconds;
         }
         n.check_alive()?;

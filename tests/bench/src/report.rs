@@ -206,8 +206,9 @@ fn summary(results: &Results) -> String {
     if let Some(st) = &results.node_stop {
         let _ = writeln!(
             s,
-            "Node stop: exit code {:?} {:.2} s after SIGTERM{}.",
-            st.exit_code,
+            "Node stop: exit code {} {:.2} s after SIGTERM{}.",
+            st.exit_code
+                .map_or("none (signal)".to_string(), |c| c.to_string()),
             st.stop_seconds,
             if st.killed {
                 " (had to be SIGKILLed)"
