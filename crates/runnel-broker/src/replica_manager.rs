@@ -579,14 +579,17 @@ mod tests {
     use super::*;
     use runnel_storage::batch::testing::build_batch;
 
-    fn manager(dir: &Path) -> ReplicaManager {
-        let broker = BrokerInfo {
+    fn this_broker() -> BrokerInfo {
+        BrokerInfo {
             id: 1,
             host: "127.0.0.1".into(),
             port: 9092,
             rack: None,
-        };
-        ReplicaManager::open(dir, broker, BrokerConfig::default()).unwrap()
+        }
+    }
+
+    fn manager(dir: &Path) -> ReplicaManager {
+        ReplicaManager::open(dir, this_broker(), BrokerConfig::default()).unwrap()
     }
 
     #[test]
@@ -618,13 +621,7 @@ mod tests {
     fn second_node_on_same_dir_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let _rm = manager(dir.path());
-        let broker = BrokerInfo {
-            id: 1,
-            host: "h".into(),
-            port: 1,
-            rack: None,
-        };
-        let err = ReplicaManager::open(dir.path(), broker, BrokerConfig::default())
+        let err = ReplicaManager::open(dir.path(), this_broker(), BrokerConfig::default())
             .err()
             .unwrap();
         assert!(err.to_string().contains("in use"), "{err}");
@@ -652,13 +649,7 @@ mod tests {
             rm.create_topic("t", 1, 1, BTreeMap::new(), false).unwrap();
         }
         fs::remove_file(dir.path().join("meta/cluster.json")).unwrap();
-        let broker = BrokerInfo {
-            id: 1,
-            host: "h".into(),
-            port: 1,
-            rack: None,
-        };
-        let err = ReplicaManager::open(dir.path(), broker, BrokerConfig::default())
+        let err = ReplicaManager::open(dir.path(), this_broker(), BrokerConfig::default())
             .err()
             .unwrap();
         assert!(err.to_string().contains("refusing to start"), "{err}");
