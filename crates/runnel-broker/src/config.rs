@@ -46,8 +46,8 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         broker_name: "log.cleanup.policy",
         config_type: ConfigType::List,
         default: "delete",
-        allowed: &["delete"],
-        doc: "Retention policy for old segments. Only 'delete' is supported so far.",
+        allowed: &["delete", "compact"],
+        doc: "'delete' removes old segments; 'compact' keeps the latest record per key.",
     },
     TopicConfigDef {
         name: "compression.type",
@@ -178,6 +178,60 @@ pub static BROKER_ONLY_CONFIGS: &[(&str, ConfigType, &str, &str)] = &[
         ConfigType::Long,
         "300000",
         "How often retention deletes old segments.",
+    ),
+    (
+        "offsets.topic.num.partitions",
+        ConfigType::Int,
+        "50",
+        "Partitions of the internal __consumer_offsets topic (fixed once it exists).",
+    ),
+    (
+        "offsets.topic.replication.factor",
+        ConfigType::Int,
+        "3",
+        "Replication factor of __consumer_offsets, capped at the number of brokers.",
+    ),
+    (
+        "offsets.retention.minutes",
+        ConfigType::Int,
+        "10080",
+        "Committed offsets of an empty group are deleted this long after its last commit.",
+    ),
+    (
+        "offsets.retention.check.interval.ms",
+        ConfigType::Long,
+        "600000",
+        "How often expired committed offsets are looked for.",
+    ),
+    (
+        "group.initial.rebalance.delay.ms",
+        ConfigType::Int,
+        "3000",
+        "How long the first rebalance of an empty group waits for more members to join.",
+    ),
+    (
+        "group.min.session.timeout.ms",
+        ConfigType::Int,
+        "6000",
+        "Smallest session timeout a consumer may ask for.",
+    ),
+    (
+        "group.max.session.timeout.ms",
+        ConfigType::Int,
+        "1800000",
+        "Largest session timeout a consumer may ask for.",
+    ),
+    (
+        "group.max.size",
+        ConfigType::Int,
+        "2147483647",
+        "Members a consumer group may have.",
+    ),
+    (
+        "producer.id.expiration.ms",
+        ConfigType::Int,
+        "86400000",
+        "Producer state of an idle idempotent producer is dropped after this long.",
     ),
     (
         "max.connections",
@@ -362,6 +416,42 @@ impl BrokerConfig {
         self.get_parsed("log.retention.check.interval.ms", 300_000)
     }
 
+    pub fn offsets_topic_num_partitions(&self) -> i32 {
+        self.get_parsed("offsets.topic.num.partitions", 50)
+    }
+
+    pub fn offsets_topic_replication_factor(&self) -> i16 {
+        self.get_parsed("offsets.topic.replication.factor", 3)
+    }
+
+    pub fn offsets_retention_ms(&self) -> i64 {
+        self.get_parsed::<i64>("offsets.retention.minutes", 10080) * 60_000
+    }
+
+    pub fn offsets_retention_check_interval_ms(&self) -> u64 {
+        self.get_parsed("offsets.retention.check.interval.ms", 600_000)
+    }
+
+    pub fn group_initial_rebalance_delay_ms(&self) -> u64 {
+        self.get_parsed("group.initial.rebalance.delay.ms", 3000)
+    }
+
+    pub fn group_min_session_timeout_ms(&self) -> i32 {
+        self.get_parsed("group.min.session.timeout.ms", 6000)
+    }
+
+    pub fn group_max_session_timeout_ms(&self) -> i32 {
+        self.get_parsed("group.max.session.timeout.ms", 1_800_000)
+    }
+
+    pub fn group_max_size(&self) -> usize {
+        self.get_parsed("group.max.size", i32::MAX as usize)
+    }
+
+    pub fn producer_id_expiration_ms(&self) -> i64 {
+        self.get_parsed("producer.id.expiration.ms", 86_400_000)
+    }
+
     pub fn max_connections(&self) -> usize {
         self.get_parsed("max.connections", 10_000)
     }
@@ -500,7 +590,8 @@ mod tests {
         assert!(BrokerConfig::from_pairs([("no.such.thing", "1")]).is_err());
         assert!(BrokerConfig::from_pairs([("num.partitions", "many")]).is_err());
         assert!(validate_topic_configs(&map(&[("retention.ms", "abc")])).is_err());
-        assert!(validate_topic_configs(&map(&[("cleanup.policy", "compact")])).is_err());
+        assert!(validate_topic_configs(&map(&[("cleanup.policy", "compact,delete")])).is_ok());
+        assert!(validate_topic_configs(&map(&[("cleanup.policy", "shred")])).is_err());
         assert!(validate_topic_configs(&map(&[("bogus", "1")])).is_err());
         assert!(
             validate_topic_configs(&map(&[("message.timestamp.type", "LogAppendTime")])).is_ok()

@@ -4,10 +4,14 @@
 
 pub mod config;
 pub mod error;
+pub mod group;
 pub mod metadata;
+pub mod producer_ids;
 pub mod replica_manager;
 
 pub use config::BrokerConfig;
 pub use error::BrokerError;
+pub use group::GroupCoordinator;
 pub use metadata::{BrokerInfo, MetadataImage, PartitionInfo, TopicInfo};
+pub use producer_ids::ProducerIdManager;
 pub use replica_manager::{now_ms, Partition, ReplicaManager};

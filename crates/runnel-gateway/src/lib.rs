@@ -9,7 +9,7 @@ mod server;
 
 use std::sync::Arc;
 
-use runnel_broker::ReplicaManager;
+use runnel_broker::{GroupCoordinator, ProducerIdManager, ReplicaManager};
 
 pub use handlers::supported_apis;
 pub use server::serve;
@@ -17,4 +17,6 @@ pub use server::serve;
 /// What every handler can reach.
 pub struct Context {
     pub broker: Arc<ReplicaManager>,
+    pub groups: Arc<GroupCoordinator>,
+    pub producer_ids: Arc<ProducerIdManager>,
 }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use runnel_broker::{BrokerConfig, BrokerInfo, ReplicaManager};
+use runnel_broker::{
+    BrokerConfig, BrokerInfo, GroupCoordinator, ProducerIdManager, ReplicaManager,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -93,12 +95,26 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open data dir {}", args.data_dir.display()))?;
     let broker = Arc::new(broker);
 
+    let producer_ids = Arc::new(
+        ProducerIdManager::open(&args.data_dir)
+            .with_context(|| format!("cannot open data dir {}", args.data_dir.display()))?,
+    );
+    let groups_broker = broker.clone();
+    let groups = Arc::new(
+        tokio::task::spawn_blocking(move || GroupCoordinator::open(groups_broker))
+            .await?
+            .context("cannot load consumer groups from __consumer_offsets")?,
+    );
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let maintenance = tokio::spawn(broker.clone().run_maintenance(shutdown_rx.clone()));
+    let group_timers = tokio::spawn(groups.clone().run(shutdown_rx.clone()));
     let gateway = tokio::spawn(runnel_gateway::serve(
         kafka,
         Arc::new(runnel_gateway::Context {
             broker: broker.clone(),
+            groups,
+            producer_ids,
         }),
         shutdown_rx.clone(),
     ));
@@ -116,6 +132,7 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     let _ = gateway.await;
     let _ = maintenance.await;
+    let _ = group_timers.await;
     let _ = health.await;
     let broker_for_flush = broker.clone();
     tokio::task::spawn_blocking(move || broker_for_flush.flush_all()).await?;

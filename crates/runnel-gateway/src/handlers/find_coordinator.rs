@@ -1,0 +1,16 @@
+//! FindCoordinator: not implemented yet (stub; answered with defaults).
+
+use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::VersionRange;
+
+use crate::Context;
+
+pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
+
+pub(crate) async fn handle(
+    _ctx: &Context,
+    _request: FindCoordinatorRequest,
+    _version: i16,
+) -> FindCoordinatorResponse {
+    FindCoordinatorResponse::default()
+}

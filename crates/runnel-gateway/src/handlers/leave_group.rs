@@ -1,0 +1,16 @@
+//! LeaveGroup: not implemented yet (stub; answered with defaults).
+
+use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
+use kafka_protocol::protocol::VersionRange;
+
+use crate::Context;
+
+pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
+
+pub(crate) async fn handle(
+    _ctx: &Context,
+    _request: LeaveGroupRequest,
+    _version: i16,
+) -> LeaveGroupResponse {
+    LeaveGroupResponse::default()
+}
