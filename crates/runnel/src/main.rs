@@ -27,6 +27,9 @@ enum Command {
     Produce(commands::produce::ProduceArgs),
     /// Consume records and print them to stdout.
     Consume(commands::consume::ConsumeArgs),
+    /// List, describe, reset and delete consumer groups.
+    #[command(subcommand)]
+    Group(commands::group::GroupCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +51,7 @@ fn main() -> std::process::ExitCode {
             Command::Topic(cmd) => commands::topic::run(cmd).await,
             Command::Produce(args) => commands::produce::run(args).await,
             Command::Consume(args) => commands::consume::run(args).await,
+            Command::Group(cmd) => commands::group::run(cmd).await,
         }
     });
     match result {
