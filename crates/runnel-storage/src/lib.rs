@@ -15,7 +15,7 @@ mod segment;
 
 pub use config::{LogConfig, TimestampType};
 pub use error::StorageError;
-pub use log::{AppendInfo, PartitionLog, ReadResult};
+pub use log::{AppendInfo, PartitionLog, ReadResult, SNAPSHOT_SUFFIX};
 
 #[cfg(test)]
 mod tests;

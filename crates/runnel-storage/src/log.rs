@@ -16,6 +16,9 @@ const RECOVERY_POINT_FILE: &str = "recovery-point";
 const RECOVERY_POINT_TMP: &str = "recovery-point.tmp";
 /// Reserved for the leader epoch cache (a later issue); recognised, not touched.
 const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
+/// Suffix of files the broker keeps beside the segments (producer-state snapshots,
+/// `<20-digit offset>.snapshot`); the log leaves them alone.
+pub const SNAPSHOT_SUFFIX: &str = "snapshot";
 
 /// Where an append landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +118,7 @@ impl PartitionLog {
                 (_, Some((base, INDEX_SUFFIX | TIME_INDEX_SUFFIX))) => {
                     indexes.push((base, entry.path()))
                 }
+                (_, Some((_, SNAPSHOT_SUFFIX))) => {}
                 _ => {
                     tracing::warn!(dir = %dir.display(), file = name, "ignoring unknown file in partition directory")
                 }
