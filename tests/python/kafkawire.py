@@ -440,3 +440,56 @@ def wait_closed(sock: socket.socket, timeout: float = 10.0) -> tuple[bool, bytes
         if not chunk:
             return True, bytes(got)
         got += chunk
+
+
+# --- idempotent producer ------------------------------------------------------------------
+
+API_INIT_PRODUCER_ID = 22
+
+
+def init_producer_id_v0_request(correlation_id: int, transactional_id: str | None = None, transaction_timeout_ms: int = 60_000) -> bytes:
+    body = string(transactional_id) + i32(transaction_timeout_ms)
+    return frame(request_header_v1(API_INIT_PRODUCER_ID, 0, correlation_id) + body)
+
+
+@dataclass
+class InitProducerIdV0:
+    correlation_id: int
+    throttle_time_ms: int
+    error_code: int
+    producer_id: int
+    producer_epoch: int
+
+
+def parse_init_producer_id_v0_response(payload: bytes) -> InitProducerIdV0:
+    r = Reader(payload)
+    out = InitProducerIdV0(r.take("i"), r.take("i"), r.take("h"), r.take("q"), r.take("h"))
+    assert r.done(), f"{len(payload) - r.pos} unexpected trailing bytes in InitProducerId v0 response"
+    return out
+
+
+def idempotent_record_batch(
+    records: list[Record],
+    producer_id: int,
+    producer_epoch: int,
+    base_sequence: int,
+    base_timestamp: int | None = None,
+) -> bytes:
+    """Like record_batch, with the producer id, epoch and base sequence of an idempotent
+    producer."""
+    if base_timestamp is None:
+        base_timestamp = int(time.time() * 1000)
+    max_ts = base_timestamp + max((r.timestamp_delta for r in records), default=0)
+    after_crc = bytearray()
+    after_crc += i16(0)
+    after_crc += i32(len(records) - 1)
+    after_crc += i64(base_timestamp)
+    after_crc += i64(max_ts)
+    after_crc += i64(producer_id)
+    after_crc += i16(producer_epoch)
+    after_crc += i32(base_sequence)
+    after_crc += i32(len(records))
+    for i, rec in enumerate(records):
+        after_crc += encode_record(i, rec)
+    after_length = i32(-1) + i8(2) + u32(crc32c(bytes(after_crc))) + after_crc
+    return i64(0) + i32(len(after_length)) + after_length

@@ -58,6 +58,14 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         doc: "Batches are stored as the producer compressed them ('producer').",
     },
     TopicConfigDef {
+        name: "delete.retention.ms",
+        broker_name: "log.cleaner.delete.retention.ms",
+        config_type: ConfigType::Long,
+        default: "86400000",
+        allowed: &[],
+        doc: "How long a tombstone stays in a compacted log after the cleaner first saw it.",
+    },
+    TopicConfigDef {
         name: "flush.messages",
         broker_name: "log.flush.interval.messages",
         config_type: ConfigType::Long,
@@ -96,6 +104,22 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         default: "CreateTime",
         allowed: &["CreateTime", "LogAppendTime"],
         doc: "Keep the producer's timestamps (CreateTime) or stamp batches on append.",
+    },
+    TopicConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        broker_name: "log.cleaner.min.cleanable.ratio",
+        config_type: ConfigType::Double,
+        default: "0.5",
+        allowed: &[],
+        doc: "Compact when uncleaned bytes reach this share of the cleanable log.",
+    },
+    TopicConfigDef {
+        name: "min.compaction.lag.ms",
+        broker_name: "log.cleaner.min.compaction.lag.ms",
+        config_type: ConfigType::Long,
+        default: "0",
+        allowed: &[],
+        doc: "A record stays uncompacted for at least this long.",
     },
     TopicConfigDef {
         name: "min.insync.replicas",
@@ -178,6 +202,18 @@ pub static BROKER_ONLY_CONFIGS: &[(&str, ConfigType, &str, &str)] = &[
         ConfigType::Long,
         "300000",
         "How often retention deletes old segments.",
+    ),
+    (
+        "log.cleaner.enable",
+        ConfigType::Boolean,
+        "true",
+        "Run the log cleaner for topics whose cleanup.policy has 'compact'.",
+    ),
+    (
+        "log.cleaner.backoff.ms",
+        ConfigType::Long,
+        "15000",
+        "How often the log cleaner looks for partitions to compact.",
     ),
     (
         "offsets.topic.num.partitions",
@@ -416,6 +452,14 @@ impl BrokerConfig {
         self.get_parsed("log.retention.check.interval.ms", 300_000)
     }
 
+    pub fn log_cleaner_enable(&self) -> bool {
+        self.get_parsed("log.cleaner.enable", true)
+    }
+
+    pub fn log_cleaner_backoff_ms(&self) -> u64 {
+        self.get_parsed("log.cleaner.backoff.ms", 15_000)
+    }
+
     pub fn offsets_topic_num_partitions(&self) -> i32 {
         self.get_parsed("offsets.topic.num.partitions", 50)
     }
@@ -522,6 +566,8 @@ impl BrokerConfig {
         };
         let long = |name: &str| value(name).parse::<i64>().unwrap_or(i64::MAX);
         let unsigned = |name: &str| u64::try_from(long(name)).unwrap_or(u64::MAX);
+        let policy = value("cleanup.policy");
+        let has_policy = |p: &str| policy.split(',').any(|v| v.trim().eq_ignore_ascii_case(p));
         LogConfig {
             segment_bytes: unsigned("segment.bytes"),
             segment_ms: unsigned("segment.ms"),
@@ -537,6 +583,16 @@ impl BrokerConfig {
             } else {
                 TimestampType::CreateTime
             },
+            cleanup_delete: has_policy("delete"),
+            cleanup_compact: has_policy("compact"),
+            min_cleanable_dirty_ratio: value("min.cleanable.dirty.ratio")
+                .parse::<f64>()
+                .ok()
+                .filter(|r| r.is_finite())
+                .unwrap_or(0.5)
+                .clamp(0.0, 1.0),
+            delete_retention_ms: long("delete.retention.ms"),
+            min_compaction_lag_ms: long("min.compaction.lag.ms"),
         }
     }
 
@@ -596,6 +652,28 @@ mod tests {
         assert!(
             validate_topic_configs(&map(&[("message.timestamp.type", "LogAppendTime")])).is_ok()
         );
+    }
+
+    #[test]
+    fn compaction_configs_resolve() {
+        let broker = BrokerConfig::from_pairs([("log.cleaner.delete.retention.ms", "5")]).unwrap();
+        let log = broker.log_config(&BTreeMap::new());
+        assert!(log.cleanup_delete && !log.cleanup_compact);
+        assert_eq!(log.delete_retention_ms, 5);
+        assert_eq!(log.min_cleanable_dirty_ratio, 0.5);
+        assert_eq!(log.min_compaction_lag_ms, 0);
+        let log = broker.log_config(&map(&[
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("min.compaction.lag.ms", "100"),
+        ]));
+        assert!(!log.cleanup_delete && log.cleanup_compact);
+        assert_eq!(log.min_cleanable_dirty_ratio, 0.01);
+        assert_eq!(log.min_compaction_lag_ms, 100);
+        let both = broker.log_config(&map(&[("cleanup.policy", "compact,delete")]));
+        assert!(both.cleanup_delete && both.cleanup_compact);
+        assert!(validate_topic_configs(&map(&[("min.cleanable.dirty.ratio", "x")])).is_err());
+        assert_eq!(broker.log_cleaner_backoff_ms(), 15_000);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum BrokerError {
     NotEnoughReplicas { in_sync: usize, needed: usize },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// An idempotent producer's batch failed its sequence or epoch check.
+    #[error(transparent)]
+    Producer(#[from] crate::producer_state::ProducerError),
     #[error("metadata store: {0}")]
     Metadata(String),
     /// The data dir cannot be used (not a directory, in use, unreadable, inconsistent).
@@ -50,8 +53,10 @@ impl BrokerError {
                 StorageError::CorruptBatch(_) => ResponseError::CorruptMessage,
                 StorageError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
                 StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+                StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
                 _ => ResponseError::KafkaStorageError,
             },
+            BrokerError::Producer(e) => e.code(),
             BrokerError::Metadata(_) | BrokerError::DataDir(_) => ResponseError::KafkaStorageError,
         }
     }

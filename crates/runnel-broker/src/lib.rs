@@ -2,11 +2,13 @@
 //! broker/topic configuration. The Kafka gateway drives it; later the Raft controller will own
 //! the metadata and replication will move high watermarks.
 
+pub mod compaction;
 pub mod config;
 pub mod error;
 pub mod group;
 pub mod metadata;
 pub mod producer_ids;
+pub mod producer_state;
 pub mod replica_manager;
 
 pub use config::BrokerConfig;

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::config::{validate_topic_configs, BrokerConfig};
 use crate::error::BrokerError;
 use crate::metadata::{BrokerInfo, MetadataImage, MetadataStore, TopicInfo};
+use crate::producer_state::{CheckOutcome, ProducerBatch, ProducerStateManager};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -34,6 +35,9 @@ pub struct Partition {
     /// `None` once the topic is deleted: requests still holding this `Arc` get
     /// UNKNOWN_TOPIC_OR_PARTITION instead of writing into a removed directory.
     log: Mutex<Option<PartitionLog>>,
+    /// Idempotent-producer state. Lock order: only ever locked while `log` is held, so the
+    /// checks and the state update are atomic with the append.
+    producers: Mutex<ProducerStateManager>,
     /// The high watermark: the offset below which records are visible to consumers. With one
     /// replica it is the log end offset; replication will advance it by the ISR instead.
     high_watermark: watch::Sender<i64>,
@@ -63,10 +67,77 @@ impl Partition {
     }
 
     /// Validates and appends one or more v2 record batches; offsets are assigned here.
+    ///
+    /// Batches with a producer id are first checked against the producer state (inside the
+    /// log mutex): a retry of one of the producer's last five batches appends nothing and
+    /// returns the original offsets with `record_count == 0`; an old epoch or a sequence gap
+    /// is an error. Batches without a producer id only pay a header read.
     pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, BrokerError> {
-        let info = self.with_log(|log| Ok(log.append(batches, leader_epoch, now_ms())?))?;
-        self.high_watermark.send_replace(info.last_offset + 1);
+        let info = self.with_log(|log| {
+            if log.config().cleanup_compact {
+                crate::compaction::reject_null_keys(batches)?;
+            }
+            let now = now_ms();
+            let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+            let headers = producer_batches(batches);
+            if let Some(headers) = &headers {
+                match producers.check(headers)? {
+                    CheckOutcome::Append => {}
+                    CheckOutcome::Duplicate { producer_id, batch } => {
+                        // A corrupt retry is still corrupt.
+                        runnel_storage::batch::validate_batches(batches)?;
+                        tracing::info!(
+                            topic = self.topic,
+                            partition = self.index,
+                            producer_id,
+                            first_seq = batch.first_seq,
+                            last_seq = batch.last_seq,
+                            base_offset = batch.first_offset,
+                            "dropped a duplicate batch from an idempotent producer; answering with its original offset"
+                        );
+                        return Ok(AppendInfo {
+                            base_offset: batch.first_offset,
+                            last_offset: batch.last_offset,
+                            log_append_time: batch.log_append_time,
+                            record_count: 0,
+                        });
+                    }
+                }
+            }
+            let info = log.append(batches, leader_epoch, now)?;
+            if let Some(headers) = &headers {
+                let mut offset = info.base_offset;
+                for b in headers {
+                    producers.update(b, offset, info.log_append_time);
+                    offset += i64::from(b.last_offset_delta) + 1;
+                }
+            }
+            if producers.note_appended(batches.len()) {
+                if let Err(e) = producers.write_snapshot(info.last_offset + 1, now, false) {
+                    tracing::warn!(topic = self.topic, partition = self.index, error = %e, "cannot write a producer-state snapshot");
+                }
+            }
+            Ok(info)
+        })?;
+        if info.record_count > 0 {
+            self.high_watermark.send_replace(info.last_offset + 1);
+        }
         Ok(info)
+    }
+
+    /// Writes a producer-state snapshot at the log end offset (fsynced when `sync`).
+    pub fn snapshot_producer_state(&self, sync: bool) -> Result<(), BrokerError> {
+        self.with_log(|log| {
+            let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+            producers
+                .write_snapshot(log.log_end_offset(), now_ms(), sync)
+                .map_err(|e| {
+                    BrokerError::DataDir(format!(
+                        "cannot write a producer-state snapshot in {}: {e}",
+                        log.dir().display()
+                    ))
+                })
+        })
     }
 
     /// Reads whole batches from `offset`, at most up to the high watermark.
@@ -120,6 +191,42 @@ impl Partition {
     pub fn size_bytes(&self) -> Result<u64, BrokerError> {
         self.with_log(|log| Ok(log.size_bytes()))
     }
+
+    /// Runs one log-cleaner pass if the topic is compacted and one is due. The log is held for
+    /// the whole pass (appends and fetches of this partition wait); records at or above the
+    /// high watermark are neither cleaned nor used to supersede older ones.
+    pub fn compact(&self) -> Result<runnel_storage::CompactionStats, BrokerError> {
+        let hw = self.high_watermark();
+        self.with_log(|log| {
+            if !log.config().cleanup_compact {
+                return Ok(runnel_storage::CompactionStats::default());
+            }
+            Ok(log.compact(now_ms(), hw, &crate::compaction::KafkaCodec)?)
+        })
+    }
+}
+
+/// The producer fields of every batch in `buf` when at least one has a producer id; `None`
+/// when none has (or the headers are malformed, which the log's validation then rejects).
+/// Costs one 8-byte read per batch for non-idempotent producers.
+fn producer_batches(buf: &[u8]) -> Option<Vec<ProducerBatch>> {
+    use runnel_storage::batch::BatchHeader;
+    let mut pos = 0;
+    let mut any = false;
+    while let Some(h) = buf.get(pos..).and_then(BatchHeader::new) {
+        any |= h.producer_id() >= 0;
+        pos += h.total_size()?;
+    }
+    if !any || pos != buf.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(1);
+    let mut pos = 0;
+    while let Some(h) = buf.get(pos..).and_then(BatchHeader::new) {
+        out.push(ProducerBatch::from_header(&h));
+        pos += h.total_size()?;
+    }
+    Some(out)
 }
 
 /// Scans the first batch in `batch` for the first record with timestamp >= `ts`. `None` if the
@@ -250,10 +357,13 @@ impl ReplicaManager {
                 now_ms(),
             )?;
             let (hw, _) = watch::channel(log.log_end_offset());
+            let producers =
+                ProducerStateManager::load(&log, self.config.producer_id_expiration_ms());
             let partition = Arc::new(Partition {
                 topic: topic.name.clone(),
                 index: p.index,
                 log: Mutex::new(Some(log)),
+                producers: Mutex::new(producers),
                 high_watermark: hw,
             });
             self.partitions
@@ -471,12 +581,59 @@ impl ReplicaManager {
             if let Err(e) = partition.with_log(|log| Ok(log.flush()?)) {
                 tracing::warn!(topic = partition.topic, partition = partition.index, error = %e, "flush failed");
             }
+            // So the next start does not rescan the log for producer state.
+            if let Err(e) = partition.snapshot_producer_state(true) {
+                tracing::warn!(topic = partition.topic, partition = partition.index, error = %e, "producer-state snapshot failed");
+            }
         }
     }
 
     /// Runs retention and timed flushes until `shutdown` fires. The sweeps do blocking file
     /// work, so they run on the blocking pool.
+    /// One log-cleaner sweep: compacts, one partition at a time, every partition whose topic's
+    /// cleanup.policy has `compact` and whose dirty ratio (or a tombstone's
+    /// delete.retention.ms) says it is due. Returns how many partitions were cleaned.
+    pub fn run_compaction(&self) -> usize {
+        let mut cleaned = 0;
+        for partition in self.all_partitions() {
+            let started = std::time::Instant::now();
+            match partition.compact() {
+                Ok(s) if s.cleaned => {
+                    cleaned += 1;
+                    tracing::info!(
+                        topic = partition.topic,
+                        partition = partition.index,
+                        bytes_before = s.bytes_before,
+                        bytes_after = s.bytes_after,
+                        records_removed = s.records_removed,
+                        tombstones_removed = s.tombstones_removed,
+                        batches_rewritten = s.batches_rewritten,
+                        batches_removed = s.batches_removed,
+                        segments_rewritten = s.segments_rewritten,
+                        segments_deleted = s.segments_deleted,
+                        keys = s.keys,
+                        cleaned_to = s.cleaned_to,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "log cleaner compacted partition"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    topic = partition.topic,
+                    partition = partition.index,
+                    error = %e,
+                    "log cleaner failed"
+                ),
+            }
+        }
+        cleaned
+    }
+
     pub async fn run_maintenance(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let cleaner_every = Duration::from_millis(self.config.log_cleaner_backoff_ms().max(100));
+        let mut cleaner_tick = tokio::time::interval(cleaner_every);
+        cleaner_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let cleaner_on = self.config.log_cleaner_enable();
         let retention_every =
             Duration::from_millis(self.config.retention_check_interval_ms().max(100));
         let mut flush_tick = tokio::time::interval(Duration::from_secs(1));
@@ -496,6 +653,10 @@ impl ReplicaManager {
                             tracing::info!(segments = n, "retention deleted old segments");
                         }
                     }
+                }
+                _ = cleaner_tick.tick(), if cleaner_on => {
+                    let me = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || me.run_compaction()).await;
                 }
                 _ = shutdown.changed() => break,
             }
@@ -661,5 +822,213 @@ mod tests {
         assert_eq!(parse_partition_dir("a-b-3"), Some(("a-b", 3)));
         assert_eq!(parse_partition_dir("meta"), None);
         assert_eq!(parse_partition_dir("-3"), None);
+    }
+
+    mod idempotence {
+        use super::*;
+        use crate::producer_state::ProducerEntry;
+        use kafka_protocol::ResponseError;
+        use runnel_storage::batch::testing::{build_batch_with, BatchSpec, TestRecord};
+
+        fn idem(pid: i64, epoch: i16, seq: i32, records: usize) -> Vec<u8> {
+            build_batch_with(&BatchSpec {
+                base_timestamp: now_ms(),
+                producer_id: pid,
+                producer_epoch: epoch,
+                base_sequence: seq,
+                records: vec![
+                    TestRecord {
+                        value: Some(b"v".to_vec()),
+                        ..TestRecord::default()
+                    };
+                    records
+                ],
+                ..BatchSpec::default()
+            })
+        }
+
+        fn code(r: Result<AppendInfo, BrokerError>) -> ResponseError {
+            r.expect_err("an error").code()
+        }
+
+        fn state(p: &Partition) -> HashMap<i64, ProducerEntry> {
+            p.producers.lock().unwrap().producers().clone()
+        }
+
+        fn snapshots(dir: &Path) -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.ends_with(".snapshot"))
+                .collect();
+            v.sort();
+            v
+        }
+
+        #[test]
+        fn duplicates_gaps_and_epochs() {
+            let dir = tempfile::tempdir().unwrap();
+            let rm = manager(dir.path());
+            rm.create_topic("t", 1, 1, BTreeMap::new(), false).unwrap();
+            let p = rm.partition("t", 0).unwrap();
+            p.append(&mut build_batch(2, 10), 0).unwrap(); // offsets 0-1, no producer
+            let first = p.append(&mut idem(5, 0, 0, 3), 0).unwrap();
+            assert_eq!((first.base_offset, first.last_offset), (2, 4));
+            p.append(&mut idem(5, 0, 3, 2), 0).unwrap(); // 5-6
+                                                         // The retry of the first batch: success, original offsets, nothing appended.
+            let dup = p.append(&mut idem(5, 0, 0, 3), 0).unwrap();
+            assert_eq!(
+                (dup.base_offset, dup.last_offset, dup.record_count),
+                (2, 4, 0)
+            );
+            assert_eq!(p.log_end_offset().unwrap(), 7);
+            assert_eq!(p.high_watermark(), 7);
+            // A gap, an old epoch, a new epoch not starting at 0.
+            assert_eq!(
+                code(p.append(&mut idem(5, 0, 9, 1), 0)),
+                ResponseError::OutOfOrderSequenceNumber
+            );
+            p.append(&mut idem(5, 1, 0, 1), 0).unwrap(); // bump: 7
+            assert_eq!(
+                code(p.append(&mut idem(5, 0, 5, 1), 0)),
+                ResponseError::InvalidProducerEpoch
+            );
+            assert_eq!(
+                code(p.append(&mut idem(5, 2, 4, 1), 0)),
+                ResponseError::OutOfOrderSequenceNumber
+            );
+            assert_eq!(p.log_end_offset().unwrap(), 8);
+            // A corrupt retry is rejected as corrupt, not answered as a duplicate.
+            let mut bad = idem(5, 1, 0, 1);
+            let last = bad.len() - 1;
+            bad[last] ^= 0xff;
+            assert_eq!(code(p.append(&mut bad, 0)), ResponseError::CorruptMessage);
+            // Non-idempotent batches leave no state.
+            assert_eq!(state(&p).len(), 1);
+        }
+
+        #[test]
+        fn several_batches_in_one_request() {
+            let dir = tempfile::tempdir().unwrap();
+            let rm = manager(dir.path());
+            rm.create_topic("t", 1, 1, BTreeMap::new(), false).unwrap();
+            let p = rm.partition("t", 0).unwrap();
+            let mut two = idem(1, 0, 0, 2);
+            two.extend(idem(1, 0, 2, 3));
+            let info = p.append(&mut two, 0).unwrap();
+            assert_eq!((info.base_offset, info.last_offset), (0, 4));
+            let e = &state(&p)[&1];
+            assert_eq!(e.batches.len(), 2);
+            assert_eq!(
+                (e.batches[1].first_offset, e.batches[1].last_offset),
+                (2, 4)
+            );
+            // A request with a gap between its batches appends nothing.
+            let mut gap = idem(1, 0, 5, 1);
+            gap.extend(idem(1, 0, 7, 1));
+            assert!(p.append(&mut gap, 0).is_err());
+            assert_eq!(p.log_end_offset().unwrap(), 5);
+            // The retry of the whole first request is a duplicate.
+            let mut again = idem(1, 0, 0, 2);
+            again.extend(idem(1, 0, 2, 3));
+            assert_eq!(p.append(&mut again, 0).unwrap().base_offset, 0);
+            assert_eq!(p.log_end_offset().unwrap(), 5);
+        }
+
+        fn produce_some(p: &Partition, producers: i64, batches: i32) {
+            for i in 0..batches {
+                for pid in 0..producers {
+                    p.append(&mut idem(pid, 0, i * 2, 2), 0).unwrap();
+                }
+                p.append(&mut build_batch(1, 10), 0).unwrap();
+            }
+        }
+
+        #[test]
+        fn rebuilt_from_the_log_after_a_crash() {
+            let dir = tempfile::tempdir().unwrap();
+            let live;
+            {
+                let rm = manager(dir.path());
+                rm.create_topic("t", 1, 1, BTreeMap::new(), false).unwrap();
+                let p = rm.partition("t", 0).unwrap();
+                produce_some(&p, 4, 8);
+                live = state(&p);
+            } // no flush_all: a crash, no snapshot
+            assert!(snapshots(&dir.path().join("t-0")).is_empty());
+            let rm = manager(dir.path());
+            let p = rm.partition("t", 0).unwrap();
+            assert_eq!(state(&p), live);
+            let end = p.log_end_offset().unwrap();
+            let dup = p.append(&mut idem(3, 0, 14, 2), 0).unwrap();
+            assert_eq!(dup.record_count, 0);
+            assert_eq!(p.log_end_offset().unwrap(), end);
+        }
+
+        #[test]
+        fn snapshot_at_shutdown_then_headers_after_it() {
+            let dir = tempfile::tempdir().unwrap();
+            let pdir = dir.path().join("t-0");
+            let live;
+            {
+                let rm = manager(dir.path());
+                rm.create_topic("t", 1, 1, BTreeMap::new(), false).unwrap();
+                let p = rm.partition("t", 0).unwrap();
+                produce_some(&p, 3, 4);
+                rm.flush_all();
+                assert_eq!(snapshots(&pdir), vec![format!("{:020}.snapshot", 28)]);
+                // More after the snapshot, then a crash.
+                p.append(&mut idem(0, 0, 8, 1), 0).unwrap();
+                p.append(&mut idem(9, 0, 0, 1), 0).unwrap();
+                live = state(&p);
+            }
+            let rm = manager(dir.path());
+            let p = rm.partition("t", 0).unwrap();
+            assert_eq!(state(&p), live);
+            rm.flush_all();
+            assert_eq!(snapshots(&pdir).len(), 2);
+            rm.flush_all(); // nothing new: no third file
+            drop(rm);
+            // A torn newest snapshot and one past the log end are deleted; the older is used.
+            let newest = pdir.join(format!("{:020}.snapshot", 30));
+            let bytes = fs::read(&newest).unwrap();
+            fs::write(&newest, &bytes[..bytes.len() - 3]).unwrap();
+            fs::write(pdir.join(format!("{:020}.snapshot", 999)), &bytes).unwrap();
+            let rm = manager(dir.path());
+            let p = rm.partition("t", 0).unwrap();
+            assert_eq!(state(&p), live);
+            assert_eq!(snapshots(&pdir), vec![format!("{:020}.snapshot", 28)]);
+        }
+
+        #[test]
+        fn periodic_snapshot_after_enough_bytes() {
+            let dir = tempfile::tempdir().unwrap();
+            let rm = manager(dir.path());
+            rm.create_topic("t", 1, 1, BTreeMap::new(), false).unwrap();
+            let p = rm.partition("t", 0).unwrap();
+            p.append(&mut idem(1, 0, 0, 1), 0).unwrap();
+            let chunk = 512 << 10;
+            let mut n = 1;
+            while snapshots(&dir.path().join("t-0")).is_empty() {
+                assert!(n < 40, "no snapshot after {n} appends of {chunk} bytes");
+                p.append(&mut build_batch(1, chunk), 0).unwrap();
+                n += 1;
+            }
+            assert!(n as u64 * chunk as u64 >= crate::producer_state::SNAPSHOT_INTERVAL_BYTES);
+            let snaps = snapshots(&dir.path().join("t-0"));
+            assert_eq!(snaps, vec![format!("{n:020}.snapshot")]);
+        }
+
+        #[test]
+        fn non_idempotent_batches_skip_the_state() {
+            assert!(producer_batches(&build_batch(3, 10)).is_none());
+            let mut two = build_batch(1, 10);
+            two.extend(idem(4, 0, 0, 1));
+            let got = producer_batches(&two).unwrap();
+            assert_eq!(got.len(), 2);
+            assert!(!got[0].is_idempotent() && got[1].is_idempotent());
+            assert!(producer_batches(&two[..two.len() - 1]).is_none());
+        }
     }
 }

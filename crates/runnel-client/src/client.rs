@@ -27,6 +27,12 @@ use crate::connection::{ClientConfig, Connection};
 use crate::error::{Error, Result};
 use crate::records::{decode_record_batches, encode_record_batch, ConsumedRecord, ProducerRecord};
 
+mod groups;
+pub use groups::{
+    decode_consumer_assignment, decode_consumer_subscription, CommittedOffset, GroupDescription,
+    GroupMember, ListedGroup,
+};
+
 // Highest versions this client speaks. Each is handled field-by-field below.
 const METADATA_MAX: i16 = 12;
 const CREATE_TOPICS_MAX: i16 = 7;
@@ -268,6 +274,8 @@ pub struct Client {
     topics: HashMap<String, TopicMetadata>,
     controller_id: i32,
     cluster_id: Option<String>,
+    /// Coordinator broker id by group id, from FindCoordinator.
+    coordinators: HashMap<String, i32>,
 }
 
 /// Parses a comma-separated `host:port` list.
@@ -307,6 +315,7 @@ impl Client {
             topics: HashMap::new(),
             controller_id: -1,
             cluster_id: None,
+            coordinators: HashMap::new(),
         };
         client.ensure_any().await?;
         client.metadata(Some(&[])).await?;
@@ -1310,6 +1319,30 @@ pub fn client_versions() -> Vec<(ApiKey, VersionRange)> {
         (
             ApiKey::ListOffsets,
             range::<ListOffsetsRequest>(LIST_OFFSETS_MAX),
+        ),
+        (
+            ApiKey::FindCoordinator,
+            range::<kafka_protocol::messages::FindCoordinatorRequest>(groups::FIND_COORDINATOR_MAX),
+        ),
+        (
+            ApiKey::ListGroups,
+            range::<kafka_protocol::messages::ListGroupsRequest>(groups::LIST_GROUPS_MAX),
+        ),
+        (
+            ApiKey::DescribeGroups,
+            range::<kafka_protocol::messages::DescribeGroupsRequest>(groups::DESCRIBE_GROUPS_MAX),
+        ),
+        (
+            ApiKey::OffsetFetch,
+            range::<kafka_protocol::messages::OffsetFetchRequest>(groups::OFFSET_FETCH_MAX),
+        ),
+        (
+            ApiKey::OffsetCommit,
+            range::<kafka_protocol::messages::OffsetCommitRequest>(groups::OFFSET_COMMIT_MAX),
+        ),
+        (
+            ApiKey::DeleteGroups,
+            range::<kafka_protocol::messages::DeleteGroupsRequest>(groups::DELETE_GROUPS_MAX),
         ),
     ]
 }

@@ -86,6 +86,18 @@ pub enum Error {
         message: Option<String>,
     },
 
+    /// A group's coordinator answered with a Kafka error code that concerns the group (e.g.
+    /// GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP, UNKNOWN_MEMBER_ID, COORDINATOR_NOT_AVAILABLE).
+    #[error("{}", describe_group_error(*error, group, message.as_deref()))]
+    Group {
+        /// The error code.
+        error: ResponseError,
+        /// The group id.
+        group: String,
+        /// The broker's error message, if it sent one.
+        message: Option<String>,
+    },
+
     /// A partition has no leader (or its leader is not in the broker list).
     #[error("partition {partition} of topic '{topic}' has no available leader")]
     NoLeader {
@@ -108,7 +120,7 @@ impl Error {
     /// The Kafka error code, when this is a [`Error::Kafka`].
     pub fn kafka_error(&self) -> Option<ResponseError> {
         match self {
-            Error::Kafka { error, .. } => Some(*error),
+            Error::Kafka { error, .. } | Error::Group { error, .. } => Some(*error),
             _ => None,
         }
     }
@@ -116,7 +128,7 @@ impl Error {
     /// Whether retrying (after refreshing metadata) may help.
     pub fn is_retriable(&self) -> bool {
         match self {
-            Error::Kafka { error, .. } => error.is_retriable(),
+            Error::Kafka { error, .. } | Error::Group { error, .. } => error.is_retriable(),
             Error::Io { .. } | Error::Timeout { .. } | Error::NoLeader { .. } => true,
             _ => false,
         }
@@ -137,12 +149,84 @@ impl Error {
         })
     }
 
+    /// Builds an error from a code returned for a group: [`Error::Group`] for the codes
+    /// that concern the group itself (see [`Error::is_group_level`]), [`Error::Kafka`] for
+    /// the rest. `None` when the code is 0.
+    pub fn from_group_code(code: i16, group: &str, message: Option<&str>) -> Option<Self> {
+        let error = ResponseError::try_from_code(code)?;
+        let message = message.filter(|m| !m.is_empty()).map(str::to_owned);
+        Some(if is_group_error(error) {
+            Error::Group {
+                error,
+                group: group.to_owned(),
+                message,
+            }
+        } else {
+            Error::Kafka {
+                error,
+                topic: None,
+                partition: None,
+                message,
+            }
+        })
+    }
+
+    /// Whether this is an [`Error::Group`]: the coordinator refused the request for the
+    /// whole group rather than for one partition.
+    pub fn is_group_level(&self) -> bool {
+        matches!(self, Error::Group { .. })
+    }
+
     pub(crate) fn protocol(addr: &str, message: impl Into<String>) -> Self {
         Error::Protocol {
             addr: addr.to_owned(),
             message: message.into(),
         }
     }
+}
+
+/// Error codes that concern a group as a whole rather than one of its partitions.
+fn is_group_error(error: ResponseError) -> bool {
+    matches!(
+        error,
+        ResponseError::CoordinatorNotAvailable
+            | ResponseError::NotCoordinator
+            | ResponseError::CoordinatorLoadInProgress
+            | ResponseError::GroupIdNotFound
+            | ResponseError::NonEmptyGroup
+            | ResponseError::InvalidGroupId
+            | ResponseError::GroupAuthorizationFailed
+            | ResponseError::UnknownMemberId
+            | ResponseError::IllegalGeneration
+            | ResponseError::RebalanceInProgress
+            | ResponseError::FencedInstanceId
+            | ResponseError::GroupMaxSizeReached
+            | ResponseError::InconsistentGroupProtocol
+            | ResponseError::GroupSubscribedToTopic
+            | ResponseError::StaleMemberEpoch
+    )
+}
+
+fn describe_group_error(error: ResponseError, group: &str, message: Option<&str>) -> String {
+    let name = error_name(error);
+    let what = match error {
+        ResponseError::GroupIdNotFound => format!("consumer group '{group}' does not exist"),
+        ResponseError::NonEmptyGroup => {
+            format!("consumer group '{group}' still has active members")
+        }
+        ResponseError::CoordinatorNotAvailable | ResponseError::CoordinatorLoadInProgress => {
+            format!("the coordinator of group '{group}' is not available yet")
+        }
+        ResponseError::NotCoordinator => {
+            format!("the broker is no longer the coordinator of group '{group}'")
+        }
+        ResponseError::InvalidGroupId => format!("'{group}' is not a valid group id"),
+        _ => match message {
+            Some(m) => format!("group '{group}': {m}"),
+            None => format!("group '{group}': {}", lower_desc(error)),
+        },
+    };
+    format!("{what} ({name})")
 }
 
 /// The Kafka wire name of an error, e.g. `UNKNOWN_TOPIC_OR_PARTITION`.
@@ -242,5 +326,30 @@ mod tests {
             "topic 'x' partition 2: not leader or follower (NOT_LEADER_OR_FOLLOWER)"
         );
         assert!(Error::from_code(0, None, None, None).is_none());
+    }
+
+    #[test]
+    fn group_error_display() {
+        let e = Error::from_group_code(69, "g1", None).unwrap();
+        assert!(e.is_group_level());
+        assert_eq!(
+            e.to_string(),
+            "consumer group 'g1' does not exist (GROUP_ID_NOT_FOUND)"
+        );
+        let e = Error::from_group_code(68, "g1", Some("")).unwrap();
+        assert_eq!(
+            e.to_string(),
+            "consumer group 'g1' still has active members (NON_EMPTY_GROUP)"
+        );
+        let e = Error::from_group_code(25, "g1", None).unwrap();
+        assert_eq!(
+            e.to_string(),
+            "group 'g1': unknown member id (UNKNOWN_MEMBER_ID)"
+        );
+        assert_eq!(e.kafka_error(), Some(ResponseError::UnknownMemberId));
+        // A partition-level code is not a group error.
+        let e = Error::from_group_code(3, "g1", None).unwrap();
+        assert!(!e.is_group_level());
+        assert!(Error::from_group_code(0, "g1", None).is_none());
     }
 }

@@ -4,7 +4,8 @@
 //!   ApiVersions negotiation, timeouts).
 //! - [`Client`]: bootstraps from a `host:port` list, keeps per-broker connections, routes
 //!   partition requests to leaders and exposes the admin, produce, fetch and list-offsets
-//!   operations the CLI needs.
+//!   operations the CLI needs, and consumer-group administration through each group's
+//!   coordinator (list, describe, committed offsets, offset commits, delete).
 //!
 //! Message codecs come from the `kafka-protocol` crate; this crate never hand-encodes them.
 
@@ -15,8 +16,10 @@ pub mod partitioner;
 mod records;
 
 pub use client::{
-    acks, client_versions, offset_spec, parse_bootstrap, BrokerMetadata, Client, ConfigEntry,
-    ConfigSource, CreatedTopic, FetchedPartition, Metadata, PartitionMetadata, TopicMetadata,
+    acks, client_versions, decode_consumer_assignment, decode_consumer_subscription, offset_spec,
+    parse_bootstrap, BrokerMetadata, Client, CommittedOffset, ConfigEntry, ConfigSource,
+    CreatedTopic, FetchedPartition, GroupDescription, GroupMember, ListedGroup, Metadata,
+    PartitionMetadata, TopicMetadata,
 };
 pub use connection::{decode_response_frame, encode_request_frame, ClientConfig, Connection};
 pub use error::{error_name, Error, Result};

@@ -14,19 +14,19 @@ pub const LOG_OVERHEAD: usize = 12;
 /// The only record batch format we store.
 pub const MAGIC_V2: i8 = 2;
 
-pub(crate) const BASE_OFFSET_OFF: usize = 0;
-pub(crate) const LENGTH_OFF: usize = 8;
-pub(crate) const LEADER_EPOCH_OFF: usize = 12;
-pub(crate) const MAGIC_OFF: usize = 16;
-pub(crate) const CRC_OFF: usize = 17;
-pub(crate) const ATTRIBUTES_OFF: usize = 21;
-pub(crate) const LAST_OFFSET_DELTA_OFF: usize = 23;
-pub(crate) const BASE_TIMESTAMP_OFF: usize = 27;
-pub(crate) const MAX_TIMESTAMP_OFF: usize = 35;
-pub(crate) const PRODUCER_ID_OFF: usize = 43;
-pub(crate) const PRODUCER_EPOCH_OFF: usize = 51;
-pub(crate) const BASE_SEQUENCE_OFF: usize = 53;
-pub(crate) const RECORDS_COUNT_OFF: usize = 57;
+pub const BASE_OFFSET_OFF: usize = 0;
+pub const LENGTH_OFF: usize = 8;
+pub const LEADER_EPOCH_OFF: usize = 12;
+pub const MAGIC_OFF: usize = 16;
+pub const CRC_OFF: usize = 17;
+pub const ATTRIBUTES_OFF: usize = 21;
+pub const LAST_OFFSET_DELTA_OFF: usize = 23;
+pub const BASE_TIMESTAMP_OFF: usize = 27;
+pub const MAX_TIMESTAMP_OFF: usize = 35;
+pub const PRODUCER_ID_OFF: usize = 43;
+pub const PRODUCER_EPOCH_OFF: usize = 51;
+pub const BASE_SEQUENCE_OFF: usize = 53;
+pub const RECORDS_COUNT_OFF: usize = 57;
 
 /// Attribute bits.
 pub const COMPRESSION_MASK: i16 = 0x07;

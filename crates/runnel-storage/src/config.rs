@@ -31,7 +31,7 @@ impl TimestampType {
 
 /// Settings of one partition log. Field names follow the Kafka topic configs
 /// they implement so the broker can map `DescribeConfigs`/`AlterConfigs` 1:1.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll when the active segment would grow past this.
     pub segment_bytes: u64,
@@ -51,6 +51,17 @@ pub struct LogConfig {
     pub flush_ms: u64,
     /// `message.timestamp.type`.
     pub timestamp_type: TimestampType,
+    /// `cleanup.policy` contains `delete`: retention.ms / retention.bytes delete old segments.
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` contains `compact`: the log cleaner keeps the latest record per key
+    /// (see [`crate::PartitionLog::compact`]).
+    pub cleanup_compact: bool,
+    /// `min.cleanable.dirty.ratio`: clean only when dirty bytes / cleanable bytes reach this.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `delete.retention.ms`: how long a tombstone survives after it was first cleaned.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: segments holding records younger than this are not cleaned.
+    pub min_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -66,6 +77,11 @@ impl Default for LogConfig {
             flush_messages: u64::MAX,
             flush_ms: u64::MAX,
             timestamp_type: TimestampType::CreateTime,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_compaction_lag_ms: 0,
         }
     }
 }

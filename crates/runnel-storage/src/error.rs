@@ -31,6 +31,11 @@ pub enum StorageError {
         source: std::io::Error,
     },
 
+    /// A record breaks a rule of the topic (a null key on a compacted topic).
+    /// Kafka: `INVALID_RECORD`.
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+
     /// The partition directory is in a state recovery cannot repair.
     #[error("corrupt data directory: {0}")]
     CorruptDataDir(String),

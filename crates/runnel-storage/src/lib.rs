@@ -8,14 +8,18 @@
 //! after a crash by rescanning everything above the fsynced recovery point.
 
 pub mod batch;
+mod compaction;
 mod config;
 mod error;
 mod log;
 mod segment;
 
+pub use compaction::{CompactionCodec, CompactionStats, RecordKey};
 pub use config::{LogConfig, TimestampType};
 pub use error::StorageError;
 pub use log::{AppendInfo, PartitionLog, ReadResult, SNAPSHOT_SUFFIX};
 
+#[cfg(test)]
+mod compaction_tests;
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use crate::batch::{self, BatchHeader, BatchInfo};
+use crate::compaction::{self, CleanerCheckpoint};
 use crate::config::{LogConfig, TimestampType};
 use crate::error::{IoContext, StorageError};
 use crate::segment::{self, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
@@ -45,19 +46,24 @@ pub struct ReadResult {
 /// The log of one partition: segments ordered by base offset, the last one
 /// active. Not internally synchronised; the owner serialises access.
 pub struct PartitionLog {
-    dir: PathBuf,
-    config: LogConfig,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
     /// Never empty; the last one receives appends.
-    segments: Vec<Segment>,
-    log_start_offset: i64,
+    pub(crate) segments: Vec<Segment>,
+    pub(crate) log_start_offset: i64,
     /// Everything below this offset has been fsynced.
     recovery_point: i64,
     unflushed_records: u64,
     last_flush_ms: i64,
     /// Latest clock value seen, for operations that take no `now_ms`.
-    last_now_ms: i64,
+    pub(crate) last_now_ms: i64,
     /// Files were created since the last flush, so the directory needs an fsync.
     dir_dirty: bool,
+    /// What the log cleaner has done so far (`cleaner-offset-checkpoint`).
+    pub(crate) cleaner: CleanerCheckpoint,
+    /// Tests make compaction stop ("crash") at the n-th step of a segment swap.
+    #[cfg(test)]
+    pub(crate) crash_at: Option<compaction::CrashPoint>,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -79,7 +85,7 @@ fn parse_segment_name(name: &str) -> Option<(i64, &str)> {
     Some((stem.parse().ok()?, suffix))
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .ctx(|| format!("fsync of directory {}", dir.display()))
@@ -97,6 +103,8 @@ impl PartitionLog {
         let mut logs = BTreeSet::new();
         let mut indexes = Vec::new();
         let mut checkpoint_present = false;
+        let mut cleaner_checkpoint_present = false;
+        let mut swaps = Vec::new();
         for entry in fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
             let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
             let name = entry.file_name();
@@ -106,8 +114,12 @@ impl PartitionLog {
             };
             match (name, parse_segment_name(name)) {
                 (RECOVERY_POINT_FILE, _) => checkpoint_present = true,
+                (compaction::CLEANER_CHECKPOINT_FILE, _) => cleaner_checkpoint_present = true,
                 (LEADER_EPOCH_FILE, _) => {}
-                (RECOVERY_POINT_TMP, _) => {
+                (RECOVERY_POINT_TMP | compaction::CLEANER_CHECKPOINT_TMP, _)
+                | (_, Some((_, compaction::CLEANED_SUFFIX))) => {
+                    // A checkpoint write that never reached its rename, or a cleaned
+                    // segment that was never committed (the original is intact).
                     // A checkpoint write that never reached its rename.
                     let p = entry.path();
                     fs::remove_file(&p).ctx(|| format!("deleting {}", p.display()))?;
@@ -115,6 +127,7 @@ impl PartitionLog {
                 (_, Some((base, LOG_SUFFIX))) => {
                     logs.insert(base);
                 }
+                (_, Some((base, compaction::SWAP_SUFFIX))) => swaps.push(base),
                 (_, Some((base, INDEX_SUFFIX | TIME_INDEX_SUFFIX))) => {
                     indexes.push((base, entry.path()))
                 }
@@ -124,6 +137,15 @@ impl PartitionLog {
                 }
             }
         }
+        // A committed cleaned segment (`.log.swap`) replaces its original: finish the swap.
+        for &base in &swaps {
+            compaction::finish_swap(dir, base)?;
+            logs.insert(base);
+        }
+        let indexes: Vec<(i64, PathBuf)> = indexes
+            .into_iter()
+            .filter(|(base, p)| !swaps.contains(base) || p.exists())
+            .collect();
         for (base, path) in indexes {
             if !logs.contains(&base) {
                 tracing::warn!(file = %path.display(), "deleting index file without a .log");
@@ -174,11 +196,13 @@ impl PartitionLog {
                 seg.delete_files()?;
             }
         }
-        // Non-last segments must be non-empty and contiguous.
+        // Non-last segments must be non-empty (except the first, which compaction may have
+        // emptied: it keeps the log start offset) and must not overlap. Gaps are normal
+        // once a compacted log dropped whole batches or segments.
         let mut i = 0;
         while i + 1 < segments.len() {
             let (cur, next) = (&segments[i], &segments[i + 1]);
-            if cur.is_empty() {
+            if cur.is_empty() && i > 0 {
                 tracing::warn!(segment = %segment::segment_path(dir, cur.base_offset(), LOG_SUFFIX).display(), "deleting empty non-active segment");
                 segments.remove(i).delete_files()?;
                 continue;
@@ -193,7 +217,7 @@ impl PartitionLog {
                 )));
             }
             if cur.next_offset() < next.base_offset() {
-                tracing::warn!(dir = %dir.display(), from = cur.next_offset(), to = next.base_offset(), "gap in offsets between segments");
+                tracing::debug!(dir = %dir.display(), from = cur.next_offset(), to = next.base_offset(), "gap in offsets between segments");
             }
             i += 1;
         }
@@ -204,6 +228,11 @@ impl PartitionLog {
         }
         let log_start_offset = segments[0].base_offset();
         let log_end = segments.last().expect("non-empty").next_offset();
+        let cleaner = if cleaner_checkpoint_present {
+            compaction::read_cleaner_checkpoint(dir)?
+        } else {
+            CleanerCheckpoint::default()
+        };
         Ok(PartitionLog {
             dir: dir.to_path_buf(),
             config,
@@ -216,10 +245,13 @@ impl PartitionLog {
             last_flush_ms: now_ms,
             last_now_ms: now_ms,
             dir_dirty,
+            cleaner,
+            #[cfg(test)]
+            crash_at: None,
         })
     }
 
-    fn active(&self) -> &Segment {
+    pub(crate) fn active(&self) -> &Segment {
         self.segments.last().expect("a log always has a segment")
     }
 
@@ -409,7 +441,7 @@ impl PartitionLog {
             })
     }
 
-    fn roll(&mut self) -> Result<(), StorageError> {
+    pub(crate) fn roll(&mut self) -> Result<(), StorageError> {
         let next = self.log_end_offset();
         self.active_mut().seal()?;
         let seg = Segment::create(&self.dir, next)?;
@@ -517,12 +549,17 @@ impl PartitionLog {
     /// Deletes old non-active segments by retention.ms and retention.bytes
     /// (whole segments, oldest first) and rolls an expired active segment so
     /// it becomes eligible next time. Returns how many segments were deleted.
+    /// Without `delete` in cleanup.policy only the roll happens (a compacted
+    /// log needs it too: the cleaner never touches the active segment).
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
         self.last_now_ms = now_ms;
         if self.too_old(now_ms) {
             self.roll()?;
         }
         let mut deleted = 0;
+        if !self.config.cleanup_delete {
+            return Ok(0);
+        }
         if self.config.retention_ms >= 0 {
             let cutoff = now_ms.saturating_sub(self.config.retention_ms);
             while self.segments.len() > 1
@@ -596,6 +633,11 @@ impl PartitionLog {
         if self.recovery_point > offset {
             self.recovery_point = offset.max(0);
             write_checkpoint(&self.dir, self.recovery_point)?;
+        }
+        if self.cleaner.cleaned_to > offset {
+            // Records appended again below the old checkpoint must count as dirty.
+            self.cleaner.truncate(offset);
+            compaction::write_cleaner_checkpoint(&self.dir, &self.cleaner)?;
         }
         if offset < self.log_start_offset {
             while let Some(seg) = self.segments.pop() {

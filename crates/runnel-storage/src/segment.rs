@@ -305,9 +305,10 @@ impl Segment {
             }
             let h = BatchHeader::new(bytes).expect("validated");
             let summary = HeaderSummary::parse(&h, pos).expect("validated");
-            if summary.base_offset != self.next_offset {
+            // Offsets only grow; a compacted segment may skip some (whole batches removed).
+            if summary.base_offset < self.next_offset {
                 problem = Some(format!(
-                    "batch base offset {} where {} was expected",
+                    "batch base offset {} where at least {} was expected",
                     summary.base_offset, self.next_offset
                 ));
                 break;

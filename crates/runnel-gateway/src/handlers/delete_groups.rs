@@ -1,5 +1,6 @@
-//! DeleteGroups: not implemented yet (stub; answered with defaults).
+//! DeleteGroups: removes empty groups and their offsets (tombstones in `__consumer_offsets`).
 
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 use kafka_protocol::protocol::VersionRange;
 
@@ -8,9 +9,25 @@ use crate::Context;
 pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
 
 pub(crate) async fn handle(
-    _ctx: &Context,
-    _request: DeleteGroupsRequest,
+    ctx: &Context,
+    request: DeleteGroupsRequest,
     _version: i16,
 ) -> DeleteGroupsResponse {
-    DeleteGroupsResponse::default()
+    let names: Vec<String> = request
+        .groups_names
+        .iter()
+        .map(|g| g.as_str().to_string())
+        .collect();
+    let results = ctx.groups.delete_groups(&names).await;
+    let results = request
+        .groups_names
+        .into_iter()
+        .zip(results)
+        .map(|(group_id, r)| {
+            DeletableGroupResult::default()
+                .with_group_id(group_id)
+                .with_error_code(r.err().map_or(0, |e| e.code()))
+        })
+        .collect();
+    DeleteGroupsResponse::default().with_results(results)
 }

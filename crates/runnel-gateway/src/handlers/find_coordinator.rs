@@ -1,16 +1,92 @@
-//! FindCoordinator: not implemented yet (stub; answered with defaults).
+//! FindCoordinator: the node that coordinates a group is the leader of the group's
+//! `__consumer_offsets` partition. Transaction coordinators do not exist yet.
 
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
-use kafka_protocol::protocol::VersionRange;
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+use kafka_protocol::ResponseError;
 
+use super::str_bytes;
 use crate::Context;
 
 pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
 
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+struct Found {
+    error: Option<(ResponseError, String)>,
+    node_id: i32,
+    host: String,
+    port: i32,
+}
+
+fn lookup(ctx: &Context, key_type: i8, key: &str) -> Found {
+    let failed = |e: ResponseError, message: String| Found {
+        error: Some((e, message)),
+        node_id: -1,
+        host: String::new(),
+        port: -1,
+    };
+    match key_type {
+        KEY_TYPE_GROUP => match ctx.groups.find_coordinator(key) {
+            Ok(c) => Found {
+                error: None,
+                node_id: c.node_id,
+                host: c.host,
+                port: c.port,
+            },
+            Err((e, message)) => failed(e, message),
+        },
+        KEY_TYPE_TRANSACTION => failed(
+            ResponseError::CoordinatorNotAvailable,
+            "transactions are not supported yet".to_string(),
+        ),
+        other => failed(
+            ResponseError::InvalidRequest,
+            format!("unknown coordinator key type {other}"),
+        ),
+    }
+}
+
 pub(crate) async fn handle(
-    _ctx: &Context,
-    _request: FindCoordinatorRequest,
-    _version: i16,
+    ctx: &Context,
+    request: FindCoordinatorRequest,
+    version: i16,
 ) -> FindCoordinatorResponse {
+    let key_type = if version >= 1 { request.key_type } else { 0 };
+    if version >= 4 {
+        let coordinators = request
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                let found = lookup(ctx, key_type, key.as_str());
+                let (code, message) = match found.error {
+                    Some((e, m)) => (e.code(), Some(str_bytes(m))),
+                    None => (0, None),
+                };
+                Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(found.node_id.into())
+                    .with_host(str_bytes(found.host))
+                    .with_port(found.port)
+                    .with_error_code(code)
+                    .with_error_message(message)
+            })
+            .collect();
+        return FindCoordinatorResponse::default()
+            .with_error_message(None)
+            .with_coordinators(coordinators);
+    }
+    let found = lookup(ctx, key_type, request.key.as_str());
+    let (code, message): (i16, Option<StrBytes>) = match found.error {
+        Some((e, m)) => (e.code(), Some(str_bytes(m))),
+        None => (0, None),
+    };
     FindCoordinatorResponse::default()
+        .with_error_code(code)
+        .with_error_message(message)
+        .with_node_id(found.node_id.into())
+        .with_host(str_bytes(found.host))
+        .with_port(found.port)
 }

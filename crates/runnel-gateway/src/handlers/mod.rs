@@ -116,7 +116,8 @@ pub(crate) async fn handle(ctx: Arc<Context>, request: Request) -> Option<Respon
             ResponseKind::FindCoordinator(find_coordinator::handle(&ctx, r, version).await)
         }
         RequestKind::JoinGroup(r) => {
-            ResponseKind::JoinGroup(join_group::handle(&ctx, r, version).await)
+            let peer = request.peer;
+            ResponseKind::JoinGroup(join_group::handle(&ctx, r, version, &client, peer).await)
         }
         RequestKind::SyncGroup(r) => {
             ResponseKind::SyncGroup(sync_group::handle(&ctx, r, version).await)

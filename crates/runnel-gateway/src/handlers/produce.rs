@@ -1,6 +1,12 @@
 //! Produce: hands each partition's record batches, as bytes, to the partition log. Batches are
 //! never decoded record by record: the storage layer checks the v2 header and CRC and writes
 //! the offsets into the header.
+//!
+//! Batches of idempotent producers are checked by the partition against its producer state:
+//! a retried batch is answered with success and its original base offset (nothing is
+//! appended), a sequence gap with OUT_OF_ORDER_SEQUENCE_NUMBER and a fenced epoch with
+//! INVALID_PRODUCER_EPOCH; the "produce rejected" warning below names the producer id, epoch
+//! and expected vs received sequence.
 
 use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};

@@ -1,0 +1,1181 @@
+//! [`GroupCoordinator`]: owns the groups of the `__consumer_offsets` partitions this node
+//! leads, drives their state machines, parks JoinGroup/SyncGroup requests and persists group
+//! state.
+//!
+//! **Shards.** Each led `__consumer_offsets` partition is a shard with its own
+//! `std::sync::Mutex` around its groups and parked requests. A shard is inserted *loading*
+//! (requests get COORDINATOR_LOAD_IN_PROGRESS), filled by replaying the partition's log, then
+//! made active: [`GroupCoordinator::load_partition`]. [`GroupCoordinator::unload_partition`]
+//! removes it and tells parked requests NOT_COORDINATOR. Today `open` loads every partition
+//! this node leads (all of them on one node); replication only has to call these two when
+//! leadership moves.
+//!
+//! **Writes.** Records are appended to the partition while the shard lock is held, so the log
+//! order is the order in which state changed; the append is a synchronous page-cache write
+//! (never an `.await`). An OffsetCommit is applied and acknowledged only after its batch is
+//! appended.
+//!
+//! **Parked requests.** JoinGroup and SyncGroup register a oneshot sender under a waiter id,
+//! then let the state machine decide; its [`Effects`] name the waiters to answer. The senders
+//! are taken out under the lock and completed after it is released. Every wait is bounded by
+//! the state machine's own deadlines (rebalance timeout, new-member timeout) and, as a safety
+//! net, by a timeout in the handler's future.
+//!
+//! **Timers.** One task ticks every [`TICK`]: for each group whose earliest deadline has
+//! passed it calls [`Group::poll`]. Operations also poll their group right away, so a deadline
+//! that has already passed (an initial rebalance delay of 0) never waits for a tick. A tick
+//! that finds nothing due costs one comparison per group. Offset expiry runs every
+//! `offsets.retention.check.interval.ms`.
+//!
+//! **Time.** `now` is wall-clock milliseconds captured at open and advanced by tokio's
+//! monotonic clock, so tests can drive it with `tokio::time::pause`/`advance`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use tokio::sync::{oneshot, watch};
+
+use super::partition_for;
+use super::records::{CoordinatorRecord, OffsetValue};
+use super::state::{
+    Effects, Group, GroupLimits, GroupState, JoinRequest, JoinResult, LeavingMember, SyncRequest,
+    SyncResult, WaiterId, NEW_MEMBER_JOIN_TIMEOUT_MS,
+};
+use super::store::{self, commit_error, store_error};
+use crate::error::BrokerError;
+use crate::metadata::BrokerInfo;
+use crate::replica_manager::{now_ms, Partition, ReplicaManager};
+
+/// The internal topic holding committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Kafka's `offset.metadata.max.bytes` default.
+pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+/// Kafka's `offsets.topic.segment.bytes` default.
+const OFFSETS_SEGMENT_BYTES: &str = "104857600";
+/// How often the timer task looks for due deadlines.
+pub const TICK: Duration = Duration::from_millis(50);
+/// Added to a parked request's own bound before the handler gives up on it (safety net).
+const PARK_GRACE_MS: u64 = 5_000;
+
+/// One offset to commit.
+#[derive(Clone, Debug)]
+pub struct OffsetCommit {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+/// An OffsetCommit request, version differences resolved.
+#[derive(Clone, Debug)]
+pub struct CommitRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub generation_id: i32,
+    pub offsets: Vec<OffsetCommit>,
+    /// The request version: v9+ answers GROUP_ID_NOT_FOUND where older ones say
+    /// ILLEGAL_GENERATION.
+    pub version: i16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupOverview {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: GroupState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub group_id: String,
+    pub state: GroupState,
+    pub protocol_type: String,
+    /// The selected protocol, for a Stable group only (as Kafka reports it).
+    pub protocol_data: String,
+    pub members: Vec<MemberDescription>,
+}
+
+/// The coordinator of a key, as FindCoordinator reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundCoordinator {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+struct ShardState {
+    loading: bool,
+    groups: HashMap<String, Group>,
+    joins: HashMap<WaiterId, oneshot::Sender<JoinResult>>,
+    syncs: HashMap<WaiterId, oneshot::Sender<SyncResult>>,
+}
+
+/// The groups of one `__consumer_offsets` partition.
+struct Shard {
+    partition: i32,
+    state: Mutex<ShardState>,
+}
+
+/// Responses to send once the shard lock is released.
+#[derive(Default)]
+#[must_use]
+struct Deliveries {
+    joins: Vec<(oneshot::Sender<JoinResult>, JoinResult)>,
+    syncs: Vec<(oneshot::Sender<SyncResult>, SyncResult)>,
+}
+
+impl Deliveries {
+    fn send(self) {
+        for (tx, r) in self.joins {
+            let _ = tx.send(r);
+        }
+        for (tx, r) in self.syncs {
+            let _ = tx.send(r);
+        }
+    }
+
+    fn extend(&mut self, other: Deliveries) {
+        self.joins.extend(other.joins);
+        self.syncs.extend(other.syncs);
+    }
+}
+
+/// Wall-clock milliseconds advanced by tokio's (pausable) monotonic clock.
+struct Clock {
+    base_wall: i64,
+    base: tokio::time::Instant,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Self {
+            base_wall: now_ms(),
+            base: tokio::time::Instant::now(),
+        }
+    }
+
+    fn now(&self) -> i64 {
+        self.base_wall + self.base.elapsed().as_millis() as i64
+    }
+}
+
+/// Serves consumer groups whose `__consumer_offsets` partitions this node leads.
+pub struct GroupCoordinator {
+    broker: Arc<ReplicaManager>,
+    limits: GroupLimits,
+    num_partitions: i32,
+    retention_ms: i64,
+    retention_check: Duration,
+    clock: Clock,
+    shards: RwLock<HashMap<i32, Arc<Shard>>>,
+    next_waiter: AtomicU64,
+}
+
+impl GroupCoordinator {
+    /// Creates `__consumer_offsets` if it is missing, then loads every partition of it this
+    /// node leads.
+    pub fn open(broker: Arc<ReplicaManager>) -> Result<Self, BrokerError> {
+        let config = broker.config().clone();
+        let num_partitions = match broker.image().topic(OFFSETS_TOPIC) {
+            Some(t) => t.partitions.len() as i32,
+            None => {
+                let brokers = broker.image().brokers.len().max(1);
+                let replication = config
+                    .offsets_topic_replication_factor()
+                    .min(brokers as i16)
+                    .max(1);
+                let configs = BTreeMap::from([
+                    ("cleanup.policy".to_string(), "compact".to_string()),
+                    (
+                        "segment.bytes".to_string(),
+                        OFFSETS_SEGMENT_BYTES.to_string(),
+                    ),
+                ]);
+                let partitions = config.offsets_topic_num_partitions();
+                match broker.create_topic(OFFSETS_TOPIC, partitions, replication, configs, false) {
+                    Ok(t) => t.partitions.len() as i32,
+                    Err(BrokerError::TopicExists(_)) => broker
+                        .image()
+                        .topic(OFFSETS_TOPIC)
+                        .map_or(partitions, |t| t.partitions.len() as i32),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let coordinator = Self {
+            limits: GroupLimits {
+                min_session_timeout_ms: config.group_min_session_timeout_ms(),
+                max_session_timeout_ms: config.group_max_session_timeout_ms(),
+                max_size: config.group_max_size(),
+                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms() as i64,
+            },
+            num_partitions,
+            retention_ms: config.offsets_retention_ms(),
+            retention_check: Duration::from_millis(
+                config.offsets_retention_check_interval_ms().max(1),
+            ),
+            clock: Clock::new(),
+            shards: RwLock::new(HashMap::new()),
+            next_waiter: AtomicU64::new(1),
+            broker,
+        };
+        let node = coordinator.broker.node_id();
+        let led: Vec<i32> = coordinator
+            .broker
+            .image()
+            .topic(OFFSETS_TOPIC)
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| p.leader == node)
+                    .map(|p| p.index)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut groups = 0;
+        for p in led {
+            groups += coordinator.load_partition(p)?;
+        }
+        tracing::info!(
+            partitions = num_partitions,
+            groups,
+            "group coordinator loaded"
+        );
+        Ok(coordinator)
+    }
+
+    /// Milliseconds since the epoch, as the coordinator sees it.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    pub fn num_partitions(&self) -> i32 {
+        self.num_partitions
+    }
+
+    /// The `__consumer_offsets` partition of a group.
+    pub fn partition_for(&self, group_id: &str) -> i32 {
+        partition_for(group_id, self.num_partitions)
+    }
+
+    /// The node coordinating `group_id`: the leader of its `__consumer_offsets` partition in
+    /// the metadata image.
+    pub fn find_coordinator(
+        &self,
+        group_id: &str,
+    ) -> Result<FoundCoordinator, (ResponseError, String)> {
+        let image = self.broker.image();
+        let not_available = |why: String| (ResponseError::CoordinatorNotAvailable, why);
+        let topic = image
+            .topic(OFFSETS_TOPIC)
+            .ok_or_else(|| not_available(format!("{OFFSETS_TOPIC} does not exist")))?;
+        let p = self.partition_for(group_id);
+        let leader = topic
+            .partitions
+            .get(p as usize)
+            .map(|p| p.leader)
+            .filter(|l| *l >= 0)
+            .ok_or_else(|| not_available(format!("{OFFSETS_TOPIC}-{p} has no leader")))?;
+        let BrokerInfo { id, host, port, .. } = image
+            .brokers
+            .get(&leader)
+            .cloned()
+            .ok_or_else(|| not_available(format!("node {leader} is not available")))?;
+        Ok(FoundCoordinator {
+            node_id: id,
+            host,
+            port,
+        })
+    }
+
+    // ------------------------------------------------------------ load / unload
+
+    /// Starts coordinating partition `p`: requests for its groups get
+    /// COORDINATOR_LOAD_IN_PROGRESS until its log has been replayed. Returns how many groups
+    /// were loaded.
+    pub fn load_partition(&self, p: i32) -> Result<usize, BrokerError> {
+        let shard = Arc::new(Shard {
+            partition: p,
+            state: Mutex::new(ShardState {
+                loading: true,
+                groups: HashMap::new(),
+                joins: HashMap::new(),
+                syncs: HashMap::new(),
+            }),
+        });
+        {
+            let mut shards = self.shards.write().unwrap_or_else(|e| e.into_inner());
+            if shards.contains_key(&p) {
+                return Ok(0);
+            }
+            shards.insert(p, shard.clone());
+        }
+        let replayed = match self
+            .broker
+            .partition(OFFSETS_TOPIC, p)
+            .and_then(|partition| store::replay_partition(&partition))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                self.shards
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&p);
+                return Err(e);
+            }
+        };
+        let now = self.now();
+        let mut groups = HashMap::new();
+        let mut fx_all = Vec::new();
+        for (id, value) in replayed.groups {
+            let (group, fx) = Group::load(&id, value, self.limits.clone(), now);
+            fx_all.push((id.clone(), fx));
+            groups.insert(id, group);
+        }
+        for (id, offsets) in replayed.offsets {
+            let group = groups
+                .entry(id.clone())
+                .or_insert_with(|| Group::new(id, self.limits.clone(), now));
+            for ((topic, partition), value) in offsets {
+                group.commit_offset(&topic, partition, value);
+            }
+        }
+        let count = groups.len();
+        let deliveries = {
+            let mut st = lock(&shard);
+            st.groups = groups;
+            st.loading = false;
+            let mut out = Deliveries::default();
+            for (id, fx) in fx_all {
+                out.extend(self.settle(&shard, &mut st, &id, fx, now));
+            }
+            out
+        };
+        deliveries.send();
+        tracing::debug!(
+            partition = p,
+            groups = count,
+            "loaded {OFFSETS_TOPIC} partition"
+        );
+        Ok(count)
+    }
+
+    /// Stops coordinating partition `p` (this node is no longer its leader). Parked requests
+    /// are answered NOT_COORDINATOR so their clients look the coordinator up again.
+    pub fn unload_partition(&self, p: i32) {
+        let Some(shard) = self
+            .shards
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&p)
+        else {
+            return;
+        };
+        let deliveries = {
+            let mut st = lock(&shard);
+            let mut fx = Effects::default();
+            for group in st.groups.values_mut() {
+                fx.extend(group.unload());
+            }
+            let mut out = take_waiters(&mut st, fx);
+            // Anything left (a request parked under a group that no longer knows it).
+            for (_, tx) in st.joins.drain() {
+                out.joins
+                    .push((tx, JoinResult::error("", ResponseError::NotCoordinator)));
+            }
+            for (_, tx) in st.syncs.drain() {
+                out.syncs
+                    .push((tx, SyncResult::error(ResponseError::NotCoordinator)));
+            }
+            st.groups.clear();
+            out
+        };
+        deliveries.send();
+    }
+
+    fn shard_for(&self, group_id: &str) -> Result<Arc<Shard>, ResponseError> {
+        let p = self.partition_for(group_id);
+        self.shards
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&p)
+            .cloned()
+            .ok_or(ResponseError::NotCoordinator)
+    }
+
+    /// The shard of `group_id`, locked, if it is active.
+    fn loaded_shard(&self, group_id: &str) -> Result<Arc<Shard>, ResponseError> {
+        let shard = self.shard_for(group_id)?;
+        if lock(&shard).loading {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        Ok(shard)
+    }
+
+    fn partition(&self, p: i32) -> Result<(Arc<Partition>, i32), BrokerError> {
+        let partition = self.broker.partition(OFFSETS_TOPIC, p)?;
+        let epoch = self
+            .broker
+            .image()
+            .topic(OFFSETS_TOPIC)
+            .and_then(|t| t.partitions.get(p as usize))
+            .map_or(0, |p| p.leader_epoch);
+        Ok((partition, epoch))
+    }
+
+    /// Appends records to partition `p`. Called with the shard lock held, so the log order
+    /// is the order of the state changes.
+    fn append(&self, p: i32, records: &[CoordinatorRecord]) -> Result<(), BrokerError> {
+        let (partition, epoch) = self.partition(p)?;
+        store::append(&partition, epoch, records, now_ms())?;
+        Ok(())
+    }
+
+    /// Persists the group writes `fx` asks for (feeding the outcome back to the group) and
+    /// takes the senders of the requests to answer. Runs under the shard lock.
+    fn settle(
+        &self,
+        shard: &Shard,
+        st: &mut ShardState,
+        group_id: &str,
+        mut fx: Effects,
+        now: i64,
+    ) -> Deliveries {
+        let mut out = Deliveries::default();
+        loop {
+            let stores = std::mem::take(&mut fx.stores);
+            out.extend(take_waiters(st, std::mem::take(&mut fx)));
+            if stores.is_empty() {
+                return out;
+            }
+            for pending in stores {
+                let Some(group) = st.groups.get_mut(group_id) else {
+                    continue;
+                };
+                let value = group.metadata_value(&pending);
+                let record = CoordinatorRecord::Group {
+                    group: group_id.to_string(),
+                    value: Some(value),
+                };
+                let result = self.append(shard.partition, &[record]).map_err(|e| {
+                    tracing::warn!(group = group_id, error = %e, "cannot store group metadata");
+                    store_error(&e)
+                });
+                fx.extend(group.store_completed(pending, result, now));
+            }
+        }
+    }
+
+    fn waiter_id(&self) -> WaiterId {
+        self.next_waiter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    // ------------------------------------------------------------ group membership
+
+    /// JoinGroup; waits until the rebalance completes (bounded by the rebalance timeout).
+    pub async fn join_group(&self, group_id: &str, req: JoinRequest) -> JoinResult {
+        let member_id = req.member_id.clone();
+        if group_id.is_empty() {
+            return JoinResult::error(&member_id, ResponseError::InvalidGroupId);
+        }
+        let shard = match self.loaded_shard(group_id) {
+            Ok(s) => s,
+            Err(e) => return JoinResult::error(&member_id, e),
+        };
+        let new_member_id = format!(
+            "{}-{}",
+            req.group_instance_id
+                .as_deref()
+                .filter(|i| !i.is_empty())
+                .or(Some(req.client_id.as_str()).filter(|c| !c.is_empty()))
+                .unwrap_or("member"),
+            uuid::Uuid::new_v4()
+        );
+        let waiter = self.waiter_id();
+        let (tx, rx) = oneshot::channel();
+        let deliveries = {
+            let mut st = lock(&shard);
+            if st.loading {
+                return JoinResult::error(&member_id, ResponseError::CoordinatorLoadInProgress);
+            }
+            let now = self.now();
+            if !st.groups.contains_key(group_id) {
+                if !member_id.is_empty() {
+                    return JoinResult::error(&member_id, ResponseError::UnknownMemberId);
+                }
+                if let Err(e) = self.limits.check_session_timeout(req.session_timeout_ms) {
+                    return JoinResult::error(&member_id, e);
+                }
+                st.groups.insert(
+                    group_id.to_string(),
+                    Group::new(group_id, self.limits.clone(), now),
+                );
+            }
+            st.joins.insert(waiter, tx);
+            let before = snapshot(&st, group_id);
+            let group = st.groups.get_mut(group_id).expect("inserted above");
+            let fx = group.join(req, waiter, &new_member_id, now);
+            // The join phase ends by the group's rebalance timeout; a new member is dropped
+            // after NEW_MEMBER_JOIN_TIMEOUT_MS at the latest.
+            let bound_ms = group.rebalance_timeout_ms().max(NEW_MEMBER_JOIN_TIMEOUT_MS)
+                + self.limits.initial_rebalance_delay_ms.max(0);
+            let deliveries = self.settle(&shard, &mut st, group_id, fx, now);
+            log_change(group_id, before, &st);
+            (bound_ms, deliveries)
+        };
+        let bound = Duration::from_millis(deliveries.0 as u64 + PARK_GRACE_MS);
+        let deliveries = deliveries.1;
+        deliveries.send();
+        self.wait(&shard, waiter, rx, bound, &member_id, |st, w| {
+            st.joins.remove(&w);
+        })
+        .await
+        .unwrap_or_else(|e| JoinResult::error(&member_id, e))
+    }
+
+    /// SyncGroup; a follower (or the leader) waits for the leader's assignment to be stored.
+    pub async fn sync_group(&self, group_id: &str, req: SyncRequest) -> SyncResult {
+        if group_id.is_empty() {
+            return SyncResult::error(ResponseError::InvalidGroupId);
+        }
+        let shard = match self.shard_for(group_id) {
+            Ok(s) => s,
+            Err(e) => return SyncResult::error(e),
+        };
+        let waiter = self.waiter_id();
+        let (tx, rx) = oneshot::channel();
+        let mut bound_ms = PARK_GRACE_MS;
+        let deliveries = {
+            let mut st = lock(&shard);
+            if st.loading {
+                // The rebalance state is gone; make the member rejoin (Kafka: older clients
+                // do not expect COORDINATOR_LOAD_IN_PROGRESS here).
+                return SyncResult::error(ResponseError::RebalanceInProgress);
+            }
+            let now = self.now();
+            if !st.groups.contains_key(group_id) {
+                return SyncResult::error(ResponseError::UnknownMemberId);
+            }
+            st.syncs.insert(waiter, tx);
+            let before = snapshot(&st, group_id);
+            let group = st.groups.get_mut(group_id).expect("checked above");
+            bound_ms += group.rebalance_timeout_ms().max(0) as u64;
+            let fx = group.sync(req, waiter, now);
+            let deliveries = self.settle(&shard, &mut st, group_id, fx, now);
+            log_change(group_id, before, &st);
+            deliveries
+        };
+        deliveries.send();
+        self.wait(
+            &shard,
+            waiter,
+            rx,
+            Duration::from_millis(bound_ms),
+            "",
+            |st, w| {
+                st.syncs.remove(&w);
+            },
+        )
+        .await
+        .unwrap_or_else(SyncResult::error)
+    }
+
+    /// Waits for a parked request's answer. A dropped sender means the shard went away; the
+    /// timeout is a safety net behind the state machine's own deadlines.
+    async fn wait<T>(
+        &self,
+        shard: &Shard,
+        waiter: WaiterId,
+        rx: oneshot::Receiver<T>,
+        bound: Duration,
+        member_id: &str,
+        forget: impl FnOnce(&mut ShardState, WaiterId),
+    ) -> Result<T, ResponseError> {
+        match tokio::time::timeout(bound, rx).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(_)) => Err(ResponseError::NotCoordinator),
+            Err(_) => {
+                tracing::warn!(
+                    member = member_id,
+                    "a parked group request outlived its bound; answering REBALANCE_IN_PROGRESS"
+                );
+                forget(&mut lock(shard), waiter);
+                Err(ResponseError::RebalanceInProgress)
+            }
+        }
+    }
+
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation_id: i32,
+    ) -> Result<(), ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        let shard = self.shard_for(group_id)?;
+        let (result, deliveries) = {
+            let mut st = lock(&shard);
+            if st.loading {
+                // Kafka answers blindly while loading.
+                return Ok(());
+            }
+            let now = self.now();
+            let before = snapshot(&st, group_id);
+            let group = st
+                .groups
+                .get_mut(group_id)
+                .ok_or(ResponseError::UnknownMemberId)?;
+            let result = group.heartbeat(member_id, group_instance_id, generation_id, now);
+            // A heartbeat can be the moment a deadline is noticed (no tick needed).
+            let fx = group.poll(now);
+            let deliveries = self.settle(&shard, &mut st, group_id, fx, now);
+            log_change(group_id, before, &st);
+            (result, deliveries)
+        };
+        deliveries.send();
+        result
+    }
+
+    /// LeaveGroup; `Err` for the whole request, else one result per member.
+    pub fn leave_group(
+        &self,
+        group_id: &str,
+        members: &[LeavingMember],
+    ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        let shard = self.loaded_shard(group_id)?;
+        let (results, deliveries) = {
+            let mut st = lock(&shard);
+            let now = self.now();
+            let before = snapshot(&st, group_id);
+            let Some(group) = st.groups.get_mut(group_id) else {
+                return Ok(members
+                    .iter()
+                    .map(|_| Err(ResponseError::UnknownMemberId))
+                    .collect());
+            };
+            let (results, fx) = group.leave(members, now)?;
+            let deliveries = self.settle(&shard, &mut st, group_id, fx, now);
+            log_change(group_id, before, &st);
+            (results, deliveries)
+        };
+        deliveries.send();
+        Ok(results)
+    }
+
+    // ------------------------------------------------------------ offsets
+
+    /// OffsetCommit: `Err` applies to every partition, else one result per offset. Offsets
+    /// are acknowledged only after their records are appended.
+    pub async fn commit_offsets(
+        &self,
+        req: CommitRequest,
+    ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
+        let shard = self.loaded_shard(&req.group_id)?;
+        let p = shard.partition;
+        let image = self.broker.image();
+        let mut results: Vec<Result<(), ResponseError>> = req
+            .offsets
+            .iter()
+            .map(|o| {
+                if o.metadata
+                    .as_ref()
+                    .is_some_and(|m| m.len() > OFFSET_METADATA_MAX_BYTES)
+                {
+                    return Err(ResponseError::OffsetMetadataTooLarge);
+                }
+                let exists = image.topic(&o.topic).is_some_and(|t| {
+                    o.partition >= 0 && (o.partition as usize) < t.partitions.len()
+                });
+                if !exists {
+                    return Err(ResponseError::UnknownTopicOrPartition);
+                }
+                Ok(())
+            })
+            .collect();
+        let mut st = lock(&shard);
+        if st.loading {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        let now = self.now();
+        match st.groups.get_mut(&req.group_id) {
+            Some(group) => group.validate_offset_commit(
+                &req.member_id,
+                req.group_instance_id.as_deref(),
+                req.generation_id,
+                now,
+            )?,
+            None if req.generation_id < 0 => {}
+            None if req.version >= 9 => return Err(ResponseError::GroupIdNotFound),
+            None => return Err(ResponseError::IllegalGeneration),
+        }
+        let accepted: Vec<usize> = (0..req.offsets.len())
+            .filter(|i| results[*i].is_ok())
+            .collect();
+        if accepted.is_empty() {
+            return Ok(results);
+        }
+        let values: Vec<OffsetValue> = accepted
+            .iter()
+            .map(|i| {
+                let o = &req.offsets[*i];
+                OffsetValue {
+                    offset: o.offset,
+                    leader_epoch: o.leader_epoch,
+                    metadata: o.metadata.clone().unwrap_or_default(),
+                    commit_timestamp: now,
+                    expire_timestamp: None,
+                }
+            })
+            .collect();
+        let records: Vec<CoordinatorRecord> = accepted
+            .iter()
+            .zip(&values)
+            .map(|(i, v)| {
+                let o = &req.offsets[*i];
+                CoordinatorRecord::Offset {
+                    group: req.group_id.clone(),
+                    topic: o.topic.clone(),
+                    partition: o.partition,
+                    value: Some(v.clone()),
+                }
+            })
+            .collect();
+        if let Err(e) = self.append(p, &records) {
+            tracing::warn!(group = req.group_id, error = %e, "cannot store committed offsets");
+            let code = commit_error(&e);
+            for i in accepted {
+                results[i] = Err(code);
+            }
+            return Ok(results);
+        }
+        let group = st
+            .groups
+            .entry(req.group_id.clone())
+            .or_insert_with(|| Group::new(req.group_id.clone(), self.limits.clone(), now));
+        for (i, v) in accepted.iter().zip(values) {
+            let o = &req.offsets[*i];
+            group.commit_offset(&o.topic, o.partition, v);
+        }
+        Ok(results)
+    }
+
+    /// OffsetFetch for one group: the committed offset of each requested partition (`None`:
+    /// nothing committed), or of every partition with a commit when `partitions` is `None`.
+    #[allow(clippy::type_complexity)]
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Result<Vec<(String, i32, Option<OffsetValue>)>, ResponseError> {
+        let shard = self.loaded_shard(group_id)?;
+        let st = lock(&shard);
+        if st.loading {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        let group = st.groups.get(group_id);
+        Ok(match partitions {
+            None => group
+                .map(|g| {
+                    g.offsets()
+                        .iter()
+                        .map(|((t, p), v)| (t.clone(), *p, Some(v.clone())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Some(wanted) => wanted
+                .iter()
+                .map(|(t, p)| {
+                    let v = group.and_then(|g| g.offsets().get(&(t.clone(), *p)).cloned());
+                    (t.clone(), *p, v)
+                })
+                .collect(),
+        })
+    }
+
+    /// Removes offsets of a group, writing tombstones; an empty group left without offsets is
+    /// removed too (with a group tombstone). Runs under the shard lock. Returns how many
+    /// offsets were removed.
+    fn remove_offsets(
+        &self,
+        shard: &Shard,
+        st: &mut ShardState,
+        group_id: &str,
+        partitions: &[(String, i32)],
+        now: i64,
+    ) -> Result<usize, BrokerError> {
+        let Some(group) = st.groups.get(group_id) else {
+            return Ok(0);
+        };
+        let present: Vec<&(String, i32)> = partitions
+            .iter()
+            .filter(|k| group.offsets().contains_key(*k))
+            .collect();
+        let left = group.offsets().len() - present.len();
+        let dies = left == 0 && group.is_idle();
+        let mut records: Vec<CoordinatorRecord> = present
+            .iter()
+            .map(|(t, p)| CoordinatorRecord::Offset {
+                group: group_id.to_string(),
+                topic: t.clone(),
+                partition: *p,
+                value: None,
+            })
+            .collect();
+        if dies {
+            records.push(CoordinatorRecord::Group {
+                group: group_id.to_string(),
+                value: None,
+            });
+        }
+        if records.is_empty() {
+            return Ok(0);
+        }
+        self.append(shard.partition, &records)?;
+        let removed = present.len();
+        let present: Vec<(String, i32)> = present.into_iter().cloned().collect();
+        let group = st.groups.get_mut(group_id).expect("checked above");
+        for (t, p) in &present {
+            group.remove_offset(t, *p);
+        }
+        if dies && group.maybe_mark_dead(now) {
+            st.groups.remove(group_id);
+        }
+        Ok(removed)
+    }
+
+    /// Expires committed offsets past `offsets.retention.minutes` (KIP-211) as of `now` and
+    /// drops empty groups left without offsets. Returns how many offsets were removed.
+    pub fn expire_offsets(&self, now: i64) -> usize {
+        let shards: Vec<Arc<Shard>> = self
+            .shards
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut removed = 0;
+        for shard in shards {
+            let mut st = lock(&shard);
+            if st.loading {
+                continue;
+            }
+            let candidates: Vec<(String, Vec<(String, i32)>)> = st
+                .groups
+                .values()
+                .filter_map(|g| {
+                    let expired = g.expired_offsets(now, self.retention_ms);
+                    let finished = g.is_idle() && g.offsets().is_empty();
+                    (!expired.is_empty() || finished).then(|| (g.id().to_string(), expired))
+                })
+                .collect();
+            for (group_id, partitions) in candidates {
+                match self.remove_offsets(&shard, &mut st, &group_id, &partitions, now) {
+                    Ok(n) => removed += n,
+                    Err(e) => {
+                        tracing::warn!(group = group_id, error = %e, "cannot expire offsets");
+                    }
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(offsets = removed, "expired committed offsets");
+        }
+        removed
+    }
+
+    /// OffsetDelete: `Err` for the whole group, else one result per partition.
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
+        let shard = self.loaded_shard(group_id)?;
+        let mut st = lock(&shard);
+        if st.loading {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        let now = self.now();
+        let group = st
+            .groups
+            .get(group_id)
+            .ok_or(ResponseError::GroupIdNotFound)?;
+        let mut results = group.check_offset_delete(partitions)?;
+        let eligible: Vec<(String, i32)> = partitions
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if let Err(e) = self.remove_offsets(&shard, &mut st, group_id, &eligible, now) {
+            tracing::warn!(group = group_id, error = %e, "cannot delete offsets");
+            let code = commit_error(&e);
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(code);
+            }
+        }
+        Ok(results)
+    }
+
+    /// DeleteGroups: one result per group. Only empty groups can be deleted; their offsets and
+    /// metadata become tombstones.
+    pub async fn delete_groups(&self, group_ids: &[String]) -> Vec<Result<(), ResponseError>> {
+        group_ids
+            .iter()
+            .map(|group_id| self.delete_group(group_id))
+            .collect()
+    }
+
+    fn delete_group(&self, group_id: &str) -> Result<(), ResponseError> {
+        let shard = self.loaded_shard(group_id)?;
+        let mut st = lock(&shard);
+        if st.loading {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        let now = self.now();
+        let group = st
+            .groups
+            .get(group_id)
+            .ok_or(ResponseError::GroupIdNotFound)?;
+        match group.state() {
+            GroupState::Empty => {}
+            GroupState::Dead => return Err(ResponseError::GroupIdNotFound),
+            _ => return Err(ResponseError::NonEmptyGroup),
+        }
+        let mut records: Vec<CoordinatorRecord> = group
+            .offsets()
+            .keys()
+            .map(|(t, p)| CoordinatorRecord::Offset {
+                group: group_id.to_string(),
+                topic: t.clone(),
+                partition: *p,
+                value: None,
+            })
+            .collect();
+        records.push(CoordinatorRecord::Group {
+            group: group_id.to_string(),
+            value: None,
+        });
+        if let Err(e) = self.append(shard.partition, &records) {
+            tracing::warn!(group = group_id, error = %e, "cannot delete group");
+            return Err(commit_error(&e));
+        }
+        if let Some(mut group) = st.groups.remove(group_id) {
+            let _ = group.delete(now);
+        }
+        tracing::info!(group = group_id, "deleted group");
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ listing
+
+    /// ListGroups: every group this node coordinates. The error is
+    /// COORDINATOR_LOAD_IN_PROGRESS while any partition is still loading.
+    pub fn list_groups(&self) -> (Option<ResponseError>, Vec<GroupOverview>) {
+        let shards: Vec<Arc<Shard>> = self
+            .shards
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut error = None;
+        let mut groups = Vec::new();
+        for shard in shards {
+            let st = lock(&shard);
+            if st.loading {
+                error = Some(ResponseError::CoordinatorLoadInProgress);
+                continue;
+            }
+            groups.extend(st.groups.values().map(|g| GroupOverview {
+                group_id: g.id().to_string(),
+                protocol_type: g.protocol_type().unwrap_or_default().to_string(),
+                state: g.state(),
+            }));
+        }
+        groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        (error, groups)
+    }
+
+    /// DescribeGroups for one group; `Ok(None)` when it does not exist.
+    pub fn describe_group(
+        &self,
+        group_id: &str,
+    ) -> Result<Option<GroupDescription>, ResponseError> {
+        let shard = self.loaded_shard(group_id)?;
+        let st = lock(&shard);
+        if st.loading {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        let Some(group) = st.groups.get(group_id) else {
+            return Ok(None);
+        };
+        let stable = group.state() == GroupState::Stable;
+        let protocol = group.protocol().map(str::to_string);
+        Ok(Some(GroupDescription {
+            group_id: group_id.to_string(),
+            state: group.state(),
+            protocol_type: group.protocol_type().unwrap_or_default().to_string(),
+            protocol_data: if stable {
+                protocol.clone().unwrap_or_default()
+            } else {
+                String::new()
+            },
+            members: group
+                .members()
+                .map(|m| MemberDescription {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: if stable {
+                        protocol
+                            .as_deref()
+                            .and_then(|p| m.protocols.iter().find(|(n, _)| n == p))
+                            .map(|(_, b)| b.clone())
+                            .unwrap_or_default()
+                    } else {
+                        Bytes::new()
+                    },
+                    assignment: if stable {
+                        m.assignment.clone()
+                    } else {
+                        Bytes::new()
+                    },
+                })
+                .collect(),
+        }))
+    }
+
+    // ------------------------------------------------------------ timers
+
+    /// Fires due deadlines of every group (sessions, rebalance timeouts, pending syncs).
+    pub fn poll_groups(&self) {
+        let now = self.now();
+        let shards: Vec<Arc<Shard>> = self
+            .shards
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for shard in shards {
+            let deliveries = {
+                let mut st = lock(&shard);
+                if st.loading {
+                    continue;
+                }
+                let due: Vec<String> = st
+                    .groups
+                    .values()
+                    .filter(|g| g.next_deadline().is_some_and(|d| d <= now))
+                    .map(|g| g.id().to_string())
+                    .collect();
+                let mut out = Deliveries::default();
+                for id in due {
+                    let before = snapshot(&st, &id);
+                    let Some(group) = st.groups.get_mut(&id) else {
+                        continue;
+                    };
+                    let fx = group.poll(now);
+                    out.extend(self.settle(&shard, &mut st, &id, fx, now));
+                    log_change(&id, before, &st);
+                }
+                out
+            };
+            deliveries.send();
+        }
+    }
+
+    /// Runs the coordinator's timers (session and rebalance timeouts, offset expiry) until
+    /// `shutdown` fires.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut expiry = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.retention_check,
+            self.retention_check,
+        );
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.poll_groups(),
+                _ = expiry.tick() => {
+                    let now = self.now();
+                    self.expire_offsets(now);
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+}
+
+/// Logs a group's state or generation change, as Kafka's coordinator does.
+fn log_change(group_id: &str, before: (GroupState, i32), st: &ShardState) {
+    let after = st
+        .groups
+        .get(group_id)
+        .map_or((GroupState::Dead, before.1), |g| {
+            (g.state(), g.generation())
+        });
+    if after != before {
+        tracing::info!(
+            group = group_id,
+            from = before.0.as_str(),
+            to = after.0.as_str(),
+            generation = after.1,
+            "group state changed"
+        );
+    }
+}
+
+fn snapshot(st: &ShardState, group_id: &str) -> (GroupState, i32) {
+    st.groups
+        .get(group_id)
+        .map_or((GroupState::Dead, 0), |g| (g.state(), g.generation()))
+}
+
+fn lock(shard: &Shard) -> MutexGuard<'_, ShardState> {
+    shard.state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Takes the senders of the requests `fx` answers.
+fn take_waiters(st: &mut ShardState, fx: Effects) -> Deliveries {
+    let mut out = Deliveries::default();
+    for (w, r) in fx.joins {
+        if let Some(tx) = st.joins.remove(&w) {
+            out.joins.push((tx, r));
+        }
+    }
+    for (w, r) in fx.syncs {
+        if let Some(tx) = st.syncs.remove(&w) {
+            out.syncs.push((tx, r));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "coordinator_tests.rs"]
+mod tests;

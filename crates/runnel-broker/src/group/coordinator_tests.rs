@@ -1,0 +1,565 @@
+//! Coordinator tests on real logs in a temp dir; timers run on tokio's paused clock.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use bytes::{BufMut, BytesMut};
+
+use super::*;
+use crate::config::BrokerConfig;
+use crate::metadata::BrokerInfo;
+
+fn subscription(topics: &[&str]) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(0);
+    b.put_i32(topics.len() as i32);
+    for t in topics {
+        b.put_i16(t.len() as i16);
+        b.put_slice(t.as_bytes());
+    }
+    b.put_i32(-1);
+    b.freeze()
+}
+
+struct Node {
+    broker: Arc<ReplicaManager>,
+    groups: Arc<GroupCoordinator>,
+}
+
+fn open(dir: &Path, extra: &[(&str, &str)]) -> Node {
+    let mut pairs = vec![
+        ("offsets.topic.num.partitions", "4"),
+        ("group.initial.rebalance.delay.ms", "0"),
+    ];
+    pairs.extend_from_slice(extra);
+    let config = BrokerConfig::from_pairs(pairs).unwrap();
+    let broker = Arc::new(
+        ReplicaManager::open(
+            dir,
+            BrokerInfo {
+                id: 1,
+                host: "127.0.0.1".into(),
+                port: 9092,
+                rack: None,
+            },
+            config,
+        )
+        .unwrap(),
+    );
+    for (topic, partitions) in [("t", 3), ("u", 1)] {
+        if broker.image().topic(topic).is_none() {
+            broker
+                .create_topic(topic, partitions, 1, BTreeMap::new(), false)
+                .unwrap();
+        }
+    }
+    let groups = Arc::new(GroupCoordinator::open(broker.clone()).unwrap());
+    Node { broker, groups }
+}
+
+impl Node {
+    fn close(self) {
+        drop(self.groups);
+        drop(self.broker);
+    }
+}
+
+fn join_req(member_id: &str, session_ms: i32) -> JoinRequest {
+    JoinRequest {
+        member_id: member_id.to_string(),
+        group_instance_id: None,
+        client_id: "client".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: session_ms,
+        rebalance_timeout_ms: 20_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), subscription(&["t"]))],
+        require_known_member_id: false,
+        supports_skip_assignment: false,
+    }
+}
+
+fn sync_req(member_id: &str, generation: i32, assignments: &[(&str, &[u8])]) -> SyncRequest {
+    SyncRequest {
+        member_id: member_id.to_string(),
+        group_instance_id: None,
+        generation_id: generation,
+        protocol_type: Some("consumer".into()),
+        protocol_name: Some("range".into()),
+        assignments: assignments
+            .iter()
+            .map(|(m, a)| (m.to_string(), Bytes::copy_from_slice(a)))
+            .collect(),
+    }
+}
+
+fn commit(
+    group: &str,
+    member: &str,
+    generation: i32,
+    offsets: &[(&str, i32, i64)],
+) -> CommitRequest {
+    CommitRequest {
+        group_id: group.to_string(),
+        member_id: member.to_string(),
+        group_instance_id: None,
+        generation_id: generation,
+        offsets: offsets
+            .iter()
+            .map(|(t, p, o)| OffsetCommit {
+                topic: t.to_string(),
+                partition: *p,
+                offset: *o,
+                leader_epoch: 3,
+                metadata: Some(format!("m{o}")),
+            })
+            .collect(),
+        version: 8,
+    }
+}
+
+/// One member `g`/member joined, synced and Stable at generation 1; returns its member id.
+async fn stable_member(groups: &GroupCoordinator, group: &str, session_ms: i32) -> String {
+    let r = groups.join_group(group, join_req("", session_ms)).await;
+    assert_eq!(r.error, None, "{r:?}");
+    assert_eq!(r.generation_id, 1);
+    assert_eq!(r.leader, r.member_id);
+    assert!(r.member_id.starts_with("client-"), "{}", r.member_id);
+    let s = groups
+        .sync_group(group, sync_req(&r.member_id, 1, &[(&r.member_id, b"A")]))
+        .await;
+    assert_eq!(s.error, None, "{s:?}");
+    assert_eq!(s.assignment, Bytes::from_static(b"A"));
+    r.member_id
+}
+
+#[tokio::test]
+async fn offsets_and_group_metadata_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path(), &[]);
+    assert!(node.broker.image().topic(OFFSETS_TOPIC).is_some());
+    assert_eq!(
+        node.broker.image().topic(OFFSETS_TOPIC).unwrap().configs["cleanup.policy"],
+        "compact"
+    );
+    let member = stable_member(&node.groups, "g", 10_000).await;
+    let results = node
+        .groups
+        .commit_offsets(commit("g", &member, 1, &[("t", 0, 5), ("t", 2, 9)]))
+        .await
+        .unwrap();
+    assert_eq!(results, vec![Ok(()), Ok(())]);
+    // A simple consumer's group is created by its first commit.
+    let results = node
+        .groups
+        .commit_offsets(commit("simple", "", -1, &[("u", 0, 1)]))
+        .await
+        .unwrap();
+    assert_eq!(results, vec![Ok(())]);
+    let again = node
+        .groups
+        .commit_offsets(commit("g", &member, 1, &[("t", 0, 6)]))
+        .await
+        .unwrap();
+    assert_eq!(again, vec![Ok(())]);
+    node.close();
+
+    let node = open(dir.path(), &[]);
+    let fetched = node.groups.fetch_offsets("g", None).unwrap();
+    let summary: Vec<(String, i32, i64, i32, String)> = fetched
+        .into_iter()
+        .map(|(t, p, v)| {
+            let v = v.unwrap();
+            (t, p, v.offset, v.leader_epoch, v.metadata)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("t".into(), 0, 6, 3, "m6".into()),
+            ("t".into(), 2, 9, 3, "m9".into())
+        ]
+    );
+    let wanted = [("u".to_string(), 0), ("u".to_string(), 1)];
+    let fetched = node.groups.fetch_offsets("simple", Some(&wanted)).unwrap();
+    assert_eq!(fetched[0].2.as_ref().map(|v| v.offset), Some(1));
+    assert_eq!(fetched[1].2, None);
+
+    let described = node.groups.describe_group("g").unwrap().unwrap();
+    assert_eq!(described.state, GroupState::Stable);
+    assert_eq!(described.protocol_data, "range");
+    assert_eq!(described.members.len(), 1);
+    assert_eq!(described.members[0].member_id, member);
+    assert_eq!(described.members[0].assignment, Bytes::from_static(b"A"));
+    assert_eq!(described.members[0].metadata, subscription(&["t"]));
+    // The member carries on with its generation after the restart.
+    assert_eq!(node.groups.heartbeat("g", &member, None, 1), Ok(()));
+    let (error, listed) = node.groups.list_groups();
+    assert_eq!(error, None);
+    assert_eq!(
+        listed
+            .iter()
+            .map(|g| (g.group_id.as_str(), g.state))
+            .collect::<Vec<_>>(),
+        vec![("g", GroupState::Stable), ("simple", GroupState::Empty)]
+    );
+    node.close();
+}
+
+#[tokio::test]
+async fn deleted_groups_stay_deleted_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path(), &[]);
+    let _ = node
+        .groups
+        .commit_offsets(commit("gone", "", -1, &[("t", 0, 1), ("t", 1, 2)]))
+        .await
+        .unwrap();
+    let member = stable_member(&node.groups, "busy", 10_000).await;
+    let results = node
+        .groups
+        .delete_groups(&["gone".into(), "busy".into(), "never".into()])
+        .await;
+    assert_eq!(
+        results,
+        vec![
+            Ok(()),
+            Err(ResponseError::NonEmptyGroup),
+            Err(ResponseError::GroupIdNotFound)
+        ]
+    );
+    assert!(node.groups.describe_group("gone").unwrap().is_none());
+    // The member leaves; the group becomes Empty and can then be deleted.
+    let left = node
+        .groups
+        .leave_group(
+            "busy",
+            &[LeavingMember {
+                member_id: member,
+                group_instance_id: None,
+            }],
+        )
+        .unwrap();
+    assert_eq!(left, vec![Ok(())]);
+    assert_eq!(
+        node.groups.describe_group("busy").unwrap().unwrap().state,
+        GroupState::Empty
+    );
+    assert_eq!(
+        node.groups.delete_groups(&["busy".into()]).await,
+        vec![Ok(())]
+    );
+    node.close();
+
+    let node = open(dir.path(), &[]);
+    assert!(node.groups.describe_group("gone").unwrap().is_none());
+    assert!(node.groups.describe_group("busy").unwrap().is_none());
+    assert!(node.groups.fetch_offsets("gone", None).unwrap().is_empty());
+    assert!(node.groups.list_groups().1.is_empty());
+    node.close();
+}
+
+#[tokio::test(start_paused = true)]
+async fn offsets_expire_after_the_retention_of_an_empty_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(
+        dir.path(),
+        &[
+            ("offsets.retention.minutes", "1"),
+            ("offsets.retention.check.interval.ms", "1000"),
+        ],
+    );
+    let (stop, stopped) = watch::channel(false);
+    let timers = tokio::spawn(node.groups.clone().run(stopped));
+    let _ = node
+        .groups
+        .commit_offsets(commit("old", "", -1, &[("t", 0, 1)]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let _ = node
+        .groups
+        .commit_offsets(commit("old", "", -1, &[("t", 1, 1)]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    // t-0 was committed 61 s ago, t-1 31 s ago.
+    let left: Vec<(String, i32)> = node
+        .groups
+        .fetch_offsets("old", None)
+        .unwrap()
+        .into_iter()
+        .map(|(t, p, _)| (t, p))
+        .collect();
+    assert_eq!(left, vec![("t".to_string(), 1)]);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert!(node.groups.describe_group("old").unwrap().is_none());
+    let _ = stop.send(true);
+    timers.await.unwrap();
+    node.close();
+
+    let node = open(dir.path(), &[("offsets.retention.minutes", "1")]);
+    assert!(node.groups.describe_group("old").unwrap().is_none());
+    node.close();
+}
+
+#[test]
+fn expiry_counts_from_when_a_consumer_group_became_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let node = open(dir.path(), &[("offsets.retention.minutes", "1")]);
+        let member = stable_member(&node.groups, "g", 10_000).await;
+        let _ = node
+            .groups
+            .commit_offsets(commit("g", &member, 1, &[("t", 0, 1)]))
+            .await
+            .unwrap();
+        let now = node.groups.now();
+        // Stable and subscribed to t: never expires.
+        assert_eq!(node.groups.expire_offsets(now + 3_600_000), 0);
+        let _ = node.groups.leave_group(
+            "g",
+            &[LeavingMember {
+                member_id: member,
+                group_instance_id: None,
+            }],
+        );
+        let emptied = node.groups.now();
+        assert_eq!(node.groups.expire_offsets(emptied + 59_000), 0);
+        assert_eq!(node.groups.expire_offsets(emptied + 60_000), 1);
+        assert!(node.groups.describe_group("g").unwrap().is_none());
+        node.close();
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_members_expire_and_parked_joins_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path(), &[]);
+    let (stop, stopped) = watch::channel(false);
+    let timers = tokio::spawn(node.groups.clone().run(stopped));
+    let groups = node.groups.clone();
+
+    let m1 = stable_member(&groups, "g", 6_000).await;
+    // A second member's join parks until m1 rejoins.
+    let g2 = groups.clone();
+    let second = tokio::spawn(async move { g2.join_group("g", join_req("", 6_000)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!second.is_finished());
+    assert_eq!(
+        groups.heartbeat("g", &m1, None, 1),
+        Err(ResponseError::RebalanceInProgress)
+    );
+    let r1 = groups.join_group("g", join_req(&m1, 6_000)).await;
+    let r2 = second.await.unwrap();
+    assert_eq!((r1.generation_id, r2.generation_id), (2, 2));
+    assert_eq!(r1.members.len(), 2);
+    assert_eq!(r1.leader, m1);
+    // The follower's SyncGroup waits for the leader's.
+    let g2 = groups.clone();
+    let follower = r2.member_id.clone();
+    let f = follower.clone();
+    let sync2 = tokio::spawn(async move { g2.sync_group("g", sync_req(&f, 2, &[])).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!sync2.is_finished());
+    let s1 = groups
+        .sync_group("g", sync_req(&m1, 2, &[(&m1, b"one"), (&follower, b"two")]))
+        .await;
+    assert_eq!(s1.assignment, Bytes::from_static(b"one"));
+    assert_eq!(sync2.await.unwrap().assignment, Bytes::from_static(b"two"));
+
+    // m1 keeps heartbeating; the follower goes silent and is removed after its session.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let _ = groups.heartbeat("g", &m1, None, 2);
+    }
+    let described = groups.describe_group("g").unwrap().unwrap();
+    assert_eq!(described.members.len(), 1);
+    assert_eq!(described.state, GroupState::PreparingRebalance);
+    // m1 rejoins and is alone in generation 3; then it too goes silent: the group empties.
+    let r = groups.join_group("g", join_req(&m1, 6_000)).await;
+    assert_eq!((r.generation_id, r.members.len()), (3, 1));
+    let _ = groups.sync_group("g", sync_req(&m1, 3, &[])).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let described = groups.describe_group("g").unwrap().unwrap();
+    assert_eq!(described.state, GroupState::Empty);
+    assert!(described.members.is_empty());
+
+    let _ = stop.send(true);
+    timers.await.unwrap();
+    node.close();
+}
+
+#[tokio::test(start_paused = true)]
+async fn initial_rebalance_delay_gathers_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path(), &[("group.initial.rebalance.delay.ms", "3000")]);
+    let (stop, stopped) = watch::channel(false);
+    let timers = tokio::spawn(node.groups.clone().run(stopped));
+    let start = tokio::time::Instant::now();
+    let mut joins = Vec::new();
+    for _ in 0..3 {
+        let g = node.groups.clone();
+        joins.push(tokio::spawn(async move {
+            g.join_group("g", join_req("", 10_000)).await
+        }));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut generations = Vec::new();
+    for j in joins {
+        generations.push(j.await.unwrap().generation_id);
+    }
+    assert_eq!(generations, vec![1, 1, 1]);
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_secs(3), "{waited:?}");
+    let _ = stop.send(true);
+    timers.await.unwrap();
+    node.close();
+}
+
+#[tokio::test]
+async fn commit_errors_per_partition_and_per_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path(), &[]);
+    let mut req = commit("s", "", -1, &[("t", 0, 1), ("t", 9, 1), ("nope", 0, 1)]);
+    req.offsets[0].metadata = Some("x".repeat(OFFSET_METADATA_MAX_BYTES + 1));
+    let results = node.groups.commit_offsets(req).await.unwrap();
+    assert_eq!(
+        results,
+        vec![
+            Err(ResponseError::OffsetMetadataTooLarge),
+            Err(ResponseError::UnknownTopicOrPartition),
+            Err(ResponseError::UnknownTopicOrPartition)
+        ]
+    );
+    // Nothing was accepted, so no group came to be.
+    assert!(node.groups.describe_group("s").unwrap().is_none());
+    let err = node
+        .groups
+        .commit_offsets(commit("missing", "m", 1, &[("t", 0, 1)]))
+        .await
+        .unwrap_err();
+    assert_eq!(err, ResponseError::IllegalGeneration);
+    let mut v9 = commit("missing", "m", 1, &[("t", 0, 1)]);
+    v9.version = 9;
+    assert_eq!(
+        node.groups.commit_offsets(v9).await.unwrap_err(),
+        ResponseError::GroupIdNotFound
+    );
+    let member = stable_member(&node.groups, "g", 10_000).await;
+    assert_eq!(
+        node.groups
+            .commit_offsets(commit("g", &member, 0, &[("t", 0, 1)]))
+            .await
+            .unwrap_err(),
+        ResponseError::IllegalGeneration
+    );
+    assert_eq!(
+        node.groups
+            .commit_offsets(commit("g", "", -1, &[("t", 0, 1)]))
+            .await
+            .unwrap_err(),
+        ResponseError::UnknownMemberId
+    );
+    node.close();
+}
+
+#[tokio::test]
+async fn offset_delete_refuses_subscribed_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path(), &[]);
+    let member = stable_member(&node.groups, "g", 10_000).await;
+    let _ = node
+        .groups
+        .commit_offsets(commit("g", &member, 1, &[("t", 0, 1), ("u", 0, 1)]))
+        .await
+        .unwrap();
+    let results = node
+        .groups
+        .delete_offsets("g", &[("t".into(), 0), ("u".into(), 0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        results,
+        vec![Err(ResponseError::GroupSubscribedToTopic), Ok(())]
+    );
+    let left: Vec<String> = node
+        .groups
+        .fetch_offsets("g", None)
+        .unwrap()
+        .into_iter()
+        .map(|(t, _, _)| t)
+        .collect();
+    assert_eq!(left, vec!["t".to_string()]);
+    assert_eq!(
+        node.groups
+            .delete_offsets("nobody", &[("t".into(), 0)])
+            .await
+            .unwrap_err(),
+        ResponseError::GroupIdNotFound
+    );
+    node.close();
+}
+
+#[tokio::test]
+async fn unloading_a_partition_hands_the_groups_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path(), &[]);
+    let member = stable_member(&node.groups, "g", 10_000).await;
+    let p = node.groups.partition_for("g");
+    node.groups.unload_partition(p);
+    assert_eq!(
+        node.groups.heartbeat("g", &member, None, 1),
+        Err(ResponseError::NotCoordinator)
+    );
+    let r = node.groups.join_group("g", join_req(&member, 10_000)).await;
+    assert_eq!(r.error, Some(ResponseError::NotCoordinator));
+    assert_eq!(node.groups.load_partition(p).unwrap(), 1);
+    assert_eq!(node.groups.heartbeat("g", &member, None, 1), Ok(()));
+    node.close();
+}
+
+#[tokio::test]
+async fn find_coordinator_names_the_partition_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path(), &[]);
+    assert_eq!(node.groups.num_partitions(), 4);
+    assert_eq!(node.groups.partition_for("hello"), 99_162_322 % 4);
+    let found = node.groups.find_coordinator("anything").unwrap();
+    assert_eq!(
+        found,
+        FoundCoordinator {
+            node_id: 1,
+            host: "127.0.0.1".into(),
+            port: 9092
+        }
+    );
+    node.close();
+}
+
+#[tokio::test]
+async fn invalid_group_ids_and_unknown_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path(), &[]);
+    let r = node.groups.join_group("", join_req("", 10_000)).await;
+    assert_eq!(r.error, Some(ResponseError::InvalidGroupId));
+    let r = node
+        .groups
+        .join_group("g", join_req("stranger", 10_000))
+        .await;
+    assert_eq!(r.error, Some(ResponseError::UnknownMemberId));
+    let r = node.groups.join_group("g", join_req("", 10)).await;
+    assert_eq!(r.error, Some(ResponseError::InvalidSessionTimeout));
+    assert!(node.groups.describe_group("g").unwrap().is_none());
+    assert_eq!(
+        node.groups.heartbeat("g", "x", None, 1),
+        Err(ResponseError::UnknownMemberId)
+    );
+    let s = node.groups.sync_group("g", sync_req("x", 1, &[])).await;
+    assert_eq!(s.error, Some(ResponseError::UnknownMemberId));
+    node.close();
+}

@@ -1,0 +1,649 @@
+//! The record format of `__consumer_offsets`: Kafka's key and value schemas, encoded by hand
+//! (the `kafka-protocol` crate does not carry them), and the v2 record batches that hold them.
+//!
+//! Keys start with an int16 version that doubles as the record type, so compaction keeps the
+//! latest record per (group, topic, partition) and per group:
+//!
+//! - `OffsetCommitKey` (versions 0 and 1, same layout): group string, topic string, partition int32.
+//! - `GroupMetadataKey` (version 2): group string.
+//!
+//! Values also start with an int16 version. We write `OffsetCommitValue` v3 (offset, leader
+//! epoch, metadata, commit timestamp) and `GroupMetadataValue` v3 (protocol type, generation,
+//! protocol, leader, current-state timestamp, members with group instance ids) and read
+//! versions 0-3 of both, so a log written by Kafka's classic coordinator loads too. A null value
+//! is a tombstone: the key was deleted. Strings are int16-length prefixed (null is -1), bytes
+//! int32-length prefixed, arrays int32-count prefixed — Kafka's non-flexible encoding.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+/// Why a record could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed __consumer_offsets record: {0}")]
+pub struct CodecError(pub String);
+
+fn err(what: impl Into<String>) -> CodecError {
+    CodecError(what.into())
+}
+
+/// The key of a `__consumer_offsets` record.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RecordKey {
+    /// A committed offset of one partition for one group.
+    Offset {
+        group: String,
+        topic: String,
+        partition: i32,
+    },
+    /// The membership and generation of one group.
+    GroupMetadata { group: String },
+}
+
+impl RecordKey {
+    pub fn group(&self) -> &str {
+        match self {
+            RecordKey::Offset { group, .. } | RecordKey::GroupMetadata { group } => group,
+        }
+    }
+}
+
+/// `OffsetCommitValue`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OffsetValue {
+    pub offset: i64,
+    /// -1 when unknown (also what values before v3 load as).
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_timestamp: i64,
+    /// Only in v1 values (explicit per-commit retention of old clients); never written.
+    pub expire_timestamp: Option<i64>,
+}
+
+/// One member in a `GroupMetadataValue`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberValue {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    /// The member's metadata for the group's selected protocol.
+    pub subscription: Bytes,
+    pub assignment: Bytes,
+}
+
+/// `GroupMetadataValue`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupValue {
+    /// Empty for a group that only stores offsets.
+    pub protocol_type: String,
+    pub generation: i32,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    /// -1 when unknown (values before v2).
+    pub current_state_timestamp: i64,
+    pub members: Vec<MemberValue>,
+}
+
+const OFFSET_KEY_V0: i16 = 0;
+const OFFSET_KEY_V1: i16 = 1;
+const GROUP_KEY_V2: i16 = 2;
+const OFFSET_VALUE_V3: i16 = 3;
+const GROUP_VALUE_V3: i16 = 3;
+
+fn put_string(buf: &mut BytesMut, s: &str) {
+    buf.put_i16(s.len() as i16);
+    buf.put_slice(s.as_bytes());
+}
+
+fn put_nullable_string(buf: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => put_string(buf, s),
+        None => buf.put_i16(-1),
+    }
+}
+
+fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
+    buf.put_i32(b.len() as i32);
+    buf.put_slice(b);
+}
+
+fn need(buf: &Bytes, n: usize, what: &str) -> Result<(), CodecError> {
+    if buf.remaining() < n {
+        return Err(err(format!("truncated {what}")));
+    }
+    Ok(())
+}
+
+fn get_i16(buf: &mut Bytes, what: &str) -> Result<i16, CodecError> {
+    need(buf, 2, what)?;
+    Ok(buf.get_i16())
+}
+
+fn get_i32(buf: &mut Bytes, what: &str) -> Result<i32, CodecError> {
+    need(buf, 4, what)?;
+    Ok(buf.get_i32())
+}
+
+fn get_i64(buf: &mut Bytes, what: &str) -> Result<i64, CodecError> {
+    need(buf, 8, what)?;
+    Ok(buf.get_i64())
+}
+
+fn get_nullable_string(buf: &mut Bytes, what: &str) -> Result<Option<String>, CodecError> {
+    let len = get_i16(buf, what)?;
+    if len < 0 {
+        return Ok(None);
+    }
+    let len = len as usize;
+    need(buf, len, what)?;
+    let raw = buf.split_to(len);
+    String::from_utf8(raw.to_vec())
+        .map(Some)
+        .map_err(|_| err(format!("{what} is not UTF-8")))
+}
+
+fn get_string(buf: &mut Bytes, what: &str) -> Result<String, CodecError> {
+    get_nullable_string(buf, what)?.ok_or_else(|| err(format!("{what} is null")))
+}
+
+fn get_bytes(buf: &mut Bytes, what: &str) -> Result<Bytes, CodecError> {
+    let len = get_i32(buf, what)?;
+    if len < 0 {
+        return Ok(Bytes::new());
+    }
+    let len = len as usize;
+    need(buf, len, what)?;
+    Ok(buf.split_to(len))
+}
+
+impl RecordKey {
+    pub fn encode(&self) -> Bytes {
+        let mut buf = BytesMut::new();
+        match self {
+            RecordKey::Offset {
+                group,
+                topic,
+                partition,
+            } => {
+                buf.put_i16(OFFSET_KEY_V1);
+                put_string(&mut buf, group);
+                put_string(&mut buf, topic);
+                buf.put_i32(*partition);
+            }
+            RecordKey::GroupMetadata { group } => {
+                buf.put_i16(GROUP_KEY_V2);
+                put_string(&mut buf, group);
+            }
+        }
+        buf.freeze()
+    }
+
+    /// `Ok(None)` for record types this coordinator does not use (transaction markers, the
+    /// KIP-848 consumer-group records with key versions 3 and up); they are skipped on load.
+    pub fn decode(mut buf: Bytes) -> Result<Option<Self>, CodecError> {
+        let version = get_i16(&mut buf, "key version")?;
+        Ok(match version {
+            OFFSET_KEY_V0 | OFFSET_KEY_V1 => Some(RecordKey::Offset {
+                group: get_string(&mut buf, "offset key group")?,
+                topic: get_string(&mut buf, "offset key topic")?,
+                partition: get_i32(&mut buf, "offset key partition")?,
+            }),
+            GROUP_KEY_V2 => Some(RecordKey::GroupMetadata {
+                group: get_string(&mut buf, "group key")?,
+            }),
+            _ => None,
+        })
+    }
+}
+
+impl OffsetValue {
+    /// Encodes as `OffsetCommitValue` v3.
+    pub fn encode(&self) -> Bytes {
+        let mut buf = BytesMut::new();
+        buf.put_i16(OFFSET_VALUE_V3);
+        buf.put_i64(self.offset);
+        buf.put_i32(self.leader_epoch);
+        put_string(&mut buf, &self.metadata);
+        buf.put_i64(self.commit_timestamp);
+        buf.freeze()
+    }
+
+    pub fn decode(mut buf: Bytes) -> Result<Self, CodecError> {
+        let version = get_i16(&mut buf, "offset value version")?;
+        let mut value = OffsetValue {
+            offset: 0,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: -1,
+            expire_timestamp: None,
+        };
+        match version {
+            0..=2 => {
+                value.offset = get_i64(&mut buf, "offset")?;
+                value.metadata = get_string(&mut buf, "offset metadata")?;
+                value.commit_timestamp = get_i64(&mut buf, "commit timestamp")?;
+                if version == 1 {
+                    value.expire_timestamp = Some(get_i64(&mut buf, "expire timestamp")?);
+                }
+            }
+            3 => {
+                value.offset = get_i64(&mut buf, "offset")?;
+                value.leader_epoch = get_i32(&mut buf, "leader epoch")?;
+                value.metadata = get_string(&mut buf, "offset metadata")?;
+                value.commit_timestamp = get_i64(&mut buf, "commit timestamp")?;
+            }
+            v => return Err(err(format!("unsupported OffsetCommitValue version {v}"))),
+        }
+        Ok(value)
+    }
+}
+
+impl GroupValue {
+    /// Encodes as `GroupMetadataValue` v3.
+    pub fn encode(&self) -> Bytes {
+        let mut buf = BytesMut::new();
+        buf.put_i16(GROUP_VALUE_V3);
+        put_string(&mut buf, &self.protocol_type);
+        buf.put_i32(self.generation);
+        put_nullable_string(&mut buf, self.protocol.as_deref());
+        put_nullable_string(&mut buf, self.leader.as_deref());
+        buf.put_i64(self.current_state_timestamp);
+        buf.put_i32(self.members.len() as i32);
+        for m in &self.members {
+            put_string(&mut buf, &m.member_id);
+            put_nullable_string(&mut buf, m.group_instance_id.as_deref());
+            put_string(&mut buf, &m.client_id);
+            put_string(&mut buf, &m.client_host);
+            buf.put_i32(m.rebalance_timeout_ms);
+            buf.put_i32(m.session_timeout_ms);
+            put_bytes(&mut buf, &m.subscription);
+            put_bytes(&mut buf, &m.assignment);
+        }
+        buf.freeze()
+    }
+
+    pub fn decode(mut buf: Bytes) -> Result<Self, CodecError> {
+        let version = get_i16(&mut buf, "group value version")?;
+        if !(0..=3).contains(&version) {
+            return Err(err(format!(
+                "unsupported GroupMetadataValue version {version}"
+            )));
+        }
+        let protocol_type = get_nullable_string(&mut buf, "protocol type")?.unwrap_or_default();
+        let generation = get_i32(&mut buf, "generation")?;
+        let protocol = get_nullable_string(&mut buf, "protocol")?;
+        let leader = get_nullable_string(&mut buf, "leader")?;
+        let current_state_timestamp = if version >= 2 {
+            get_i64(&mut buf, "current state timestamp")?
+        } else {
+            -1
+        };
+        let count = get_i32(&mut buf, "member count")?.max(0);
+        let mut members = Vec::with_capacity((count as usize).min(1024));
+        for _ in 0..count {
+            let member_id = get_string(&mut buf, "member id")?;
+            let group_instance_id = if version >= 3 {
+                get_nullable_string(&mut buf, "group instance id")?
+            } else {
+                None
+            };
+            let client_id = get_string(&mut buf, "client id")?;
+            let client_host = get_string(&mut buf, "client host")?;
+            let rebalance_timeout_ms = if version >= 1 {
+                get_i32(&mut buf, "rebalance timeout")?
+            } else {
+                -1
+            };
+            let session_timeout_ms = get_i32(&mut buf, "session timeout")?;
+            let subscription = get_bytes(&mut buf, "subscription")?;
+            let assignment = get_bytes(&mut buf, "assignment")?;
+            members.push(MemberValue {
+                member_id,
+                group_instance_id,
+                client_id,
+                client_host,
+                // v0 members had no rebalance timeout; Kafka uses the session timeout.
+                rebalance_timeout_ms: if rebalance_timeout_ms < 0 {
+                    session_timeout_ms
+                } else {
+                    rebalance_timeout_ms
+                },
+                session_timeout_ms,
+                subscription,
+                assignment,
+            });
+        }
+        Ok(GroupValue {
+            protocol_type,
+            generation,
+            protocol,
+            leader,
+            current_state_timestamp,
+            members,
+        })
+    }
+}
+
+/// A decoded `__consumer_offsets` record: the key and, unless it is a tombstone, the value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoordinatorRecord {
+    Offset {
+        group: String,
+        topic: String,
+        partition: i32,
+        value: Option<OffsetValue>,
+    },
+    Group {
+        group: String,
+        value: Option<GroupValue>,
+    },
+}
+
+impl CoordinatorRecord {
+    pub fn key(&self) -> RecordKey {
+        match self {
+            CoordinatorRecord::Offset {
+                group,
+                topic,
+                partition,
+                ..
+            } => RecordKey::Offset {
+                group: group.clone(),
+                topic: topic.clone(),
+                partition: *partition,
+            },
+            CoordinatorRecord::Group { group, .. } => RecordKey::GroupMetadata {
+                group: group.clone(),
+            },
+        }
+    }
+
+    fn value_bytes(&self) -> Option<Bytes> {
+        match self {
+            CoordinatorRecord::Offset { value, .. } => value.as_ref().map(OffsetValue::encode),
+            CoordinatorRecord::Group { value, .. } => value.as_ref().map(GroupValue::encode),
+        }
+    }
+
+    /// Decodes a record's key and value; `Ok(None)` for a record type we skip.
+    pub fn decode(key: Option<Bytes>, value: Option<Bytes>) -> Result<Option<Self>, CodecError> {
+        let key = key.ok_or_else(|| err("record without a key"))?;
+        Ok(match RecordKey::decode(key)? {
+            None => None,
+            Some(RecordKey::Offset {
+                group,
+                topic,
+                partition,
+            }) => Some(CoordinatorRecord::Offset {
+                group,
+                topic,
+                partition,
+                value: value.map(OffsetValue::decode).transpose()?,
+            }),
+            Some(RecordKey::GroupMetadata { group }) => Some(CoordinatorRecord::Group {
+                group,
+                value: value.map(GroupValue::decode).transpose()?,
+            }),
+        })
+    }
+}
+
+/// Builds one uncompressed v2 record batch holding `records`, timestamped `now_ms`. The
+/// partition assigns the offsets when it appends the batch.
+pub fn build_batch(records: &[CoordinatorRecord], now_ms: i64) -> Result<Vec<u8>, CodecError> {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now_ms,
+            key: Some(r.key().encode()),
+            value: r.value_bytes(),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| err(format!("cannot encode a record batch: {e}")))?;
+    Ok(buf.to_vec())
+}
+
+/// Decodes the records of back-to-back v2 batches as read from the log. Returns the records
+/// (in log order) and the offset after the last batch, where the next read starts. Records of
+/// types we do not use are skipped; a record that cannot be decoded is an error, because
+/// silently skipping it could resurrect deleted state.
+pub fn decode_batches(mut buf: Bytes) -> Result<(Vec<CoordinatorRecord>, Option<i64>), CodecError> {
+    let mut out = Vec::new();
+    let mut next = None;
+    while buf.has_remaining() {
+        let header = runnel_storage::batch::BatchHeader::new(&buf)
+            .ok_or_else(|| err("truncated batch header"))?;
+        let size = header
+            .total_size()
+            .filter(|s| *s <= buf.len())
+            .ok_or_else(|| err("batch length exceeds the data read"))?;
+        next = Some(header.base_offset() + i64::from(header.last_offset_delta()) + 1);
+        let mut batch = buf.split_to(size);
+        let set = RecordBatchDecoder::decode(&mut batch)
+            .map_err(|e| err(format!("cannot decode a record batch: {e}")))?;
+        for record in set.records {
+            if record.control {
+                continue;
+            }
+            if let Some(r) = CoordinatorRecord::decode(record.key, record.value)? {
+                out.push(r);
+            }
+        }
+    }
+    Ok((out, next))
+}
+
+/// Topics a consumer subscribes to, from its `ConsumerProtocolSubscription` metadata (all
+/// versions start with int16 version and an array of topic names). `None` if it does not parse.
+pub fn consumer_subscription_topics(metadata: &[u8]) -> Option<Vec<String>> {
+    let mut buf = Bytes::copy_from_slice(metadata);
+    let version = get_i16(&mut buf, "subscription version").ok()?;
+    if version < 0 {
+        return None;
+    }
+    let count = get_i32(&mut buf, "topic count").ok()?;
+    if count < 0 {
+        return None;
+    }
+    let mut topics = Vec::with_capacity((count as usize).min(1024));
+    for _ in 0..count {
+        topics.push(get_string(&mut buf, "topic").ok()?);
+    }
+    Some(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn string() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9._ -]{0,40}"
+    }
+
+    fn bytes() -> impl Strategy<Value = Bytes> {
+        proptest::collection::vec(any::<u8>(), 0..64).prop_map(Bytes::from)
+    }
+
+    fn member() -> impl Strategy<Value = MemberValue> {
+        (
+            string(),
+            proptest::option::of(string()),
+            string(),
+            string(),
+            any::<i32>().prop_map(|v| v.max(0)),
+            any::<i32>(),
+            bytes(),
+            bytes(),
+        )
+            .prop_map(|(id, inst, client, host, rebalance, session, sub, asg)| {
+                MemberValue {
+                    member_id: id,
+                    group_instance_id: inst,
+                    client_id: client,
+                    client_host: host,
+                    rebalance_timeout_ms: rebalance,
+                    session_timeout_ms: session,
+                    subscription: sub,
+                    assignment: asg,
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn offset_key_round_trips(group in string(), topic in string(), partition in any::<i32>()) {
+            let key = RecordKey::Offset { group, topic, partition };
+            prop_assert_eq!(RecordKey::decode(key.encode()).unwrap(), Some(key));
+        }
+
+        #[test]
+        fn group_key_round_trips(group in string()) {
+            let key = RecordKey::GroupMetadata { group };
+            prop_assert_eq!(RecordKey::decode(key.encode()).unwrap(), Some(key));
+        }
+
+        #[test]
+        fn offset_value_round_trips(offset in any::<i64>(), epoch in any::<i32>(), metadata in string(), ts in any::<i64>()) {
+            let value = OffsetValue { offset, leader_epoch: epoch, metadata, commit_timestamp: ts, expire_timestamp: None };
+            prop_assert_eq!(OffsetValue::decode(value.encode()).unwrap(), value);
+        }
+
+        #[test]
+        fn group_value_round_trips(
+            protocol_type in string(),
+            generation in any::<i32>(),
+            protocol in proptest::option::of(string()),
+            leader in proptest::option::of(string()),
+            ts in any::<i64>(),
+            members in proptest::collection::vec(member(), 0..4),
+        ) {
+            let value = GroupValue { protocol_type, generation, protocol, leader, current_state_timestamp: ts, members };
+            prop_assert_eq!(GroupValue::decode(value.encode()).unwrap(), value);
+        }
+
+        #[test]
+        fn batches_round_trip(groups in proptest::collection::vec(string(), 1..5), offset in any::<i64>()) {
+            let records: Vec<CoordinatorRecord> = groups.iter().enumerate().map(|(i, g)| {
+                if i % 2 == 0 {
+                    CoordinatorRecord::Offset {
+                        group: g.clone(), topic: "t".into(), partition: i as i32,
+                        value: (i % 3 != 0).then(|| OffsetValue { offset, leader_epoch: -1, metadata: String::new(), commit_timestamp: 7, expire_timestamp: None }),
+                    }
+                } else {
+                    CoordinatorRecord::Group { group: g.clone(), value: None }
+                }
+            }).collect();
+            let batch = build_batch(&records, 42).unwrap();
+            let (decoded, next) = decode_batches(Bytes::from(batch)).unwrap();
+            prop_assert_eq!(decoded, records.clone());
+            prop_assert_eq!(next, Some(records.len() as i64));
+        }
+
+        #[test]
+        fn garbage_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let _ = RecordKey::decode(Bytes::from(raw.clone()));
+            let _ = OffsetValue::decode(Bytes::from(raw.clone()));
+            let _ = GroupValue::decode(Bytes::from(raw.clone()));
+            let _ = consumer_subscription_topics(&raw);
+        }
+    }
+
+    #[test]
+    fn offset_key_matches_kafka_layout() {
+        let key = RecordKey::Offset {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 3,
+        };
+        assert_eq!(
+            key.encode().as_ref(),
+            &[0, 1, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 3]
+        );
+        let group = RecordKey::GroupMetadata { group: "g".into() };
+        assert_eq!(group.encode().as_ref(), &[0, 2, 0, 1, b'g']);
+    }
+
+    #[test]
+    fn older_value_versions_load() {
+        // OffsetCommitValue v1: offset, metadata, commit ts, expire ts.
+        let mut v1 = BytesMut::new();
+        v1.put_i16(1);
+        v1.put_i64(10);
+        put_string(&mut v1, "m");
+        v1.put_i64(100);
+        v1.put_i64(200);
+        let value = OffsetValue::decode(v1.freeze()).unwrap();
+        assert_eq!(
+            (value.offset, value.leader_epoch, value.expire_timestamp),
+            (10, -1, Some(200))
+        );
+        // GroupMetadataValue v0 with one member.
+        let mut g0 = BytesMut::new();
+        g0.put_i16(0);
+        put_string(&mut g0, "consumer");
+        g0.put_i32(4);
+        put_nullable_string(&mut g0, Some("range"));
+        put_nullable_string(&mut g0, Some("m1"));
+        g0.put_i32(1);
+        put_string(&mut g0, "m1");
+        put_string(&mut g0, "c");
+        put_string(&mut g0, "/h");
+        g0.put_i32(10_000);
+        put_bytes(&mut g0, b"sub");
+        put_bytes(&mut g0, b"asg");
+        let value = GroupValue::decode(g0.freeze()).unwrap();
+        assert_eq!(value.generation, 4);
+        assert_eq!(value.current_state_timestamp, -1);
+        assert_eq!(value.members[0].rebalance_timeout_ms, 10_000);
+        assert_eq!(value.members[0].group_instance_id, None);
+    }
+
+    #[test]
+    fn unknown_key_versions_are_skipped() {
+        let mut key = BytesMut::new();
+        key.put_i16(3);
+        put_string(&mut key, "g");
+        assert_eq!(RecordKey::decode(key.freeze()).unwrap(), None);
+    }
+
+    #[test]
+    fn subscription_topics_parse() {
+        let mut sub = BytesMut::new();
+        sub.put_i16(1);
+        sub.put_i32(2);
+        put_string(&mut sub, "a");
+        put_string(&mut sub, "b");
+        sub.put_i32(-1); // user data
+        sub.put_i32(0); // owned partitions
+        assert_eq!(
+            consumer_subscription_topics(&sub),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(consumer_subscription_topics(&[0, 1]), None);
+    }
+}
