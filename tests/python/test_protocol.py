@@ -62,3 +62,31 @@ def test_describe_cluster_lists_this_broker(node):
     assert [(b.id, b.host, b.port) for b in desc.nodes] == [(1, "127.0.0.1", int(node.bootstrap.rsplit(":", 1)[1]))]
     assert desc.controller.id == 1
     assert desc.cluster_id and len(desc.cluster_id) == 22
+
+
+def test_transactional_producers_fail_fast_with_a_clear_error(node):
+    """Transactions are a later issue: a transactional producer must fail at once with a
+    message that says so, not retry until its timeout."""
+    from confluent_kafka import KafkaException, Producer
+    from kafka import KafkaProducer
+    from kafka.errors import TransactionalIdAuthorizationFailedError
+
+    p = Producer({"bootstrap.servers": node.bootstrap, "transactional.id": "tx-a", "log_level": 0})
+    try:
+        # A retriable answer would end in a non-fatal timeout after 20 s instead.
+        p.init_transactions(20)
+        raise AssertionError("init_transactions succeeded")
+    except KafkaException as e:
+        err = e.args[0]
+        assert err.fatal(), err
+        assert "transactions are not supported by Runnel yet" in err.str(), err.str()
+
+    kp = KafkaProducer(bootstrap_servers=node.bootstrap, transactional_id="tx-b", max_block_ms=20000)
+    try:
+        kp.init_transactions()
+        raise AssertionError("kafka-python init_transactions succeeded")
+    except TransactionalIdAuthorizationFailedError:
+        pass
+    finally:
+        kp.close(timeout=5)
+    assert b"transactions are not supported yet" in node.log_path.read_bytes()

@@ -38,10 +38,19 @@ fn lookup(ctx: &Context, key_type: i8, key: &str) -> Found {
             },
             Err((e, message)) => failed(e, message),
         },
-        KEY_TYPE_TRANSACTION => failed(
-            ResponseError::CoordinatorNotAvailable,
-            "transactions are not supported yet".to_string(),
-        ),
+        KEY_TYPE_TRANSACTION => {
+            // Transactions are a later issue. A retriable code would make transactional
+            // producers retry until their timeout; this one is fatal in librdkafka,
+            // kafka-python and the Java client, so init_transactions fails at once.
+            tracing::warn!(
+                transactional_id = key,
+                "a client asked for a transaction coordinator; transactions are not supported yet"
+            );
+            failed(
+                ResponseError::TransactionalIdAuthorizationFailed,
+                "transactions are not supported by Runnel yet".to_string(),
+            )
+        }
         other => failed(
             ResponseError::InvalidRequest,
             format!("unknown coordinator key type {other}"),
