@@ -8,6 +8,7 @@ import util
 
 UNKNOWN_TOPIC_OR_PARTITION = 3
 INVALID_TOPIC_EXCEPTION = 17
+INVALID_REQUEST = 42
 
 
 def test_pipelined_requests_are_answered_in_request_order(node, topic):
@@ -90,3 +91,23 @@ def test_transactional_producers_fail_fast_with_a_clear_error(node):
     finally:
         kp.close(timeout=5)
     assert b"transactions are not supported yet" in node.log_path.read_bytes()
+
+
+def test_internal_topics_are_protected(node):
+    """Clients read __consumer_offsets but cannot write to, delete or repartition it."""
+    from confluent_kafka.admin import NewPartitions
+
+    results = produce_raw(node, "__consumer_offsets")
+    assert [r.error_code for r in results] == [INVALID_TOPIC_EXCEPTION]
+    a = util.admin(node.bootstrap)
+    for future in [
+        a.delete_topics(["__consumer_offsets"])["__consumer_offsets"],
+        a.create_partitions([NewPartitions("__consumer_offsets", 60)])["__consumer_offsets"],
+    ]:
+        try:
+            future.result(timeout=10)
+            raise AssertionError("an internal topic was changed")
+        except Exception as e:  # KafkaException carrying INVALID_REQUEST
+            assert e.args[0].code() == INVALID_REQUEST, e
+    md = a.list_topics(timeout=10)
+    assert len(md.topics["__consumer_offsets"].partitions) == 50

@@ -14,6 +14,6 @@ pub mod replica_manager;
 pub use config::BrokerConfig;
 pub use error::BrokerError;
 pub use group::GroupCoordinator;
-pub use metadata::{BrokerInfo, MetadataImage, PartitionInfo, TopicInfo};
+pub use metadata::{is_internal_topic, BrokerInfo, MetadataImage, PartitionInfo, TopicInfo};
 pub use producer_ids::ProducerIdManager;
 pub use replica_manager::{now_ms, Partition, ReplicaManager};

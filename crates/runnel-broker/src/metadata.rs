@@ -76,6 +76,13 @@ struct StoredMetadata {
 
 const STORE_VERSION: u32 = 1;
 
+/// Topics the broker writes itself; clients may read them but not produce to, delete or
+/// repartition them (a group's partition is `hash % count`, so a new count would orphan
+/// committed offsets).
+pub fn is_internal_topic(name: &str) -> bool {
+    name == "__consumer_offsets" || name == "__transaction_state"
+}
+
 /// Kafka's rules for topic names (`org.apache.kafka.common.internals.Topic.validate`).
 pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
     let invalid = |reason: &str| BrokerError::InvalidTopic {

@@ -4,6 +4,7 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
+use runnel_broker::is_internal_topic;
 
 use super::{error_parts, str_bytes};
 use crate::Context;
@@ -24,6 +25,13 @@ pub(crate) fn handle(ctx: &Context, request: CreatePartitionsRequest) -> CreateP
                 .iter()
                 .flatten()
                 .any(|a| a.broker_ids.len() != 1 || a.broker_ids.iter().any(|b| b.0 != node));
+            if is_internal_topic(&name) {
+                return result
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(str_bytes(format!(
+                        "'{name}' is an internal topic; its partition count is fixed"
+                    ))));
+            }
             if bad_assignment {
                 return result
                     .with_error_code(ResponseError::InvalidReplicaAssignment.code())

@@ -4,6 +4,7 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
+use runnel_broker::is_internal_topic;
 use uuid::Uuid;
 
 use super::{error_parts, str_bytes};
@@ -39,6 +40,14 @@ pub(crate) fn handle(
             let Some(name) = name else {
                 return result.with_error_code(ResponseError::UnknownTopicId.code());
             };
+            if is_internal_topic(&name) {
+                tracing::warn!(topic = %name, "refused to delete an internal topic");
+                return result
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(str_bytes(format!(
+                        "'{name}' is an internal topic and cannot be deleted"
+                    ))));
+            }
             match ctx.broker.delete_topic(&name) {
                 Ok(info) => result.with_topic_id(info.id),
                 Err(e) => {

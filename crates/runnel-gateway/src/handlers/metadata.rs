@@ -7,18 +7,13 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
-use runnel_broker::{BrokerError, TopicInfo};
+use runnel_broker::{is_internal_topic, BrokerError, TopicInfo};
 use uuid::Uuid;
 
 use super::str_bytes;
 use crate::Context;
 
 pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 13 };
-
-/// Internal topics are flagged so clients hide them from `list_topics` by default.
-fn is_internal(name: &str) -> bool {
-    name == "__consumer_offsets" || name == "__transaction_state"
-}
 
 fn topic_response(topic: &TopicInfo) -> MetadataResponseTopic {
     let partitions = topic
@@ -36,7 +31,8 @@ fn topic_response(topic: &TopicInfo) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
         .with_topic_id(topic.id)
-        .with_is_internal(is_internal(&topic.name))
+        // Flagged so clients hide them from topic listings by default.
+        .with_is_internal(is_internal_topic(&topic.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(i32::MIN)
 }

@@ -13,7 +13,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
-use runnel_broker::BrokerError;
+use runnel_broker::{is_internal_topic, BrokerError};
 use uuid::Uuid;
 
 use super::str_bytes;
@@ -73,6 +73,13 @@ pub(crate) async fn handle(
                         ResponseError::InvalidRequiredAcks,
                         Some(msg),
                     ));
+                }
+            }
+            Some(name) if is_internal_topic(name) => {
+                tracing::warn!(topic = %name, client, "produce to an internal topic refused");
+                for p in &topic.partition_data {
+                    let msg = format!("'{name}' is an internal topic; only the broker writes to it");
+                    partitions.push(partition_error(p.index, ResponseError::InvalidTopicException, Some(msg)));
                 }
             }
             Some(name) => {
