@@ -20,6 +20,7 @@ use scenarios::{Outcome, ProduceSpec};
 const SCENARIOS: &[&str] = &[
     "produce-100b-acks1",
     "produce-100b-acksall",
+    "produce-100b-idempotent",
     "produce-1k-acks1",
     "produce-1k-acksall",
     "consume-100b",
@@ -190,7 +191,7 @@ fn run() -> Result<bool> {
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut extra_errors: Vec<String> = Vec::new();
     // (scenario, topic, value bytes, acks, records)
-    let produce_runs: [(&str, &str, usize, &'static str, u64); 4] = [
+    let produce_runs: [(&str, &str, usize, &'static str, u64); 5] = [
         (
             "produce-100b-acks1",
             "p100-acks1",
@@ -201,6 +202,13 @@ fn run() -> Result<bool> {
         (
             "produce-100b-acksall",
             "p100-acksall",
+            100,
+            "all",
+            args.records_small,
+        ),
+        (
+            "produce-100b-idempotent",
+            "p100-idem",
             100,
             "all",
             args.records_small,
@@ -224,8 +232,14 @@ fn run() -> Result<bool> {
         if !wanted(id) {
             continue;
         }
+        let idempotent = id.ends_with("idempotent");
         let spec = ProduceSpec {
-            scenario: format!("produce {} B, acks={acks}", size),
+            scenario: if idempotent {
+                format!("produce {size} B, acks={acks}, idempotent")
+            } else {
+                format!("produce {size} B, acks={acks}")
+            },
+            idempotent,
             bootstrap: &bootstrap,
             topic: topic(t),
             value_bytes: size,

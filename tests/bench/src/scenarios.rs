@@ -183,6 +183,8 @@ pub struct ProduceSpec<'a> {
     pub topic: String,
     pub value_bytes: usize,
     pub acks: &'static str,
+    /// `enable.idempotence`: the broker then checks every batch's producer sequence.
+    pub idempotent: bool,
     pub records: u64,
     pub time_limit: Duration,
 }
@@ -276,7 +278,11 @@ fn finish_producer(out: &mut Outcome, ctx: &Ctx, undelivered: i32, send_errors: 
 /// `records` were sent or `time_limit` passed; the clock stops when the last delivery
 /// report is in.
 pub fn produce_throughput(spec: &ProduceSpec<'_>) -> Result<Outcome> {
-    let producer: BaseProducer<Ctx> = producer_config(spec.bootstrap, spec.acks, 5)
+    let mut config = producer_config(spec.bootstrap, spec.acks, 5);
+    if spec.idempotent {
+        config.set("enable.idempotence", "true");
+    }
+    let producer: BaseProducer<Ctx> = config
         .create_with_context(Ctx::new(false))
         .context("cannot create the producer")?;
     let partitions = ensure_topic(producer.client(), &spec.topic)?;
