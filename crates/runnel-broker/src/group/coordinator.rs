@@ -419,15 +419,6 @@ impl GroupCoordinator {
             .ok_or(ResponseError::NotCoordinator)
     }
 
-    /// The shard of `group_id`, locked, if it is active.
-    fn loaded_shard(&self, group_id: &str) -> Result<Arc<Shard>, ResponseError> {
-        let shard = self.shard_for(group_id)?;
-        if lock(&shard).loading {
-            return Err(ResponseError::CoordinatorLoadInProgress);
-        }
-        Ok(shard)
-    }
-
     fn partition(&self, p: i32) -> Result<(Arc<Partition>, i32), BrokerError> {
         let partition = self.broker.partition(OFFSETS_TOPIC, p)?;
         let epoch = self
@@ -494,7 +485,7 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return JoinResult::error(&member_id, ResponseError::InvalidGroupId);
         }
-        let shard = match self.loaded_shard(group_id) {
+        let shard = match self.shard_for(group_id) {
             Ok(s) => s,
             Err(e) => return JoinResult::error(&member_id, e),
         };
@@ -664,9 +655,9 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(ResponseError::InvalidGroupId);
         }
-        let shard = self.loaded_shard(group_id)?;
+        let shard = self.shard_for(group_id)?;
         let (results, deliveries) = {
-            let mut st = lock(&shard);
+            let mut st = lock_loaded(&shard)?;
             let now = self.now();
             let before = snapshot(&st, group_id);
             let Some(group) = st.groups.get_mut(group_id) else {
@@ -688,11 +679,11 @@ impl GroupCoordinator {
 
     /// OffsetCommit: `Err` applies to every partition, else one result per offset. Offsets
     /// are acknowledged only after their records are appended.
-    pub async fn commit_offsets(
+    pub fn commit_offsets(
         &self,
         req: CommitRequest,
     ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
-        let shard = self.loaded_shard(&req.group_id)?;
+        let shard = self.shard_for(&req.group_id)?;
         let p = shard.partition;
         let image = self.broker.image();
         let mut results: Vec<Result<(), ResponseError>> = req
@@ -714,10 +705,7 @@ impl GroupCoordinator {
                 Ok(())
             })
             .collect();
-        let mut st = lock(&shard);
-        if st.loading {
-            return Err(ResponseError::CoordinatorLoadInProgress);
-        }
+        let mut st = lock_loaded(&shard)?;
         let now = self.now();
         match st.groups.get_mut(&req.group_id) {
             Some(group) => group.validate_offset_commit(
@@ -789,11 +777,8 @@ impl GroupCoordinator {
         group_id: &str,
         partitions: Option<&[(String, i32)]>,
     ) -> Result<Vec<(String, i32, Option<OffsetValue>)>, ResponseError> {
-        let shard = self.loaded_shard(group_id)?;
-        let st = lock(&shard);
-        if st.loading {
-            return Err(ResponseError::CoordinatorLoadInProgress);
-        }
+        let shard = self.shard_for(group_id)?;
+        let st = lock_loaded(&shard)?;
         let group = st.groups.get(group_id);
         Ok(match partitions {
             None => group
@@ -906,16 +891,13 @@ impl GroupCoordinator {
     }
 
     /// OffsetDelete: `Err` for the whole group, else one result per partition.
-    pub async fn delete_offsets(
+    pub fn delete_offsets(
         &self,
         group_id: &str,
         partitions: &[(String, i32)],
     ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
-        let shard = self.loaded_shard(group_id)?;
-        let mut st = lock(&shard);
-        if st.loading {
-            return Err(ResponseError::CoordinatorLoadInProgress);
-        }
+        let shard = self.shard_for(group_id)?;
+        let mut st = lock_loaded(&shard)?;
         let now = self.now();
         let group = st
             .groups
@@ -940,7 +922,7 @@ impl GroupCoordinator {
 
     /// DeleteGroups: one result per group. Only empty groups can be deleted; their offsets and
     /// metadata become tombstones.
-    pub async fn delete_groups(&self, group_ids: &[String]) -> Vec<Result<(), ResponseError>> {
+    pub fn delete_groups(&self, group_ids: &[String]) -> Vec<Result<(), ResponseError>> {
         group_ids
             .iter()
             .map(|group_id| self.delete_group(group_id))
@@ -948,11 +930,8 @@ impl GroupCoordinator {
     }
 
     fn delete_group(&self, group_id: &str) -> Result<(), ResponseError> {
-        let shard = self.loaded_shard(group_id)?;
-        let mut st = lock(&shard);
-        if st.loading {
-            return Err(ResponseError::CoordinatorLoadInProgress);
-        }
+        let shard = self.shard_for(group_id)?;
+        let mut st = lock_loaded(&shard)?;
         let now = self.now();
         let group = st
             .groups
@@ -1023,11 +1002,8 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
     ) -> Result<Option<GroupDescription>, ResponseError> {
-        let shard = self.loaded_shard(group_id)?;
-        let st = lock(&shard);
-        if st.loading {
-            return Err(ResponseError::CoordinatorLoadInProgress);
-        }
+        let shard = self.shard_for(group_id)?;
+        let st = lock_loaded(&shard)?;
         let Some(group) = st.groups.get(group_id) else {
             return Ok(None);
         };
@@ -1158,6 +1134,15 @@ fn snapshot(st: &ShardState, group_id: &str) -> (GroupState, i32) {
 
 fn lock(shard: &Shard) -> MutexGuard<'_, ShardState> {
     shard.state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Locks an active shard: COORDINATOR_LOAD_IN_PROGRESS while its log is being replayed.
+fn lock_loaded(shard: &Shard) -> Result<MutexGuard<'_, ShardState>, ResponseError> {
+    let st = lock(shard);
+    if st.loading {
+        return Err(ResponseError::CoordinatorLoadInProgress);
+    }
+    Ok(st)
 }
 
 /// Takes the senders of the requests `fx` answers.

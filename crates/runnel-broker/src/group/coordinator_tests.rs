@@ -27,6 +27,12 @@ struct Node {
 }
 
 fn open(dir: &Path, extra: &[(&str, &str)]) -> Node {
+    let broker = open_broker(dir, extra);
+    let groups = Arc::new(GroupCoordinator::open(broker.clone()).unwrap());
+    Node { broker, groups }
+}
+
+fn open_broker(dir: &Path, extra: &[(&str, &str)]) -> Arc<ReplicaManager> {
     let mut pairs = vec![
         ("offsets.topic.num.partitions", "4"),
         ("group.initial.rebalance.delay.ms", "0"),
@@ -53,8 +59,7 @@ fn open(dir: &Path, extra: &[(&str, &str)]) -> Node {
                 .unwrap();
         }
     }
-    let groups = Arc::new(GroupCoordinator::open(broker.clone()).unwrap());
-    Node { broker, groups }
+    broker
 }
 
 impl Node {
@@ -146,20 +151,17 @@ async fn offsets_and_group_metadata_survive_a_reopen() {
     let results = node
         .groups
         .commit_offsets(commit("g", &member, 1, &[("t", 0, 5), ("t", 2, 9)]))
-        .await
         .unwrap();
     assert_eq!(results, vec![Ok(()), Ok(())]);
     // A simple consumer's group is created by its first commit.
     let results = node
         .groups
         .commit_offsets(commit("simple", "", -1, &[("u", 0, 1)]))
-        .await
         .unwrap();
     assert_eq!(results, vec![Ok(())]);
     let again = node
         .groups
         .commit_offsets(commit("g", &member, 1, &[("t", 0, 6)]))
-        .await
         .unwrap();
     assert_eq!(again, vec![Ok(())]);
     node.close();
@@ -213,13 +215,11 @@ async fn deleted_groups_stay_deleted_after_a_reopen() {
     let _ = node
         .groups
         .commit_offsets(commit("gone", "", -1, &[("t", 0, 1), ("t", 1, 2)]))
-        .await
         .unwrap();
     let member = stable_member(&node.groups, "busy", 10_000).await;
     let results = node
         .groups
-        .delete_groups(&["gone".into(), "busy".into(), "never".into()])
-        .await;
+        .delete_groups(&["gone".into(), "busy".into(), "never".into()]);
     assert_eq!(
         results,
         vec![
@@ -245,10 +245,7 @@ async fn deleted_groups_stay_deleted_after_a_reopen() {
         node.groups.describe_group("busy").unwrap().unwrap().state,
         GroupState::Empty
     );
-    assert_eq!(
-        node.groups.delete_groups(&["busy".into()]).await,
-        vec![Ok(())]
-    );
+    assert_eq!(node.groups.delete_groups(&["busy".into()]), vec![Ok(())]);
     node.close();
 
     let node = open(dir.path(), &[]);
@@ -274,13 +271,11 @@ async fn offsets_expire_after_the_retention_of_an_empty_group() {
     let _ = node
         .groups
         .commit_offsets(commit("old", "", -1, &[("t", 0, 1)]))
-        .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(30)).await;
     let _ = node
         .groups
         .commit_offsets(commit("old", "", -1, &[("t", 1, 1)]))
-        .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(31)).await;
     // t-0 was committed 61 s ago, t-1 31 s ago.
@@ -316,7 +311,6 @@ fn expiry_counts_from_when_a_consumer_group_became_empty() {
         let _ = node
             .groups
             .commit_offsets(commit("g", &member, 1, &[("t", 0, 1)]))
-            .await
             .unwrap();
         let now = node.groups.now();
         // Stable and subscribed to t: never expires.
@@ -427,7 +421,7 @@ async fn commit_errors_per_partition_and_per_group() {
     let node = open(dir.path(), &[]);
     let mut req = commit("s", "", -1, &[("t", 0, 1), ("t", 9, 1), ("nope", 0, 1)]);
     req.offsets[0].metadata = Some("x".repeat(OFFSET_METADATA_MAX_BYTES + 1));
-    let results = node.groups.commit_offsets(req).await.unwrap();
+    let results = node.groups.commit_offsets(req).unwrap();
     assert_eq!(
         results,
         vec![
@@ -441,27 +435,24 @@ async fn commit_errors_per_partition_and_per_group() {
     let err = node
         .groups
         .commit_offsets(commit("missing", "m", 1, &[("t", 0, 1)]))
-        .await
         .unwrap_err();
     assert_eq!(err, ResponseError::IllegalGeneration);
     let mut v9 = commit("missing", "m", 1, &[("t", 0, 1)]);
     v9.version = 9;
     assert_eq!(
-        node.groups.commit_offsets(v9).await.unwrap_err(),
+        node.groups.commit_offsets(v9).unwrap_err(),
         ResponseError::GroupIdNotFound
     );
     let member = stable_member(&node.groups, "g", 10_000).await;
     assert_eq!(
         node.groups
             .commit_offsets(commit("g", &member, 0, &[("t", 0, 1)]))
-            .await
             .unwrap_err(),
         ResponseError::IllegalGeneration
     );
     assert_eq!(
         node.groups
             .commit_offsets(commit("g", "", -1, &[("t", 0, 1)]))
-            .await
             .unwrap_err(),
         ResponseError::UnknownMemberId
     );
@@ -476,12 +467,10 @@ async fn offset_delete_refuses_subscribed_topics() {
     let _ = node
         .groups
         .commit_offsets(commit("g", &member, 1, &[("t", 0, 1), ("u", 0, 1)]))
-        .await
         .unwrap();
     let results = node
         .groups
         .delete_offsets("g", &[("t".into(), 0), ("u".into(), 0)])
-        .await
         .unwrap();
     assert_eq!(
         results,
@@ -498,7 +487,6 @@ async fn offset_delete_refuses_subscribed_topics() {
     assert_eq!(
         node.groups
             .delete_offsets("nobody", &[("t".into(), 0)])
-            .await
             .unwrap_err(),
         ResponseError::GroupIdNotFound
     );
@@ -561,5 +549,57 @@ async fn invalid_group_ids_and_unknown_members() {
     );
     let s = node.groups.sync_group("g", sync_req("x", 1, &[])).await;
     assert_eq!(s.error, Some(ResponseError::UnknownMemberId));
+    node.close();
+}
+
+#[tokio::test]
+async fn records_that_cannot_be_decoded_are_skipped_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    // A `__consumer_offsets` created without compaction (by hand, or by another tool) also
+    // accepts records without a key.
+    let broker = open_broker(dir.path(), &[]);
+    broker
+        .create_topic(OFFSETS_TOPIC, 4, 1, BTreeMap::new(), false)
+        .unwrap();
+    let p = partition_for("g", 4);
+    let partition = broker.partition(OFFSETS_TOPIC, p).unwrap();
+    let epoch = broker.image().topic(OFFSETS_TOPIC).unwrap().partitions[p as usize].leader_epoch;
+    // Valid offsets around a malformed key, a null key and unknown value versions.
+    let raw = crate::group::records::tests::mixed_records("g");
+    for chunk in [&raw[..3], &raw[3..]] {
+        let mut batch = crate::group::records::build_raw_batch(chunk, 1).unwrap();
+        partition.append(&mut batch, epoch).unwrap();
+    }
+    drop(partition);
+    drop(broker);
+
+    let node = open(dir.path(), &[]);
+    let offsets: Vec<(String, i32, i64)> = node
+        .groups
+        .fetch_offsets("g", None)
+        .unwrap()
+        .into_iter()
+        .map(|(t, p, v)| (t, p, v.unwrap().offset))
+        .collect();
+    assert_eq!(
+        offsets,
+        vec![("t".into(), 0, 5), ("t".into(), 1, 7), ("t".into(), 2, 9)]
+    );
+    // The group holds only offsets: its unreadable metadata record was skipped.
+    let described = node.groups.describe_group("g").unwrap().unwrap();
+    assert_eq!(described.state, GroupState::Empty);
+    // Writing after the skipped records works and survives another reopen.
+    let results = node
+        .groups
+        .commit_offsets(commit("g", "", -1, &[("t", 0, 11)]))
+        .unwrap();
+    assert_eq!(results, vec![Ok(())]);
+    node.close();
+    let node = open(dir.path(), &[]);
+    let fetched = node
+        .groups
+        .fetch_offsets("g", Some(&[("t".to_string(), 0)]))
+        .unwrap();
+    assert_eq!(fetched[0].2.as_ref().map(|v| v.offset), Some(11));
     node.close();
 }

@@ -395,10 +395,22 @@ impl CoordinatorRecord {
 /// Builds one uncompressed v2 record batch holding `records`, timestamped `now_ms`. The
 /// partition assigns the offsets when it appends the batch.
 pub fn build_batch(records: &[CoordinatorRecord], now_ms: i64) -> Result<Vec<u8>, CodecError> {
+    let raw: Vec<(Option<Bytes>, Option<Bytes>)> = records
+        .iter()
+        .map(|r| (Some(r.key().encode()), r.value_bytes()))
+        .collect();
+    build_raw_batch(&raw, now_ms)
+}
+
+/// One uncompressed v2 batch of already-encoded (key, value) pairs.
+pub(crate) fn build_raw_batch(
+    records: &[(Option<Bytes>, Option<Bytes>)],
+    now_ms: i64,
+) -> Result<Vec<u8>, CodecError> {
     let records: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(i, r)| Record {
+        .map(|(i, (key, value))| Record {
             transactional: false,
             control: false,
             delete_horizon: false,
@@ -407,10 +419,13 @@ pub fn build_batch(records: &[CoordinatorRecord], now_ms: i64) -> Result<Vec<u8>
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // The encoder starts a new batch wherever `offset - sequence` changes; counting
+            // up from -1 keeps every record in one batch whose base sequence is -1 (no
+            // producer id, so nothing reads the sequence).
+            sequence: i as i32 - 1,
             timestamp: now_ms,
-            key: Some(r.key().encode()),
-            value: r.value_bytes(),
+            key: key.clone(),
+            value: value.clone(),
             headers: Default::default(),
         })
         .collect();
@@ -427,13 +442,34 @@ pub fn build_batch(records: &[CoordinatorRecord], now_ms: i64) -> Result<Vec<u8>
     Ok(buf.to_vec())
 }
 
-/// Decodes the records of back-to-back v2 batches as read from the log. Returns the records
-/// (in log order) and the offset after the last batch, where the next read starts. Records of
-/// types we do not use are skipped; a record that cannot be decoded is an error, because
-/// silently skipping it could resurrect deleted state.
-pub fn decode_batches(mut buf: Bytes) -> Result<(Vec<CoordinatorRecord>, Option<i64>), CodecError> {
-    let mut out = Vec::new();
-    let mut next = None;
+/// A record [`decode_batches`] left out because it cannot be decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// The record's offset (the batch's base offset when the whole batch was unreadable).
+    pub offset: i64,
+    pub reason: CodecError,
+}
+
+/// What [`decode_batches`] read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decoded {
+    /// The records we use, in log order.
+    pub records: Vec<CoordinatorRecord>,
+    /// Records (or whole batches) that could not be decoded, for the caller to log.
+    pub skipped: Vec<Skipped>,
+    /// The offset after the last batch, where the next read starts.
+    pub next: Option<i64>,
+}
+
+/// Decodes the records of back-to-back v2 batches as read from the log. Records of types we
+/// do not use are dropped silently (transaction markers, newer record types). A record that
+/// cannot be decoded (no key, malformed key, unknown or malformed value) and a batch that
+/// cannot be decoded are left out and reported in [`Decoded::skipped`], so one bad record
+/// does not make the partition unloadable; the key it would have written keeps its earlier
+/// value. Only a framing error (a batch header that does not fit the data) is an error, since
+/// then the next batch cannot be found.
+pub fn decode_batches(mut buf: Bytes) -> Result<Decoded, CodecError> {
+    let mut out = Decoded::default();
     while buf.has_remaining() {
         let header = runnel_storage::batch::BatchHeader::new(&buf)
             .ok_or_else(|| err("truncated batch header"))?;
@@ -441,20 +477,34 @@ pub fn decode_batches(mut buf: Bytes) -> Result<(Vec<CoordinatorRecord>, Option<
             .total_size()
             .filter(|s| *s <= buf.len())
             .ok_or_else(|| err("batch length exceeds the data read"))?;
-        next = Some(header.base_offset() + i64::from(header.last_offset_delta()) + 1);
+        let base_offset = header.base_offset();
+        out.next = Some(base_offset + i64::from(header.last_offset_delta()) + 1);
         let mut batch = buf.split_to(size);
-        let set = RecordBatchDecoder::decode(&mut batch)
-            .map_err(|e| err(format!("cannot decode a record batch: {e}")))?;
+        let set = match RecordBatchDecoder::decode(&mut batch) {
+            Ok(set) => set,
+            Err(e) => {
+                out.skipped.push(Skipped {
+                    offset: base_offset,
+                    reason: err(format!("cannot decode a record batch: {e}")),
+                });
+                continue;
+            }
+        };
         for record in set.records {
             if record.control {
                 continue;
             }
-            if let Some(r) = CoordinatorRecord::decode(record.key, record.value)? {
-                out.push(r);
+            match CoordinatorRecord::decode(record.key, record.value) {
+                Ok(Some(r)) => out.records.push(r),
+                Ok(None) => {}
+                Err(reason) => out.skipped.push(Skipped {
+                    offset: record.offset,
+                    reason,
+                }),
             }
         }
     }
-    Ok((out, next))
+    Ok(out)
 }
 
 /// Topics a consumer subscribes to, from its `ConsumerProtocolSubscription` metadata (all
@@ -477,7 +527,7 @@ pub fn consumer_subscription_topics(metadata: &[u8]) -> Option<Vec<String>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -559,9 +609,13 @@ mod tests {
                 }
             }).collect();
             let batch = build_batch(&records, 42).unwrap();
-            let (decoded, next) = decode_batches(Bytes::from(batch)).unwrap();
-            prop_assert_eq!(decoded, records.clone());
-            prop_assert_eq!(next, Some(records.len() as i64));
+            let header = runnel_storage::batch::BatchHeader::new(&batch).unwrap();
+            prop_assert_eq!(header.total_size(), Some(batch.len()), "one batch");
+            prop_assert_eq!(header.base_sequence(), -1);
+            let decoded = decode_batches(Bytes::from(batch)).unwrap();
+            prop_assert_eq!(decoded.records, records.clone());
+            prop_assert!(decoded.skipped.is_empty());
+            prop_assert_eq!(decoded.next, Some(records.len() as i64));
         }
 
         #[test]
@@ -629,6 +683,86 @@ mod tests {
         key.put_i16(3);
         put_string(&mut key, "g");
         assert_eq!(RecordKey::decode(key.freeze()).unwrap(), None);
+    }
+
+    /// Raw (key, value) pairs between valid records: a malformed key, a null key, and
+    /// unknown value versions of known keys.
+    pub(crate) fn mixed_records(group: &str) -> Vec<(Option<Bytes>, Option<Bytes>)> {
+        let offset = |partition: i32, offset: i64| {
+            let r = CoordinatorRecord::Offset {
+                group: group.to_string(),
+                topic: "t".into(),
+                partition,
+                value: Some(OffsetValue {
+                    offset,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                    commit_timestamp: 1,
+                    expire_timestamp: None,
+                }),
+            };
+            (Some(r.key().encode()), r.value_bytes())
+        };
+        let key = |partition: i32| {
+            RecordKey::Offset {
+                group: group.to_string(),
+                topic: "t".into(),
+                partition,
+            }
+            .encode()
+        };
+        let mut future_value = BytesMut::new();
+        future_value.put_i16(99);
+        future_value.put_i64(1234);
+        let future_value = future_value.freeze();
+        vec![
+            offset(0, 5),
+            // Offset key v1 whose group string is cut short.
+            (
+                Some(Bytes::from_static(&[0, 1, 0, 9, b'x'])),
+                Some(Bytes::new()),
+            ),
+            (None, Some(Bytes::from_static(b"no key"))),
+            offset(1, 7),
+            // A newer OffsetCommitValue for a key that already has a value: the old one stays.
+            (Some(key(0)), Some(future_value.clone())),
+            (
+                Some(
+                    RecordKey::GroupMetadata {
+                        group: group.to_string(),
+                    }
+                    .encode(),
+                ),
+                Some(future_value),
+            ),
+            offset(2, 9),
+        ]
+    }
+
+    #[test]
+    fn undecodable_records_are_skipped_and_reported() {
+        let raw = mixed_records("g");
+        let mut buf = build_raw_batch(&raw[..3], 1).unwrap();
+        buf.extend(build_raw_batch(&raw[3..], 1).unwrap());
+        // The second batch as the log would hold it: offsets 3.. (the first holds 0..=2).
+        let second = buf.len() - build_raw_batch(&raw[3..], 1).unwrap().len();
+        buf[second..second + 8].copy_from_slice(&3i64.to_be_bytes());
+        let decoded = decode_batches(Bytes::from(buf)).unwrap();
+        let offsets: Vec<(i32, i64)> = decoded
+            .records
+            .iter()
+            .map(|r| match r {
+                CoordinatorRecord::Offset {
+                    partition, value, ..
+                } => (*partition, value.as_ref().unwrap().offset),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(offsets, vec![(0, 5), (1, 7), (2, 9)]);
+        let skipped: Vec<i64> = decoded.skipped.iter().map(|s| s.offset).collect();
+        assert_eq!(skipped, vec![1, 2, 4, 5], "{:?}", decoded.skipped);
+        assert!(decoded.skipped[2].reason.0.contains("version 99"));
+        assert_eq!(decoded.next, Some(7));
     }
 
     #[test]

@@ -272,14 +272,17 @@ impl Member {
         self.sync_waiter.is_some()
     }
 
-    /// Whether the member's session has run out at `now`. Members parked in a rebalance count
-    /// as alive (they cannot heartbeat), except new members, whose JoinGroup is bounded by
-    /// [`NEW_MEMBER_JOIN_TIMEOUT_MS`].
+    /// When the member's session runs out, if it can. A member parked in a rebalance cannot
+    /// heartbeat, so its session is suspended (Kafka's `shouldKeepAlive`) and restarts when
+    /// its request is answered; a new member is the exception, its JoinGroup being bounded
+    /// by [`NEW_MEMBER_JOIN_TIMEOUT_MS`].
+    fn session_deadline(&self) -> Option<i64> {
+        let parked = self.is_awaiting_join() || self.is_awaiting_sync();
+        (self.is_new || !parked).then_some(self.heartbeat_deadline)
+    }
+
     fn session_expired(&self, now: i64) -> bool {
-        if now < self.heartbeat_deadline {
-            return false;
-        }
-        self.is_new || !(self.is_awaiting_join() || self.is_awaiting_sync())
+        self.session_deadline().is_some_and(|d| now >= d)
     }
 }
 
@@ -428,7 +431,8 @@ impl Group {
         self.protocol.as_deref()
     }
 
-    pub fn leader(&self) -> Option<&str> {
+    #[cfg(test)]
+    pub(crate) fn leader(&self) -> Option<&str> {
         self.leader.as_deref()
     }
 
@@ -436,19 +440,23 @@ impl Group {
         self.members.values()
     }
 
-    pub fn member(&self, member_id: &str) -> Option<&Member> {
+    #[cfg(test)]
+    pub(crate) fn member(&self, member_id: &str) -> Option<&Member> {
         self.members.get(member_id)
     }
 
-    pub fn has_member(&self, member_id: &str) -> bool {
+    #[cfg(test)]
+    pub(crate) fn has_member(&self, member_id: &str) -> bool {
         self.members.contains_key(member_id)
     }
 
-    pub fn is_pending_member(&self, member_id: &str) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_pending_member(&self, member_id: &str) -> bool {
         self.pending_members.contains_key(member_id)
     }
 
-    pub fn static_member_id(&self, group_instance_id: &str) -> Option<&str> {
+    #[cfg(test)]
+    pub(crate) fn static_member_id(&self, group_instance_id: &str) -> Option<&str> {
         self.static_members
             .get(group_instance_id)
             .map(String::as_str)
@@ -459,10 +467,6 @@ impl Group {
         self.state == GroupState::Empty
             && self.members.is_empty()
             && self.pending_members.is_empty()
-    }
-
-    pub fn state_timestamp(&self) -> Option<i64> {
-        self.state_timestamp
     }
 
     pub fn offsets(&self) -> &BTreeMap<(String, i32), OffsetValue> {
@@ -944,6 +948,7 @@ impl Group {
                 if let Some(m) = self.members.get_mut(new_id) {
                     m.join_waiter = None;
                 }
+                self.refresh_heartbeat(new_id, now);
                 fx.joins.push((
                     waiter,
                     JoinResult::error(new_id, ResponseError::UnknownMemberId),
@@ -1337,6 +1342,9 @@ impl Group {
                     // The member moved on (fenced again, left); its request was answered then.
                     return fx;
                 }
+                if result.is_ok() {
+                    self.refresh_heartbeat(&s.new_member_id, now);
+                }
                 match result {
                     Err(e) => {
                         self.update_member(
@@ -1496,7 +1504,11 @@ impl Group {
         let join = self.join_timer.map(|t| match t {
             JoinTimer::Initial { deadline, .. } | JoinTimer::Rebalance { deadline } => deadline,
         });
-        let sessions = self.members.values().map(|m| m.heartbeat_deadline).min();
+        let sessions = self
+            .members
+            .values()
+            .filter_map(Member::session_deadline)
+            .min();
         let pending = self.pending_members.values().copied().min();
         [join, sessions, pending, self.pending_sync_deadline]
             .into_iter()

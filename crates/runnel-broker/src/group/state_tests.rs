@@ -963,3 +963,118 @@ fn next_deadline_tracks_the_earliest_timer() {
         Some(100 + i64::from(REBALANCE).min(i64::from(SESSION)))
     );
 }
+
+#[test]
+fn parked_joins_do_not_keep_the_timer_due_during_a_long_rebalance() {
+    let mut g = stable_two(0);
+    // The leader rejoins with a 5-minute rebalance timeout and parks; m2 has not rejoined yet
+    // but keeps heartbeating (it is busy processing, as a slow consumer is).
+    let fx = g.join(
+        JoinRequest {
+            rebalance_timeout_ms: 300_000,
+            ..req("m1")
+        },
+        20,
+        "unused",
+        1_000,
+    );
+    assert!(fx.joins.is_empty());
+    assert_eq!(g.state(), GroupState::PreparingRebalance);
+    // m1's last heartbeat was at 0: its session would have lapsed at SESSION.
+    let mut now = 6_000;
+    while now < 300_000 {
+        assert_eq!(
+            g.heartbeat("m2", None, 2, now),
+            Err(ResponseError::RebalanceInProgress)
+        );
+        let deadline = g.next_deadline().unwrap();
+        assert!(
+            deadline > now,
+            "next deadline {deadline} is not after now {now}: the group would be polled on every tick"
+        );
+        let fx = g.poll(now);
+        assert!(fx.joins.is_empty() && fx.syncs.is_empty(), "{fx:?}");
+        assert!(g.has_member("m1"), "a parked member's session is suspended");
+        now += 6_000;
+    }
+    // The rebalance timeout ends the join phase: m2 never rejoined and is dropped, m1 leads
+    // generation 3 and gets a fresh session from then.
+    let fx = g.poll(301_000);
+    let r = only_join(&fx, 20);
+    assert_eq!((r.error, r.generation_id), (None, 3));
+    assert!(!g.has_member("m2"));
+    assert_eq!(g.member("m1").unwrap().heartbeat_deadline, 301_000 + 10_000);
+}
+
+#[test]
+fn parked_syncs_do_not_keep_the_timer_due_and_restart_the_session_when_answered() {
+    let mut g = stable_two(0);
+    let _ = g.join(
+        JoinRequest {
+            rebalance_timeout_ms: 300_000,
+            ..req("m1")
+        },
+        30,
+        "unused",
+        1_000,
+    );
+    let fx = g.join(req("m2"), 31, "unused", 1_000);
+    assert_eq!(only_join(&fx, 30).generation_id, 3);
+    assert_eq!(g.state(), GroupState::CompletingRebalance);
+    // The follower parks in SyncGroup; the leader takes minutes to assign, heartbeating.
+    let fx = g.sync(sync_req("m2", 3, &[]), 32, 1_000);
+    assert!(fx.syncs.is_empty());
+    for now in (7_000..200_000).step_by(6_000) {
+        assert_eq!(g.heartbeat("m1", None, 3, now), Ok(()));
+        let deadline = g.next_deadline().unwrap();
+        assert!(deadline > now, "next deadline {deadline} <= now {now}");
+        let fx = g.poll(now);
+        assert!(fx.joins.is_empty() && fx.syncs.is_empty(), "{fx:?}");
+    }
+    let fx = persist_op(
+        &mut g,
+        |g| {
+            g.sync(
+                sync_req("m1", 3, &[("m1", "a1"), ("m2", "a2")]),
+                33,
+                200_000,
+            )
+        },
+        200_000,
+    );
+    assert_eq!(only_sync(&fx, 32).assignment, Bytes::from_static(b"a2"));
+    assert_eq!(g.state(), GroupState::Stable);
+    // Answered: m2's session runs again, from now.
+    assert_eq!(
+        g.member("m2").unwrap().heartbeat_deadline,
+        200_000 + i64::from(SESSION)
+    );
+    assert!(g.next_deadline().unwrap() > 200_000);
+}
+
+#[test]
+fn simple_commits_into_an_empty_group_ignore_the_member_id() {
+    // Kafka (GroupCoordinator.validateOffsetCommit, ClassicGroup.validateOffsetCommit) accepts
+    // any generation -1 commit into an Empty group before it looks at the member id.
+    let mut g = Group::new("g", limits(0), 0);
+    assert_eq!(g.validate_offset_commit("someone", None, -1, 0), Ok(()));
+    assert_eq!(
+        g.validate_offset_commit("someone", Some("i1"), -1, 0),
+        Ok(())
+    );
+    // A generation >= 0 is checked against the members.
+    assert_eq!(
+        g.validate_offset_commit("someone", None, 0, 0),
+        Err(ResponseError::UnknownMemberId)
+    );
+    // Once the group has members, generation -1 commits must name one.
+    let mut g = stable_one(0);
+    assert_eq!(
+        g.validate_offset_commit("someone", None, -1, 1),
+        Err(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(
+        g.validate_offset_commit("m1", None, -1, 1),
+        Err(ResponseError::IllegalGeneration)
+    );
+}

@@ -57,6 +57,8 @@ impl Replayed {
 }
 
 /// Reads the partition from its log start to its high watermark and replays every record.
+/// A record that cannot be decoded is logged and skipped (the state its key had before stays),
+/// so one bad record does not keep the partition's groups from loading.
 pub(crate) fn replay_partition(partition: &Partition) -> Result<Replayed, BrokerError> {
     let mut replayed = Replayed::default();
     let mut offset = partition.log_start_offset()?;
@@ -73,11 +75,20 @@ pub(crate) fn replay_partition(partition: &Partition) -> Result<Replayed, Broker
         if read.records.is_empty() {
             break;
         }
-        let (records, next) = decode_batches(read.records).map_err(|e| corrupt(e.to_string()))?;
-        for record in records {
+        let decoded = decode_batches(read.records).map_err(|e| corrupt(e.to_string()))?;
+        for skipped in &decoded.skipped {
+            tracing::warn!(
+                topic = partition.topic(),
+                partition = partition.index(),
+                offset = skipped.offset,
+                reason = %skipped.reason,
+                "skipping a record that cannot be decoded while loading group state"
+            );
+        }
+        for record in decoded.records {
             replayed.apply(record);
         }
-        match next {
+        match decoded.next {
             Some(next) if next > offset => offset = next,
             _ => return Err(corrupt(format!("no progress reading at offset {offset}"))),
         }

@@ -18,7 +18,7 @@ pub(crate) async fn handle(
         .iter()
         .map(|g| g.as_str().to_string())
         .collect();
-    let results = ctx.groups.delete_groups(&names).await;
+    let results = ctx.groups.delete_groups(&names);
     let results = request
         .groups_names
         .into_iter()

@@ -187,7 +187,10 @@ async fn every_group_api_version_round_trips() {
             } else {
                 response.error_code
             };
-            assert_eq!(code, ResponseError::TransactionalIdAuthorizationFailed.code());
+            assert_eq!(
+                code,
+                ResponseError::TransactionalIdAuthorizationFailed.code()
+            );
         }
     }
 

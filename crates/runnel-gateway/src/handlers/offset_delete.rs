@@ -31,11 +31,7 @@ pub(crate) async fn handle(
             }
         }
     }
-    let results = match ctx
-        .groups
-        .delete_offsets(request.group_id.as_str(), &known)
-        .await
-    {
+    let results = match ctx.groups.delete_offsets(request.group_id.as_str(), &known) {
         Ok(results) => results,
         Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
     };

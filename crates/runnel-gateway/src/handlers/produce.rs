@@ -78,8 +78,13 @@ pub(crate) async fn handle(
             Some(name) if is_internal_topic(name) => {
                 tracing::warn!(topic = %name, client, "produce to an internal topic refused");
                 for p in &topic.partition_data {
-                    let msg = format!("'{name}' is an internal topic; only the broker writes to it");
-                    partitions.push(partition_error(p.index, ResponseError::InvalidTopicException, Some(msg)));
+                    let msg =
+                        format!("'{name}' is an internal topic; only the broker writes to it");
+                    partitions.push(partition_error(
+                        p.index,
+                        ResponseError::InvalidTopicException,
+                        Some(msg),
+                    ));
                 }
             }
             Some(name) => {
