@@ -1,0 +1,155 @@
+//! Brokers (Kafka's `ClusterControlManager`): the cluster id, registration, fencing and
+//! unfencing. Liveness itself (heartbeats, the session timeout) is the active controller's
+//! job; it proposes FenceBroker / UnfenceBroker, and this module only replays them.
+
+use uuid::Uuid;
+
+use crate::command::CommandResult;
+use crate::error::ControllerError;
+use crate::image::{BrokerInfo, MetadataImage};
+use crate::replication;
+
+pub(crate) fn init_cluster(
+    image: &mut MetadataImage,
+    cluster_id: &str,
+) -> Result<CommandResult, ControllerError> {
+    if cluster_id.is_empty() {
+        return Err(ControllerError::InvalidRequest(
+            "the cluster id is empty".to_string(),
+        ));
+    }
+    if !image.cluster_id.is_empty() && image.cluster_id != cluster_id {
+        return Err(ControllerError::InconsistentClusterId(format!(
+            "the cluster id is already {}, not {cluster_id}",
+            image.cluster_id
+        )));
+    }
+    image.cluster_id = cluster_id.to_string();
+    Ok(CommandResult::ClusterInitialized {
+        cluster_id: cluster_id.to_string(),
+    })
+}
+
+/// The fields of a RegisterBroker command.
+pub(crate) struct Registration<'a> {
+    pub(crate) id: i32,
+    pub(crate) incarnation: Uuid,
+    pub(crate) host: &'a str,
+    pub(crate) port: i32,
+    pub(crate) rpc_address: &'a str,
+    pub(crate) rack: Option<&'a str>,
+}
+
+pub(crate) fn register_broker(
+    image: &mut MetadataImage,
+    reg: Registration<'_>,
+) -> Result<CommandResult, ControllerError> {
+    let invalid = |why: String| {
+        Err(ControllerError::InvalidRequest(format!(
+            "cannot register broker {}: {why}",
+            reg.id
+        )))
+    };
+    if reg.id < 0 {
+        return invalid("broker ids are not negative".to_string());
+    }
+    if reg.host.is_empty() {
+        return invalid("the host is empty".to_string());
+    }
+    if !(1..=65535).contains(&reg.port) {
+        return invalid(format!("port {} is out of range", reg.port));
+    }
+    if reg.rpc_address.is_empty() {
+        return invalid("the RPC address is empty".to_string());
+    }
+    if reg.rack == Some("") {
+        return invalid("the rack is an empty string (leave it unset instead)".to_string());
+    }
+
+    let addresses = |b: &mut BrokerInfo| {
+        b.host = reg.host.to_string();
+        b.port = reg.port;
+        b.rpc_address = reg.rpc_address.to_string();
+        b.rack = reg.rack.map(str::to_string);
+    };
+    if let Some(existing) = image.brokers.get_mut(&reg.id) {
+        if existing.incarnation == reg.incarnation {
+            // A retry from the same process: keep its epoch and fencing state.
+            addresses(existing);
+            return Ok(CommandResult::BrokerRegistered {
+                broker_id: reg.id,
+                broker_epoch: existing.epoch,
+                changed: Vec::new(),
+            });
+        }
+    }
+
+    // A new broker, or a restart: the old incarnation may have lost unflushed records, so it
+    // leaves every ISR it can leave and leads nothing.
+    let mut changed = Vec::new();
+    if let Some(existing) = image.brokers.get_mut(&reg.id) {
+        if !existing.fenced {
+            existing.fenced = true;
+            changed = replication::fence_out(image, reg.id);
+        }
+    }
+    let epoch = image.next_broker_epoch;
+    image.next_broker_epoch += 1;
+    let mut broker = BrokerInfo {
+        id: reg.id,
+        host: String::new(),
+        port: 0,
+        rpc_address: String::new(),
+        rack: None,
+        incarnation: reg.incarnation,
+        fenced: true,
+        epoch,
+    };
+    addresses(&mut broker);
+    image.brokers.insert(reg.id, broker);
+    Ok(CommandResult::BrokerRegistered {
+        broker_id: reg.id,
+        broker_epoch: epoch,
+        changed,
+    })
+}
+
+fn registered(image: &mut MetadataImage, id: i32) -> Result<&mut BrokerInfo, ControllerError> {
+    image.brokers.get_mut(&id).ok_or_else(|| {
+        ControllerError::BrokerNotAvailable(format!("broker {id} is not registered"))
+    })
+}
+
+pub(crate) fn fence_broker(
+    image: &mut MetadataImage,
+    id: i32,
+) -> Result<CommandResult, ControllerError> {
+    let broker = registered(image, id)?;
+    let changed = if broker.fenced {
+        Vec::new()
+    } else {
+        broker.fenced = true;
+        replication::fence_out(image, id)
+    };
+    Ok(CommandResult::BrokerFenced {
+        broker_id: id,
+        changed,
+    })
+}
+
+pub(crate) fn unfence_broker(
+    image: &mut MetadataImage,
+    id: i32,
+) -> Result<CommandResult, ControllerError> {
+    let broker = registered(image, id)?;
+    let changed = if broker.fenced {
+        broker.fenced = false;
+        replication::elect_leaderless(image, None)
+    } else {
+        Vec::new()
+    };
+    Ok(CommandResult::BrokerUnfenced {
+        broker_id: id,
+        changed,
+    })
+}
