@@ -3,6 +3,11 @@
 //! [`KafkaCodec`], which lists a batch's keys and rewrites a batch keeping some of its records,
 //! for every compression codec, plus the produce-time rule of compacted topics
 //! ([`reject_null_keys`]).
+//!
+//! Kafka-compatible readers must accept empty batches (`recordsCount` 0) in a compacted log:
+//! the cleaner keeps an idempotent producer's last batch that way when all its records are
+//! removed. The group coordinator's `__consumer_offsets` batches carry no producer id, so
+//! that log never has any.
 
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::compression::{self as codec, Compressor, Decompressor};
@@ -40,24 +45,70 @@ impl CompactionCodec for KafkaCodec {
 }
 
 /// Kafka's rule for compacted topics: every record needs a key. Checks every batch of a
-/// produce request (decompressing as needed); only compacted topics pay for it. A batch that
-/// cannot be decoded at all is left to the log's own validation (CORRUPT_MESSAGE).
+/// produce request (decompressing as needed); only compacted topics pay for it. Meant to run
+/// before the log is locked, so it reads the records straight from the buffer without a CRC
+/// check (the log's validation does that once, on append): only when a batch looks bad (a
+/// null key, or records that cannot be parsed) is the CRC checked, so a corrupt batch is
+/// reported as CORRUPT_MESSAGE rather than as a null key.
 pub fn reject_null_keys(batches: &[u8]) -> Result<(), BrokerError> {
-    batch::validate_batches(batches)?;
-    let mut buf = Bytes::copy_from_slice(batches);
-    while buf.has_remaining() {
-        let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| {
-            StorageError::InvalidRecord(format!("cannot decode a record batch: {e}"))
-        })?;
-        if let Some(r) = set.records.iter().find(|r| r.key.is_none() && !r.control) {
-            return Err(StorageError::InvalidRecord(format!(
-                "compacted topic cannot accept a record without a key (offset delta {})",
-                r.offset
-            ))
-            .into());
+    let mut pos = 0;
+    while pos < batches.len() {
+        let rest = &batches[pos..];
+        let Some(size) = BatchHeader::new(rest)
+            .and_then(|h| h.total_size())
+            .filter(|&s| s <= rest.len())
+        else {
+            // Bad framing: the log's validation rejects it with the right error.
+            return Ok(());
+        };
+        let one = &rest[..size];
+        pos += size;
+        let h = BatchHeader::new(one).expect("framed above");
+        if h.attributes() & CONTROL_BIT != 0 {
+            continue;
         }
+        let problem = match first_null_key(one) {
+            Ok(None) => continue,
+            Ok(Some(delta)) => StorageError::InvalidRecord(format!(
+                "compacted topic cannot accept a record without a key (offset delta {delta})"
+            )),
+            Err(e) => StorageError::InvalidRecord(format!("cannot decode a record batch: {e}")),
+        };
+        batch::validate_batches(one)?;
+        return Err(problem.into());
     }
     Ok(())
+}
+
+/// Offset delta of the first record of `batch` (one whole, non-control batch) whose key is
+/// null, reading only each record's length, attributes, deltas and key length.
+fn first_null_key(batch: &[u8]) -> Result<Option<i64>, String> {
+    let h = BatchHeader::new(batch).ok_or("batch shorter than its header")?;
+    let raw = decompress(
+        h.attributes() & COMPRESSION_MASK,
+        Bytes::copy_from_slice(&batch[HEADER_LEN..]),
+    )?;
+    let mut pos = 0;
+    for _ in 0..h.records_count() {
+        let len =
+            usize::try_from(read_varlong(&raw, &mut pos)?).map_err(|_| "negative record length")?;
+        let end = pos
+            .checked_add(len)
+            .filter(|&e| e <= raw.len())
+            .ok_or("record runs past the batch")?;
+        pos += 1; // record attributes
+        read_varlong(&raw, &mut pos)?; // timestamp delta
+        let offset_delta = read_varlong(&raw, &mut pos)?;
+        let key_len = read_varlong(&raw, &mut pos)?;
+        if pos > end {
+            return Err("record header runs past the record".into());
+        }
+        if key_len < 0 {
+            return Ok(Some(offset_delta));
+        }
+        pos = end;
+    }
+    Ok(None)
 }
 
 fn decompress(codec_id: i16, mut data: Bytes) -> Result<Bytes, String> {
@@ -306,6 +357,194 @@ mod tests {
             reject_null_keys(&bad),
             Err(BrokerError::Storage(StorageError::CorruptBatch(_)))
         ));
+    }
+
+    #[test]
+    fn a_corrupt_batch_is_corrupt_not_keyless() {
+        // A keyless record whose batch CRC is wrong: CORRUPT_MESSAGE, as the log would say.
+        let mut bad = encode(&[(None, Some("1"))], Compression::None);
+        bad[batch::CRC_OFF] ^= 1;
+        assert!(matches!(
+            reject_null_keys(&bad),
+            Err(BrokerError::Storage(StorageError::CorruptBatch(_)))
+        ));
+        // Unparseable records with a valid CRC: INVALID_RECORD.
+        let mut garbled = encode(&[(Some("a"), Some("1"))], Compression::None);
+        garbled[HEADER_LEN] = 0x7f; // record length past the batch
+        let crc = batch::compute_crc(&garbled);
+        garbled[CRC_OFF..CRC_OFF + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            reject_null_keys(&garbled),
+            Err(BrokerError::Storage(StorageError::InvalidRecord(_)))
+        ));
+        // Control batches and bad framing are left to the log.
+        reject_null_keys(&bad[..30]).unwrap();
+    }
+
+    /// A replica manager with a compacted topic "c" (small segments) and a plain one.
+    fn compacted_manager(
+        dir: &std::path::Path,
+        config: crate::config::BrokerConfig,
+    ) -> crate::replica_manager::ReplicaManager {
+        use crate::metadata::BrokerInfo;
+        let rm = crate::replica_manager::ReplicaManager::open(
+            dir,
+            BrokerInfo {
+                id: 1,
+                host: "127.0.0.1".into(),
+                port: 9092,
+                rack: None,
+            },
+            config,
+        )
+        .unwrap();
+        let configs = [
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "400"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        rm.create_topic("c", 1, 1, configs, false).unwrap();
+        rm.create_topic("plain", 1, 1, Default::default(), false)
+            .unwrap();
+        rm
+    }
+
+    /// Thirty single-record, non-idempotent batches alternating keys "a" and "b".
+    fn fill_ab(p: &crate::replica_manager::Partition) {
+        for i in 0..30 {
+            // Not idempotent (encode()'s batches all carry one producer sequence).
+            let mut b = runnel_storage::batch::testing::build_batch_with(
+                &runnel_storage::batch::testing::BatchSpec {
+                    base_timestamp: T0,
+                    records: vec![runnel_storage::batch::testing::TestRecord {
+                        key: Some(["a", "b"][i % 2].as_bytes().to_vec()),
+                        value: Some(format!("v{i}").into_bytes()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            );
+            p.append(&mut b, 0).unwrap();
+        }
+    }
+
+    /// The partition path: null keys are refused on compacted topics only, before the log
+    /// is touched, and `Partition::compact` cleans through plan / execute / install.
+    #[test]
+    fn compacted_topic_partition_rejects_null_keys_and_compacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let rm = compacted_manager(dir.path(), Default::default());
+        let c = rm.partition("c", 0).unwrap();
+        let plain = rm.partition("plain", 0).unwrap();
+        let mut keyless = encode(
+            &[(Some("a"), Some("1")), (None, Some("2"))],
+            Compression::Lz4,
+        );
+        let err = c.append(&mut keyless.clone(), 0).unwrap_err();
+        assert!(
+            matches!(err, BrokerError::Storage(StorageError::InvalidRecord(_))),
+            "{err}"
+        );
+        assert_eq!(c.log_end_offset().unwrap(), 0);
+        plain.append(&mut keyless, 0).unwrap();
+        fill_ab(&c);
+        let before = c.size_bytes().unwrap();
+        assert_eq!(rm.run_compaction(), 1);
+        assert!(c.size_bytes().unwrap() < before);
+        let records = decode_all(&c.read(0, usize::MAX, true).unwrap().records);
+        assert_eq!(records.last().unwrap().value.as_deref(), Some(&b"v29"[..]));
+    }
+
+    /// The cleaner runs as its own task under `run_maintenance` and stops with it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_cleaner_task_compacts_and_stops_on_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            crate::config::BrokerConfig::from_pairs([("log.cleaner.backoff.ms", "100")]).unwrap();
+        let rm = std::sync::Arc::new(compacted_manager(dir.path(), config));
+        let c = rm.partition("c", 0).unwrap();
+        fill_ab(&c);
+        let before = c.size_bytes().unwrap();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let maintenance = tokio::spawn(rm.clone().run_maintenance(rx));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while c.size_bytes().unwrap() >= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cleaner never ran"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        tx.send(true).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), maintenance)
+            .await
+            .expect("maintenance stops at shutdown")
+            .unwrap();
+    }
+
+    /// An idempotent producer whose records were all compacted away keeps its last batch as
+    /// an empty batch, so producer state rebuilt from the log still knows its sequence.
+    #[test]
+    fn producer_state_survives_compaction_through_an_empty_batch() {
+        use crate::producer_state::ProducerStateManager;
+        use runnel_storage::batch::testing::{build_batch_with, BatchSpec, TestRecord};
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 300,
+            cleanup_compact: true,
+            cleanup_delete: false,
+            min_cleanable_dirty_ratio: 0.0,
+            ..LogConfig::default()
+        };
+        let mut log = PartitionLog::open(dir.path(), config, T0).unwrap();
+        let rec = |k: &str, v: &str| TestRecord {
+            key: Some(k.as_bytes().to_vec()),
+            value: Some(v.as_bytes().to_vec()),
+            ..TestRecord::default()
+        };
+        let mut put = |pid: i64, seq: i32, records: Vec<TestRecord>| {
+            let mut b = build_batch_with(&BatchSpec {
+                base_timestamp: T0,
+                producer_id: pid,
+                producer_epoch: if pid >= 0 { 3 } else { -1 },
+                base_sequence: if pid >= 0 { seq } else { -1 },
+                records,
+                ..BatchSpec::default()
+            });
+            log.append(&mut b, 0, T0).unwrap()
+        };
+        put(42, 0, vec![rec("a", "1"), rec("b", "1")]);
+        let last = put(42, 2, vec![rec("a", "2"), rec("c", "2")]);
+        put(-1, 0, vec![rec("a", "x"), rec("b", "x"), rec("c", "x")]);
+        for i in 0..20 {
+            put(-1, 0, vec![rec(&format!("u{i}"), "filler")]);
+        }
+        let rebuilt = |log: &PartitionLog| {
+            let state = ProducerStateManager::load(log, i64::MAX);
+            let e = state.entry(42).expect("producer 42 known").clone();
+            let b = *e.batches.back().unwrap();
+            (e.epoch, b.last_seq, b.first_offset, b.last_offset)
+        };
+        let expected = (3, 3, last.base_offset, last.last_offset);
+        assert_eq!(rebuilt(&log), expected);
+        let hw = log.log_end_offset();
+        let stats = log.compact(T0, hw, &KafkaCodec).unwrap();
+        assert_eq!(stats.batches_emptied, 1, "{stats:?}");
+        // No record of producer 42 is left, but its last batch header is.
+        let all = log.read(0, usize::MAX, i64::MAX, true).unwrap().records;
+        assert!(decode_all(&all).iter().all(|r| r.producer_id != 42));
+        let infos = RecordBatchDecoder::decode_batch_info(&mut all.clone()).unwrap();
+        let empty: Vec<_> = infos.iter().filter(|b| b.producer_id == 42).collect();
+        assert_eq!(empty.len(), 1);
+        assert_eq!(
+            (empty[0].record_count, empty[0].min_offset),
+            (0, last.base_offset)
+        );
+        // Rebuilt from the compacted log (no snapshot exists), the state is unchanged.
+        assert_eq!(rebuilt(&log), expected);
     }
 
     /// Real gzip and zstd batches through the storage cleaner with this codec.

@@ -73,10 +73,13 @@ impl Partition {
     /// returns the original offsets with `record_count == 0`; an old epoch or a sequence gap
     /// is an error. Batches without a producer id only pay a header read.
     pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, BrokerError> {
+        // Compacted topics need a key on every record. The records are decoded here, before
+        // the log is locked for the append (only the config flag is read under the lock);
+        // the CRC is left to the log's own validation.
+        if self.with_log(|log| Ok(log.config().cleanup_compact))? {
+            crate::compaction::reject_null_keys(batches)?;
+        }
         let info = self.with_log(|log| {
-            if log.config().cleanup_compact {
-                crate::compaction::reject_null_keys(batches)?;
-            }
             let now = now_ms();
             let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
             let headers = producer_batches(batches);
@@ -192,17 +195,21 @@ impl Partition {
         self.with_log(|log| Ok(log.size_bytes()))
     }
 
-    /// Runs one log-cleaner pass if the topic is compacted and one is due. The log is held for
-    /// the whole pass (appends and fetches of this partition wait); records at or above the
-    /// high watermark are neither cleaned nor used to supersede older ones.
+    /// Runs one log-cleaner pass if the topic is compacted and one is due. The log is locked
+    /// only to plan the pass and to swap its result in; the reading, decoding and writing of
+    /// cleaned segments happens without it, so appends and fetches of this partition go on
+    /// meanwhile (see `runnel_storage::compaction`). Records at or above the high watermark
+    /// are neither cleaned nor used to supersede older ones. Call on a blocking thread.
     pub fn compact(&self) -> Result<runnel_storage::CompactionStats, BrokerError> {
         let hw = self.high_watermark();
-        self.with_log(|log| {
-            if !log.config().cleanup_compact {
-                return Ok(runnel_storage::CompactionStats::default());
-            }
-            Ok(log.compact(now_ms(), hw, &crate::compaction::KafkaCodec)?)
-        })
+        let plan = self.with_log(|log| {
+            Ok(log.compaction_plan(now_ms(), hw, runnel_storage::DEFAULT_MAX_MAP_KEYS)?)
+        })?;
+        let Some(plan) = plan else {
+            return Ok(runnel_storage::CompactionStats::default());
+        };
+        let cleaned = plan.execute(&crate::compaction::KafkaCodec)?;
+        self.with_log(|log| Ok(log.install(cleaned)?))
     }
 }
 
@@ -588,16 +595,27 @@ impl ReplicaManager {
         }
     }
 
-    /// Runs retention and timed flushes until `shutdown` fires. The sweeps do blocking file
-    /// work, so they run on the blocking pool.
     /// One log-cleaner sweep: compacts, one partition at a time, every partition whose topic's
     /// cleanup.policy has `compact` and whose dirty ratio (or a tombstone's
     /// delete.retention.ms) says it is due. Returns how many partitions were cleaned.
     pub fn run_compaction(&self) -> usize {
+        self.compact_partitions(&|| false)
+    }
+
+    /// [`Self::run_compaction`], stopping between partitions once `stop` says so.
+    fn compact_partitions(&self, stop: &dyn Fn() -> bool) -> usize {
         let mut cleaned = 0;
         for partition in self.all_partitions() {
+            if stop() {
+                break;
+            }
             let started = std::time::Instant::now();
             match partition.compact() {
+                Ok(s) if s.discarded => tracing::info!(
+                    topic = partition.topic,
+                    partition = partition.index,
+                    "log cleaner pass discarded: the log changed meanwhile; retrying next time"
+                ),
                 Ok(s) if s.cleaned => {
                     cleaned += 1;
                     tracing::info!(
@@ -609,6 +627,7 @@ impl ReplicaManager {
                         tombstones_removed = s.tombstones_removed,
                         batches_rewritten = s.batches_rewritten,
                         batches_removed = s.batches_removed,
+                        batches_emptied = s.batches_emptied,
                         segments_rewritten = s.segments_rewritten,
                         segments_deleted = s.segments_deleted,
                         keys = s.keys,
@@ -618,6 +637,8 @@ impl ReplicaManager {
                     );
                 }
                 Ok(_) => {}
+                // Deleted while the pass ran.
+                Err(BrokerError::UnknownPartition { .. }) => {}
                 Err(e) => tracing::warn!(
                     topic = partition.topic,
                     partition = partition.index,
@@ -629,11 +650,15 @@ impl ReplicaManager {
         cleaned
     }
 
+    /// Runs retention and timed flushes until `shutdown` fires. The sweeps do blocking file
+    /// work, so they run on the blocking pool. The log cleaner is a task of its own (one
+    /// partition at a time, on the blocking pool) so a long pass never delays retention or
+    /// flush.ms; it stops at the same signal, after the partition it is cleaning.
     pub async fn run_maintenance(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let cleaner_every = Duration::from_millis(self.config.log_cleaner_backoff_ms().max(100));
-        let mut cleaner_tick = tokio::time::interval(cleaner_every);
-        cleaner_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let cleaner_on = self.config.log_cleaner_enable();
+        let cleaner = self.config.log_cleaner_enable().then(|| {
+            let every = Duration::from_millis(self.config.log_cleaner_backoff_ms().max(100));
+            tokio::spawn(self.clone().run_cleaner(every, shutdown.clone()))
+        });
         let retention_every =
             Duration::from_millis(self.config.retention_check_interval_ms().max(100));
         let mut flush_tick = tokio::time::interval(Duration::from_secs(1));
@@ -654,9 +679,27 @@ impl ReplicaManager {
                         }
                     }
                 }
-                _ = cleaner_tick.tick(), if cleaner_on => {
+                _ = shutdown.changed() => break,
+            }
+        }
+        if let Some(cleaner) = cleaner {
+            let _ = cleaner.await;
+        }
+    }
+
+    /// The log cleaner's loop: a sweep every `every` until `shutdown` fires.
+    async fn run_cleaner(self: Arc<Self>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
                     let me = self.clone();
-                    let _ = tokio::task::spawn_blocking(move || me.run_compaction()).await;
+                    let stop = shutdown.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        me.compact_partitions(&|| *stop.borrow())
+                    })
+                    .await;
                 }
                 _ = shutdown.changed() => break,
             }

@@ -174,7 +174,11 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
 
 /// Validates one complete batch that starts at `buf[0]` and is exactly
 /// `buf.len()` bytes long (the caller already checked the length field).
-fn check_batch(batch: &[u8], position: usize) -> Result<BatchInfo, StorageError> {
+fn check_batch(
+    batch: &[u8],
+    position: usize,
+    allow_empty: bool,
+) -> Result<BatchInfo, StorageError> {
     let h = BatchHeader::new(batch).ok_or_else(|| {
         StorageError::CorruptBatch(format!("batch at byte {position} shorter than a header"))
     })?;
@@ -197,7 +201,7 @@ fn check_batch(batch: &[u8], position: usize) -> Result<BatchInfo, StorageError>
             h.attributes() & COMPRESSION_MASK
         )));
     }
-    if h.records_count() < 1 {
+    if h.records_count() < i32::from(!allow_empty) {
         return Err(StorageError::CorruptBatch(format!(
             "batch at byte {position} has recordsCount {}",
             h.records_count()
@@ -217,6 +221,18 @@ fn check_batch(batch: &[u8], position: usize) -> Result<BatchInfo, StorageError>
 /// one record. Returns one [`BatchInfo`] per batch, in order. An empty buffer
 /// is rejected because a produce request without records is malformed.
 pub fn validate_batches(buf: &[u8]) -> Result<Vec<BatchInfo>, StorageError> {
+    validate(buf, false)
+}
+
+/// [`validate_batches`] for batches already in a log (recovery scan, a follower copying its
+/// leader): also accepts a batch with `recordsCount` 0, which the log cleaner leaves behind as
+/// an idempotent producer's last batch when all its records were compacted away (Kafka does
+/// the same, so the producer's sequence and offset survive a rebuild from the log).
+pub fn validate_stored_batches(buf: &[u8]) -> Result<Vec<BatchInfo>, StorageError> {
+    validate(buf, true)
+}
+
+fn validate(buf: &[u8], allow_empty: bool) -> Result<Vec<BatchInfo>, StorageError> {
     if buf.is_empty() {
         return Err(StorageError::CorruptBatch("no record batches".into()));
     }
@@ -240,10 +256,29 @@ pub fn validate_batches(buf: &[u8]) -> Result<Vec<BatchInfo>, StorageError> {
                 rest.len()
             )));
         }
-        out.push(check_batch(&rest[..size], pos)?);
+        out.push(check_batch(&rest[..size], pos, allow_empty)?);
         pos += size;
     }
     Ok(out)
+}
+
+/// A header-only copy of `batch` (one whole batch) with `recordsCount` 0, as Kafka's cleaner
+/// writes when it must keep an idempotent producer's last batch but none of its records: base
+/// offset, lastOffsetDelta, leader epoch, producer id/epoch, base sequence and the
+/// transactional/control/timestamp-type bits are kept, compression is none, both timestamps
+/// are the batch's max timestamp, and the CRC is recomputed.
+pub fn empty_batch_like(batch: &[u8]) -> Vec<u8> {
+    let mut out = batch[..HEADER_LEN].to_vec();
+    let len = (HEADER_LEN - LOG_OVERHEAD) as i32;
+    out[LENGTH_OFF..LENGTH_OFF + 4].copy_from_slice(&len.to_be_bytes());
+    let attrs = be_i16(&out, ATTRIBUTES_OFF) & !COMPRESSION_MASK;
+    out[ATTRIBUTES_OFF..ATTRIBUTES_OFF + 2].copy_from_slice(&attrs.to_be_bytes());
+    let max_ts = be_i64(&out, MAX_TIMESTAMP_OFF);
+    out[BASE_TIMESTAMP_OFF..BASE_TIMESTAMP_OFF + 8].copy_from_slice(&max_ts.to_be_bytes());
+    out[RECORDS_COUNT_OFF..RECORDS_COUNT_OFF + 4].copy_from_slice(&0i32.to_be_bytes());
+    let crc = compute_crc(&out);
+    out[CRC_OFF..CRC_OFF + 4].copy_from_slice(&crc.to_be_bytes());
+    out
 }
 
 /// Overwrites baseOffset. Not covered by the CRC, so no recomputation.
@@ -500,6 +535,41 @@ mod tests {
         let crc = compute_crc(&no_records);
         no_records[CRC_OFF..CRC_OFF + 4].copy_from_slice(&crc.to_be_bytes());
         assert!(corrupt(&no_records));
+        // A log may hold an empty batch (left by the cleaner); produce input may not.
+        let info = &validate_stored_batches(&no_records).unwrap()[0];
+        assert_eq!(info.record_count, 0);
+    }
+
+    #[test]
+    fn empty_batch_like_keeps_the_producer_fields() {
+        let b = build_batch_with(&BatchSpec {
+            base_offset: 40,
+            partition_leader_epoch: 2,
+            attributes: 3, // lz4 (the records are not really compressed; only the header matters)
+            base_timestamp: 1000,
+            producer_id: 7,
+            producer_epoch: 1,
+            base_sequence: 20,
+            records: vec![
+                TestRecord::default(),
+                TestRecord {
+                    timestamp_delta: 9,
+                    ..TestRecord::default()
+                },
+            ],
+        });
+        let e = empty_batch_like(&b);
+        assert_eq!(e.len(), HEADER_LEN);
+        assert!(validate_batches(&e).is_err());
+        let info = &validate_stored_batches(&e).unwrap()[0];
+        assert_eq!((info.base_offset, info.last_offset()), (40, 41));
+        assert_eq!(
+            (info.producer_id, info.producer_epoch, info.base_sequence),
+            (7, 1, 20)
+        );
+        assert_eq!((info.record_count, info.compression()), (0, 0));
+        assert_eq!((info.base_timestamp, info.max_timestamp), (1009, 1009));
+        assert_eq!(info.partition_leader_epoch, 2);
     }
 
     #[test]

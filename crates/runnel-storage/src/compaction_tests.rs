@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use tempfile::TempDir;
 
 use crate::batch::testing::{build_batch_with, BatchSpec, TestRecord};
-use crate::batch::{self, validate_batches, BatchHeader, HEADER_LEN};
+use crate::batch::{self, validate_batches, validate_stored_batches, BatchHeader, HEADER_LEN};
 use crate::compaction::CrashPoint;
 use crate::{CompactionCodec, LogConfig, PartitionLog, RecordKey};
 
@@ -67,14 +67,19 @@ fn parse(batch: &[u8]) -> Vec<Parsed> {
     out
 }
 
-/// Codec over uncompressed test batches; counts calls.
+/// Codec over uncompressed test batches.
 #[derive(Default)]
 struct FakeCodec {
     fail_rewrite: bool,
+    /// keys() fails on the batch with this base offset.
+    fail_keys_at: Option<i64>,
 }
 
 impl CompactionCodec for FakeCodec {
     fn keys(&self, batch: &[u8]) -> Result<Vec<RecordKey>, String> {
+        if self.fail_keys_at == Some(BatchHeader::new(batch).unwrap().base_offset()) {
+            return Err("cannot decode this one".into());
+        }
         Ok(parse(batch)
             .into_iter()
             .map(|(offset, key, value, _)| RecordKey {
@@ -145,7 +150,7 @@ fn contents(log: &PartitionLog) -> BTreeMap<i64, (Option<String>, Option<String>
     if r.records.is_empty() {
         return out;
     }
-    for info in validate_batches(&r.records).unwrap() {
+    for info in validate_stored_batches(&r.records).unwrap() {
         let b = &r.records[info.position..info.position + info.size];
         for (o, k, v, _) in parse(b) {
             let s = |x: Option<Vec<u8>>| x.map(|x| String::from_utf8(x).unwrap());
@@ -378,7 +383,14 @@ fn failed_rewrite_keeps_the_batch() {
     let before = contents(&log);
     let hw = log.log_end_offset();
     let stats = log
-        .compact(T0, hw, &FakeCodec { fail_rewrite: true })
+        .compact(
+            T0,
+            hw,
+            &FakeCodec {
+                fail_rewrite: true,
+                ..FakeCodec::default()
+            },
+        )
         .unwrap();
     assert_eq!(stats.records_removed, 0);
     assert_eq!(contents(&log), before);
@@ -559,4 +571,453 @@ proptest! {
         let log = PartitionLog::open(tmp.path(), config(), T0).unwrap();
         prop_assert_eq!(contents(&log), expected);
     }
+}
+
+// ---- plan / execute / install ----
+
+use std::sync::{Arc, Barrier, Mutex};
+
+/// One pass through the three steps, with an offset map bound.
+fn pass(
+    log: &mut PartitionLog,
+    now: i64,
+    max_keys: usize,
+    codec: &FakeCodec,
+) -> crate::CompactionStats {
+    let hw = log.log_end_offset();
+    match log.compaction_plan(now, hw, max_keys).unwrap() {
+        Some(plan) => {
+            let cleaned = plan.execute(codec).unwrap();
+            log.install(cleaned).unwrap()
+        }
+        None => crate::CompactionStats::default(),
+    }
+}
+
+fn cleaned_files(dir: &Path) -> Vec<String> {
+    names(dir)
+        .into_iter()
+        .filter(|n| n.ends_with(".cleaned") || n.ends_with(".swap"))
+        .collect()
+}
+
+/// Codec that stops in its first keys() call until the test lets it go.
+struct GatedCodec {
+    inner: FakeCodec,
+    barrier: Barrier,
+    first: std::sync::atomic::AtomicBool,
+}
+
+impl CompactionCodec for GatedCodec {
+    fn keys(&self, batch: &[u8]) -> Result<Vec<RecordKey>, String> {
+        if !self.first.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.barrier.wait(); // the pass is under way
+            self.barrier.wait(); // the test appended and read meanwhile
+        }
+        self.inner.keys(batch)
+    }
+    fn rewrite(&self, batch: &[u8], keep: &[i64]) -> Result<Vec<u8>, String> {
+        self.inner.rewrite(batch, keep)
+    }
+}
+
+#[test]
+fn appends_and_reads_proceed_while_a_pass_executes() {
+    let tmp = TempDir::new().unwrap();
+    let mut log = PartitionLog::open(tmp.path(), config(), T0).unwrap();
+    for i in 0..30 {
+        put(
+            &mut log,
+            &[(Some(["a", "b", "c"][i % 3]), Some(&format!("v{i}")))],
+            T0,
+        );
+    }
+    let log = Arc::new(Mutex::new(log));
+    let plan = {
+        let mut l = log.lock().unwrap();
+        let hw = l.log_end_offset();
+        l.compaction_plan(T0, hw, usize::MAX)
+            .unwrap()
+            .expect("a pass is due")
+    };
+    // A second pass cannot start while this one is under way.
+    {
+        let mut l = log.lock().unwrap();
+        let hw = l.log_end_offset();
+        assert!(l.compaction_plan(T0, hw, usize::MAX).unwrap().is_none());
+    }
+    let codec = Arc::new(GatedCodec {
+        inner: FakeCodec::default(),
+        barrier: Barrier::new(2),
+        first: Default::default(),
+    });
+    let worker = {
+        let codec = codec.clone();
+        std::thread::spawn(move || plan.execute(&*codec).unwrap())
+    };
+    codec.barrier.wait();
+    // The pass is inside execute(): the log is free for appends, reads, flushes, retention.
+    let appended = {
+        let mut l = log.lock().unwrap();
+        let mut offsets = Vec::new();
+        for i in 0..20 {
+            offsets.push(put(&mut l, &[(Some("a"), Some(&format!("new{i}")))], T0));
+        }
+        l.read(0, usize::MAX, i64::MAX, true).unwrap();
+        l.flush().unwrap();
+        l.enforce_retention(T0).unwrap();
+        offsets
+    };
+    codec.barrier.wait();
+    let cleaned = worker.join().unwrap();
+    let mut l = log.lock().unwrap();
+    let stats = l.install(cleaned).unwrap();
+    assert!(
+        stats.cleaned && !stats.discarded && stats.records_removed > 0,
+        "{stats:?}"
+    );
+    let c = contents(&l);
+    for (i, o) in appended.iter().enumerate() {
+        assert_eq!(c.get(o), Some(&(s("a"), Some(format!("new{i}")))));
+    }
+    assert!(cleaned_files(tmp.path()).is_empty());
+    // The flag is released: the next pass may run.
+    let hw = l.log_end_offset();
+    assert!(l.compaction_plan(T0, hw, usize::MAX).unwrap().is_some());
+}
+
+#[test]
+fn truncation_during_a_pass_discards_its_result() {
+    let tmp = TempDir::new().unwrap();
+    let mut log = PartitionLog::open(tmp.path(), config(), T0).unwrap();
+    for i in 0..30 {
+        put(
+            &mut log,
+            &[(Some(["a", "b"][i % 2]), Some(&format!("v{i}")))],
+            T0,
+        );
+    }
+    let hw = log.log_end_offset();
+    let plan = log.compaction_plan(T0, hw, usize::MAX).unwrap().unwrap();
+    let cleaned = plan.execute(&FakeCodec::default()).unwrap();
+    assert!(!cleaned_files(tmp.path()).is_empty());
+    log.truncate_to(5).unwrap();
+    let before = contents(&log);
+    let stats = log.install(cleaned).unwrap();
+    assert!(stats.discarded && !stats.cleaned, "{stats:?}");
+    assert_eq!(contents(&log), before);
+    assert!(cleaned_files(tmp.path()).is_empty());
+    // Dropping an uninstalled result also removes its files and frees the log for a pass.
+    for i in 0..30 {
+        put(
+            &mut log,
+            &[(Some(["a", "b"][i % 2]), Some(&format!("w{i}")))],
+            T0,
+        );
+    }
+    let hw = log.log_end_offset();
+    let plan = log.compaction_plan(T0, hw, usize::MAX).unwrap().unwrap();
+    drop(plan.execute(&FakeCodec::default()).unwrap());
+    assert!(cleaned_files(tmp.path()).is_empty());
+    let stats = compact(&mut log, T0);
+    assert!(stats.cleaned && stats.records_removed > 0, "{stats:?}");
+}
+
+#[test]
+fn retention_during_a_pass_skips_the_deleted_segments() {
+    let tmp = TempDir::new().unwrap();
+    let cfg = LogConfig {
+        cleanup_delete: true,
+        ..config()
+    };
+    let mut log = PartitionLog::open(tmp.path(), cfg.clone(), T0).unwrap();
+    for i in 0..40 {
+        put(
+            &mut log,
+            &[(Some(["a", "b", "c"][i % 3]), Some(&format!("v{i}")))],
+            T0,
+        );
+    }
+    let hw = log.log_end_offset();
+    let plan = log.compaction_plan(T0, hw, usize::MAX).unwrap().unwrap();
+    let cleaned = plan.execute(&FakeCodec::default()).unwrap();
+    // Retention deletes the oldest segments meanwhile.
+    log.set_config(LogConfig {
+        retention_bytes: (log.size_bytes() / 2) as i64,
+        ..cfg
+    });
+    assert!(log.enforce_retention(T0).unwrap() > 0);
+    let start = log.log_start_offset();
+    let before = contents(&log);
+    let stats = log.install(cleaned).unwrap();
+    assert!(stats.cleaned && !stats.discarded, "{stats:?}");
+    assert_eq!(log.log_start_offset(), start);
+    let after = contents(&log);
+    for (o, r) in &after {
+        assert_eq!(before.get(o), Some(r));
+    }
+    for key in ["a", "b", "c"] {
+        let latest = before.iter().rev().find(|(_, r)| r.0 == s(key)).unwrap();
+        assert_eq!(after.get(latest.0), Some(latest.1));
+    }
+    assert!(cleaned_files(tmp.path()).is_empty());
+    drop(log);
+    let log = PartitionLog::open(tmp.path(), config(), T0).unwrap();
+    assert_eq!(contents(&log), after);
+}
+
+/// Appends one batch of an idempotent producer.
+fn put_idempotent(log: &mut PartitionLog, pid: i64, seq: i32, records: &[(&str, &str)]) -> i64 {
+    let mut b = build_batch_with(&BatchSpec {
+        base_timestamp: T0,
+        producer_id: pid,
+        producer_epoch: 2,
+        base_sequence: seq,
+        records: records.iter().map(|(k, v)| rec(Some(k), Some(v))).collect(),
+        ..BatchSpec::default()
+    });
+    log.append(&mut b, 0, T0).unwrap().base_offset
+}
+
+/// Every batch header of the log: (base offset, last offset, producer id, base seq, count).
+fn batches(log: &PartitionLog) -> Vec<(i64, i64, i64, i32, i32)> {
+    let r = log
+        .read(log.log_start_offset(), usize::MAX, i64::MAX, true)
+        .unwrap();
+    validate_stored_batches(&r.records)
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b.base_offset,
+                b.last_offset(),
+                b.producer_id,
+                b.base_sequence,
+                b.record_count,
+            )
+        })
+        .collect()
+}
+
+fn roll(log: &mut PartitionLog) {
+    let active = active_base(log);
+    while active_base(log) == active {
+        put(log, &[(Some("filler"), Some("x"))], T0);
+    }
+}
+
+#[test]
+fn an_idempotent_producers_last_batch_stays_as_an_empty_batch() {
+    let tmp = TempDir::new().unwrap();
+    let mut log = PartitionLog::open(tmp.path(), config(), T0).unwrap();
+    put_idempotent(&mut log, 7, 0, &[("a", "1"), ("b", "1")]);
+    let last7 = put_idempotent(&mut log, 7, 2, &[("a", "2"), ("b", "2"), ("c", "2")]);
+    put_idempotent(&mut log, 8, 0, &[("d", "1")]);
+    put(&mut log, &[(Some("e"), Some("1"))], T0);
+    // Everything above is superseded by a non-idempotent writer.
+    for k in ["a", "b", "c", "d", "e"] {
+        put(&mut log, &[(Some(k), Some("new"))], T0);
+    }
+    roll(&mut log);
+    let stats = compact(&mut log, T0);
+    assert!(stats.cleaned && stats.batches_emptied == 2, "{stats:?}");
+    let b = batches(&log);
+    // Producer 7's last batch: empty, same offsets and sequence; its first batch is gone.
+    assert!(b.contains(&(last7, last7 + 2, 7, 2, 0)), "{b:?}");
+    assert_eq!(b.iter().filter(|x| x.2 == 7).count(), 1, "{b:?}");
+    assert_eq!(
+        b.iter().filter(|x| x.2 == 8 && x.4 == 0).count(),
+        1,
+        "{b:?}"
+    );
+    // The non-idempotent superseded batch is dropped whole, not emptied.
+    assert!(b.iter().all(|x| x.2 >= 0 || x.4 > 0), "{b:?}");
+    // Reading at the emptied batch's offsets returns it; the next record follows.
+    let r = log.read(last7 + 1, usize::MAX, i64::MAX, false).unwrap();
+    let first = &validate_stored_batches(&r.records).unwrap()[0];
+    assert_eq!((first.base_offset, first.record_count), (last7, 0));
+    assert!(contents(&log)
+        .values()
+        .all(|r| r.1 == s("new") || r.0 == s("filler")));
+    // Recovery scans and accepts the empty batches (no recovery point: everything rescanned).
+    let expected = batches(&log);
+    drop(log);
+    fs::remove_file(tmp.path().join("recovery-point")).ok();
+    let mut log = PartitionLog::open(tmp.path(), config(), T0).unwrap();
+    assert_eq!(batches(&log), expected);
+    // A newer batch of producer 7, superseded too: the old empty batch goes, the new one stays.
+    let newer7 = put_idempotent(&mut log, 7, 5, &[("a", "3")]);
+    put(&mut log, &[(Some("a"), Some("newest"))], T0);
+    roll(&mut log);
+    let stats = compact(&mut log, T0 + 1);
+    assert!(stats.cleaned, "{stats:?}");
+    let b = batches(&log);
+    let p7: Vec<_> = b.iter().filter(|x| x.2 == 7).collect();
+    assert_eq!(p7, vec![&(newer7, newer7, 7, 5, 0)], "{b:?}");
+    // A follower copying this log accepts an empty batch.
+    let r = log.read(newer7, usize::MAX, i64::MAX, false).unwrap();
+    let info = validate_stored_batches(&r.records).unwrap()[0].clone();
+    let mut empty = r.records[..info.size].to_vec();
+    batch::set_base_offset(&mut empty, 0);
+    let copy = TempDir::new().unwrap();
+    let mut follower = PartitionLog::open(copy.path(), config(), T0).unwrap();
+    let appended = follower.append_as_follower(&empty).unwrap();
+    assert_eq!((appended.last_offset, appended.record_count), (0, 0));
+    assert_eq!(follower.log_end_offset(), 1);
+}
+
+#[test]
+fn a_codec_failure_holds_back_the_checkpoint_and_tombstones() {
+    let tmp = TempDir::new().unwrap();
+    let mut log = PartitionLog::open(tmp.path(), config(), T0).unwrap();
+    // V1 of k in a batch the codec cannot decode.
+    let bad = put(
+        &mut log,
+        &[(Some("k"), Some("V1")), (Some("x"), Some("1"))],
+        T0,
+    );
+    roll(&mut log);
+    put(&mut log, &[(Some("k"), None)], T0); // the tombstone
+    for i in 0..10 {
+        put(&mut log, &[(Some("y"), Some(&format!("{i}")))], T0);
+    }
+    roll(&mut log);
+    let codec = FakeCodec {
+        fail_keys_at: Some(bad),
+        ..FakeCodec::default()
+    };
+    let stats = pass(&mut log, T0, usize::MAX, &codec);
+    assert!(stats.cleaned && stats.records_removed > 0, "{stats:?}");
+    assert_eq!(
+        stats.cleaned_to, 0,
+        "the checkpoint must stay before the failed batch"
+    );
+    // Long after delete.retention.ms, further passes keep the tombstone: V1 stays hidden.
+    for n in 1..4 {
+        pass(&mut log, T0 + n * 2 * DAY, usize::MAX, &codec);
+        let c = contents(&log);
+        let last_k = c.iter().rev().find(|(_, r)| r.0 == s("k")).unwrap();
+        assert_eq!(last_k.1 .1, None, "pass {n}: key k came back: {c:?}");
+    }
+    // Once the batch decodes again the pass completes normally: V1 and later the tombstone go.
+    pass(&mut log, T0 + 10 * DAY, usize::MAX, &FakeCodec::default());
+    pass(&mut log, T0 + 20 * DAY, usize::MAX, &FakeCodec::default());
+    assert!(contents(&log).values().all(|r| r.0 != s("k")));
+}
+
+#[test]
+fn a_bounded_offset_map_cleans_in_steps_to_the_same_result() {
+    let build = |dir: &Path| {
+        let mut log = PartitionLog::open(dir, config(), T0).unwrap();
+        for i in 0..60 {
+            put(
+                &mut log,
+                &[(Some(&format!("k{}", i % 12)), Some(&format!("v{i}")))],
+                T0,
+            );
+        }
+        log
+    };
+    let full_dir = TempDir::new().unwrap();
+    let mut full = build(full_dir.path());
+    let expected = {
+        compact(&mut full, T0);
+        contents(&full)
+    };
+    let tmp = TempDir::new().unwrap();
+    let mut log = build(tmp.path());
+    let end = active_base(&log);
+    let mut steps = Vec::new();
+    for _ in 0..100 {
+        let stats = pass(&mut log, T0, 3, &FakeCodec::default());
+        if !stats.cleaned {
+            break;
+        }
+        assert!(stats.keys <= 3 + 12, "{stats:?}");
+        steps.push(stats.cleaned_to);
+    }
+    assert!(steps.len() > 1, "{steps:?}");
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
+    assert_eq!(*steps.last().unwrap(), end);
+    // The cleaned range holds each key at most once, every key's latest record survives,
+    // and everything kept is original. (Unlike the unbounded pass, the stepped ones did not
+    // see the active segment, so the last sealed copies of some keys remain until the next
+    // pass over newer data.)
+    let got = contents(&log);
+    for (o, r) in &expected {
+        assert_eq!(got.get(o), Some(r));
+    }
+    let before = contents(&build(TempDir::new().unwrap().path()));
+    for (o, r) in &got {
+        assert_eq!(before.get(o), Some(r));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (_, r) in got.range(..end) {
+        assert!(
+            seen.insert(r.0.clone()),
+            "{:?} twice below {end}: {got:?}",
+            r.0
+        );
+    }
+}
+
+#[test]
+fn unchanged_segments_are_not_rewritten() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = TempDir::new().unwrap();
+    let mut log = PartitionLog::open(tmp.path(), config(), T0).unwrap();
+    for i in 0..20 {
+        put(&mut log, &[(Some(&format!("u{i}")), Some("v"))], T0);
+    }
+    let inodes = |dir: &Path| -> Vec<(String, u64)> {
+        names(dir)
+            .into_iter()
+            .filter(|n| n.ends_with(".log"))
+            .map(|n| (n.clone(), fs::metadata(dir.join(&n)).unwrap().ino()))
+            .collect()
+    };
+    let before = inodes(tmp.path());
+    let stats = compact(&mut log, T0);
+    assert!(stats.cleaned && stats.segments_rewritten == 0, "{stats:?}");
+    assert_eq!(inodes(tmp.path()), before);
+}
+
+#[test]
+fn a_segment_retention_made_first_is_kept_and_holds_the_checkpoint() {
+    let tmp = TempDir::new().unwrap();
+    let cfg = LogConfig {
+        cleanup_delete: true,
+        ..config()
+    };
+    let mut log = PartitionLog::open(tmp.path(), cfg.clone(), T0).unwrap();
+    for _ in 0..30 {
+        put(&mut log, &[(Some("same"), Some("value-value"))], T0);
+    }
+    assert!(log.segment_count() > 3);
+    let second = log.segments()[1].base_offset();
+    let hw = log.log_end_offset();
+    let plan = log.compaction_plan(T0, hw, usize::MAX).unwrap().unwrap();
+    let cleaned = plan.execute(&FakeCodec::default()).unwrap();
+    // Retention deletes exactly the first segment while the pass runs: the second one,
+    // which the pass emptied, is now first and must stay.
+    let first_size = log.segments()[0].size();
+    log.set_config(LogConfig {
+        retention_bytes: (log.size_bytes() - first_size) as i64,
+        ..cfg
+    });
+    assert_eq!(log.enforce_retention(T0).unwrap(), 1);
+    let stats = log.install(cleaned).unwrap();
+    assert!(stats.cleaned && !stats.discarded, "{stats:?}");
+    assert_eq!(log.log_start_offset(), second);
+    assert_eq!(log.segments()[0].base_offset(), second);
+    assert!(!log.segments()[0].is_empty());
+    assert_eq!(stats.cleaned_to, second, "held at the kept segment");
+    assert!(contents(&log).contains_key(&29));
+    // The next pass cleans it (it stays as the empty first segment).
+    let stats = compact(&mut log, T0);
+    assert!(stats.cleaned && stats.records_removed > 0, "{stats:?}");
+    assert_eq!(log.log_start_offset(), second);
+    let active = active_base(&log);
+    assert_eq!(contents(&log).range(..active).count(), 0);
+    assert!(contents(&log).contains_key(&29));
 }

@@ -14,7 +14,9 @@ mod error;
 mod log;
 mod segment;
 
-pub use compaction::{CompactionCodec, CompactionStats, RecordKey};
+pub use compaction::{
+    Cleaned, CompactionCodec, CompactionPlan, CompactionStats, RecordKey, DEFAULT_MAX_MAP_KEYS,
+};
 pub use config::{LogConfig, TimestampType};
 pub use error::StorageError;
 pub use log::{AppendInfo, PartitionLog, ReadResult, SNAPSHOT_SUFFIX};

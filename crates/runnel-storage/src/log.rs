@@ -61,6 +61,11 @@ pub struct PartitionLog {
     dir_dirty: bool,
     /// What the log cleaner has done so far (`cleaner-offset-checkpoint`).
     pub(crate) cleaner: CleanerCheckpoint,
+    /// Bumped whenever existing data changes under a cleaning pass that works without the
+    /// owner's lock (truncation, an installed pass), so the pass's result is discarded.
+    pub(crate) generation: u64,
+    /// A cleaning pass (plan to install) is under way; at most one at a time.
+    pub(crate) cleaning: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Tests make compaction stop ("crash") at the n-th step of a segment swap.
     #[cfg(test)]
     pub(crate) crash_at: Option<compaction::CrashPoint>,
@@ -117,10 +122,18 @@ impl PartitionLog {
                 (compaction::CLEANER_CHECKPOINT_FILE, _) => cleaner_checkpoint_present = true,
                 (LEADER_EPOCH_FILE, _) => {}
                 (RECOVERY_POINT_TMP | compaction::CLEANER_CHECKPOINT_TMP, _)
-                | (_, Some((_, compaction::CLEANED_SUFFIX))) => {
+                | (
+                    _,
+                    Some((
+                        _,
+                        compaction::CLEANED_SUFFIX
+                        | compaction::CLEANED_INDEX_SUFFIX
+                        | compaction::CLEANED_TIME_INDEX_SUFFIX,
+                    )),
+                ) => {
                     // A checkpoint write that never reached its rename, or a cleaned
-                    // segment that was never committed (the original is intact).
-                    // A checkpoint write that never reached its rename.
+                    // segment (or its indexes) that was never committed: the original is
+                    // intact, or a committed `.log.swap` gets its indexes rebuilt.
                     let p = entry.path();
                     fs::remove_file(&p).ctx(|| format!("deleting {}", p.display()))?;
                 }
@@ -246,6 +259,8 @@ impl PartitionLog {
             last_now_ms: now_ms,
             dir_dirty,
             cleaner,
+            generation: 0,
+            cleaning: Default::default(),
             #[cfg(test)]
             crash_at: None,
         })
@@ -372,7 +387,8 @@ impl PartitionLog {
     /// already accepted these), matching Kafka. Rolling by age uses the last
     /// clock value passed to another method, since this one takes none.
     pub fn append_as_follower(&mut self, batches: &[u8]) -> Result<AppendInfo, StorageError> {
-        let infos = batch::validate_batches(batches)?;
+        // A compacted leader log may hold empty batches (see `batch::validate_stored_batches`).
+        let infos = batch::validate_stored_batches(batches)?;
         let first = infos[0].base_offset;
         if first != self.log_end_offset() {
             return Err(self.out_of_range(first));
@@ -630,6 +646,7 @@ impl PartitionLog {
         if offset >= self.log_end_offset() {
             return Ok(());
         }
+        self.generation += 1;
         if self.recovery_point > offset {
             self.recovery_point = offset.max(0);
             write_checkpoint(&self.dir, self.recovery_point)?;

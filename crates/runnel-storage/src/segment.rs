@@ -31,6 +31,11 @@ pub(crate) fn segment_path(dir: &Path, base_offset: i64, suffix: &str) -> PathBu
     dir.join(format!("{base_offset:020}.{suffix}"))
 }
 
+/// `dir/<20-digit base offset>.<suffix>.cleaned`: a cleaned copy the log cleaner prepares.
+pub(crate) fn cleaned_path(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{suffix}.cleaned"))
+}
+
 /// What the log needs to know about a batch without its records.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct HeaderSummary {
@@ -42,7 +47,7 @@ pub(crate) struct HeaderSummary {
 }
 
 impl HeaderSummary {
-    fn parse(h: &BatchHeader<'_>, position: u64) -> Option<Self> {
+    pub(crate) fn parse(h: &BatchHeader<'_>, position: u64) -> Option<Self> {
         Some(HeaderSummary {
             position,
             base_offset: h.base_offset(),
@@ -78,6 +83,9 @@ pub(crate) struct Segment {
     pub(crate) roll_base_ms: Option<i64>,
     /// Both index files existed when the segment was opened.
     indexes_existed: bool,
+    /// The files are a cleaned copy being prepared (`<base>.<suffix>.cleaned`, see
+    /// `compaction`), not yet renamed into place.
+    cleaned: bool,
 }
 
 fn open_rw(path: &Path, truncate: bool) -> Result<File, StorageError> {
@@ -102,11 +110,42 @@ impl Segment {
         Self::open_files(dir, base_offset, false)
     }
 
+    /// Opens a cleaned copy written by the log cleaner (`<base>.log.cleaned`), with fresh
+    /// `<base>.index.cleaned` and `<base>.timeindex.cleaned`; the caller scans it to build
+    /// the indexes. [`Segment::mark_installed`] once the files are renamed into place.
+    pub(crate) fn open_cleaned(dir: &Path, base_offset: i64) -> Result<Self, StorageError> {
+        Self::open_with(dir, base_offset, false, true)
+    }
+
     fn open_files(dir: &Path, base_offset: i64, truncate: bool) -> Result<Self, StorageError> {
-        let log_path = segment_path(dir, base_offset, LOG_SUFFIX);
-        let log = open_rw(&log_path, truncate)?;
-        let index_path = segment_path(dir, base_offset, INDEX_SUFFIX);
-        let time_index_path = segment_path(dir, base_offset, TIME_INDEX_SUFFIX);
+        Self::open_with(dir, base_offset, truncate, false)
+    }
+
+    fn open_with(
+        dir: &Path,
+        base_offset: i64,
+        truncate: bool,
+        cleaned: bool,
+    ) -> Result<Self, StorageError> {
+        let name = |suffix: &str| {
+            if cleaned {
+                cleaned_path(dir, base_offset, suffix)
+            } else {
+                segment_path(dir, base_offset, suffix)
+            }
+        };
+        let log_path = name(LOG_SUFFIX);
+        let log = if cleaned {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&log_path)
+                .ctx(|| format!("opening {}", log_path.display()))?
+        } else {
+            open_rw(&log_path, truncate)?
+        };
+        let index_path = name(INDEX_SUFFIX);
+        let time_index_path = name(TIME_INDEX_SUFFIX);
         let indexes_existed = index_path.exists() && time_index_path.exists();
         let index_file = open_rw(&index_path, truncate)?;
         let time_index_file = open_rw(&time_index_path, truncate)?;
@@ -128,11 +167,27 @@ impl Segment {
             bytes_since_index: 0,
             roll_base_ms: None,
             indexes_existed,
+            cleaned,
         })
     }
 
     fn path(&self, suffix: &str) -> PathBuf {
-        segment_path(&self.dir, self.base_offset, suffix)
+        if self.cleaned {
+            cleaned_path(&self.dir, self.base_offset, suffix)
+        } else {
+            segment_path(&self.dir, self.base_offset, suffix)
+        }
+    }
+
+    /// The cleaned copy's files were renamed to the segment's own names.
+    pub(crate) fn mark_installed(&mut self) {
+        self.cleaned = false;
+    }
+
+    /// The `.log` file, for readers that work without the log's lock (the cleaner reads a
+    /// duplicate of this descriptor, which stays valid whatever happens to the name).
+    pub(crate) fn log_file(&self) -> &File {
+        &self.log
     }
 
     pub(crate) fn base_offset(&self) -> i64 {
@@ -299,7 +354,7 @@ impl Segment {
             )?;
             let at = (pos - buf_pos) as usize;
             let bytes = &buf[at..at + size];
-            if let Err(e) = batch::validate_batches(bytes) {
+            if let Err(e) = batch::validate_stored_batches(bytes) {
                 problem = Some(e.to_string());
                 break;
             }
