@@ -578,7 +578,51 @@ impl Client {
         }
     }
 
+    /// Runs a request on a partition of `topic`, retrying retriable errors (see
+    /// [`Client::should_retry`]) up to [`MAX_RETRIES`] times, each after [`Client::recover`].
+    async fn with_partition_retries<T>(
+        &mut self,
+        topic: &str,
+        mut request: impl AsyncFnMut(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            match request(self).await {
+                Err(e) if Self::should_retry(&e, attempt) => {
+                    self.recover(topic, attempt, &e).await?;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     // ---------------------------------------------------------------- admin
+
+    /// Runs one admin request on the admin connection (see [`Client::admin_conn`]). `request`
+    /// sends it on the connection it is given and interprets the response. Admin-retriable
+    /// failures (see [`is_admin_retriable`]) are retried up to [`MAX_RETRIES`] times, each
+    /// after a backoff and a reload of the broker list (which may name a new controller).
+    async fn admin_request<T>(
+        &mut self,
+        mut request: impl AsyncFnMut(&mut Connection) -> Result<T>,
+    ) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            let result = match self.admin_conn().await {
+                Ok(conn) => request(conn).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e) if is_admin_retriable(&e) && Self::should_retry(&e, attempt) => {
+                    self.backoff(attempt, &e).await;
+                    let _ = self.metadata(Some(&[])).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
 
     /// Creates a topic. `partitions` and `replication_factor` may be -1 for the broker default.
     pub async fn create_topics(
@@ -604,49 +648,35 @@ impl Client {
                         })
                         .collect(),
                 )]);
-        let mut attempt = 0;
-        loop {
-            let result = async {
-                let conn = self.admin_conn().await?;
-                let response = conn.send(request.clone(), CREATE_TOPICS_MAX).await?;
-                let t = response
-                    .topics
-                    .into_iter()
-                    .find(|t| t.name.0.as_str() == name)
-                    .ok_or_else(|| {
-                        Error::protocol(conn.addr(), "CreateTopics response lacks the topic")
-                    })?;
-                if let Some(e) =
-                    Error::from_code(t.error_code, Some(name), None, t.error_message.as_deref())
-                {
-                    return Err(e);
-                }
-                Ok(CreatedTopic {
-                    name: name.to_owned(),
-                    topic_id: non_nil(t.topic_id),
-                    num_partitions: t.num_partitions,
-                    replication_factor: t.replication_factor,
-                })
+        self.admin_request(async |conn| {
+            let response = conn.send(request.clone(), CREATE_TOPICS_MAX).await?;
+            let t = response
+                .topics
+                .into_iter()
+                .find(|t| t.name.0.as_str() == name)
+                .ok_or_else(|| {
+                    Error::protocol(conn.addr(), "CreateTopics response lacks the topic")
+                })?;
+            if let Some(e) =
+                Error::from_code(t.error_code, Some(name), None, t.error_message.as_deref())
+            {
+                return Err(e);
             }
-            .await;
-            match result {
-                Err(e) if is_admin_retriable(&e) && Self::should_retry(&e, attempt) => {
-                    self.backoff(attempt, &e).await;
-                    let _ = self.metadata(Some(&[])).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+            Ok(CreatedTopic {
+                name: name.to_owned(),
+                topic_id: non_nil(t.topic_id),
+                num_partitions: t.num_partitions,
+                replication_factor: t.replication_factor,
+            })
+        })
+        .await
     }
 
     /// Deletes topics. Returns one result per requested name, in order.
     pub async fn delete_topics(&mut self, names: &[String]) -> Result<Vec<(String, Result<()>)>> {
         let timeout_ms = self.timeout_ms();
-        let mut attempt = 0;
-        loop {
-            let result = async {
-                let conn = self.admin_conn().await?;
+        let response = self
+            .admin_request(async |conn| {
                 let version = conn.negotiate::<DeleteTopicsRequest>(DELETE_TOPICS_MAX)?;
                 let topic_names = || {
                     names
@@ -664,53 +694,42 @@ impl Client {
                 }
                 .with_timeout_ms(timeout_ms);
                 conn.send_versioned(&request, version).await
-            }
-            .await;
-            match result {
-                Ok(response) => {
-                    let mut by_name: HashMap<String, (i16, Option<String>)> = response
-                        .responses
-                        .into_iter()
-                        .filter_map(|r| {
-                            r.name.map(|n| {
-                                (
-                                    n.0.to_string(),
-                                    (r.error_code, r.error_message.map(|m| m.to_string())),
-                                )
-                            })
-                        })
-                        .collect();
-                    let results = names
-                        .iter()
-                        .map(|n| {
-                            let r = match by_name.remove(n) {
-                                Some((code, msg)) => {
-                                    match Error::from_code(code, Some(n), None, msg.as_deref()) {
-                                        Some(e) => Err(e),
-                                        None => {
-                                            self.topics.remove(n);
-                                            Ok(())
-                                        }
-                                    }
-                                }
-                                None => Err(Error::protocol(
-                                    "",
-                                    format!("DeleteTopics response lacks topic '{n}'"),
-                                )),
-                            };
-                            (n.clone(), r)
-                        })
-                        .collect();
-                    return Ok(results);
-                }
-                Err(e) if is_admin_retriable(&e) && Self::should_retry(&e, attempt) => {
-                    self.backoff(attempt, &e).await;
-                    let _ = self.metadata(Some(&[])).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+            })
+            .await?;
+        let mut by_name: HashMap<String, (i16, Option<String>)> = response
+            .responses
+            .into_iter()
+            .filter_map(|r| {
+                r.name.map(|n| {
+                    (
+                        n.0.to_string(),
+                        (r.error_code, r.error_message.map(|m| m.to_string())),
+                    )
+                })
+            })
+            .collect();
+        let results = names
+            .iter()
+            .map(|n| {
+                let r = match by_name.remove(n) {
+                    Some((code, msg)) => {
+                        match Error::from_code(code, Some(n), None, msg.as_deref()) {
+                            Some(e) => Err(e),
+                            None => {
+                                self.topics.remove(n);
+                                Ok(())
+                            }
+                        }
+                    }
+                    None => Err(Error::protocol(
+                        "",
+                        format!("DeleteTopics response lacks topic '{n}'"),
+                    )),
+                };
+                (n.clone(), r)
+            })
+            .collect();
+        Ok(results)
     }
 
     /// Increases a topic's partition count to `total_count`.
@@ -720,10 +739,8 @@ impl Client {
             .with_topics(vec![CreatePartitionsTopic::default()
                 .with_name(TopicName(StrBytes::from_string(name.to_owned())))
                 .with_count(total_count)]);
-        let mut attempt = 0;
-        loop {
-            let result = async {
-                let conn = self.admin_conn().await?;
+        let result = self
+            .admin_request(async |conn| {
                 let response = conn.send(request.clone(), CREATE_PARTITIONS_MAX).await?;
                 let r = response
                     .results
@@ -736,20 +753,10 @@ impl Client {
                     Some(e) => Err(e),
                     None => Ok(()),
                 }
-            }
+            })
             .await;
-            match result {
-                Err(e) if is_admin_retriable(&e) && Self::should_retry(&e, attempt) => {
-                    self.backoff(attempt, &e).await;
-                    let _ = self.metadata(Some(&[])).await;
-                    attempt += 1;
-                }
-                other => {
-                    self.topics.remove(name);
-                    return other;
-                }
-            }
-        }
+        self.topics.remove(name);
+        result
     }
 
     /// All configs of a topic.
@@ -826,39 +833,26 @@ impl Client {
                 .with_resource_name(StrBytes::from_string(topic.to_owned()))
                 .with_configs(configs),
         ]);
-        let mut attempt = 0;
-        loop {
-            let result = async {
-                let conn = self.admin_conn().await?;
-                let response = conn
-                    .send(request.clone(), INCREMENTAL_ALTER_CONFIGS_MAX)
-                    .await?;
-                let r = response
-                    .responses
-                    .into_iter()
-                    .find(|r| r.resource_name.as_str() == topic)
-                    .ok_or_else(|| {
-                        Error::protocol(
-                            conn.addr(),
-                            "IncrementalAlterConfigs response lacks the topic",
-                        )
-                    })?;
-                match Error::from_code(r.error_code, Some(topic), None, r.error_message.as_deref())
-                {
-                    Some(e) => Err(e),
-                    None => Ok(()),
-                }
+        self.admin_request(async |conn| {
+            let response = conn
+                .send(request.clone(), INCREMENTAL_ALTER_CONFIGS_MAX)
+                .await?;
+            let r = response
+                .responses
+                .into_iter()
+                .find(|r| r.resource_name.as_str() == topic)
+                .ok_or_else(|| {
+                    Error::protocol(
+                        conn.addr(),
+                        "IncrementalAlterConfigs response lacks the topic",
+                    )
+                })?;
+            match Error::from_code(r.error_code, Some(topic), None, r.error_message.as_deref()) {
+                Some(e) => Err(e),
+                None => Ok(()),
             }
-            .await;
-            match result {
-                Err(e) if is_admin_retriable(&e) && Self::should_retry(&e, attempt) => {
-                    self.backoff(attempt, &e).await;
-                    let _ = self.metadata(Some(&[])).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        })
+        .await
     }
 
     fn timeout_ms(&self) -> i32 {
@@ -883,19 +877,12 @@ impl Client {
             )));
         }
         let batch = encode_record_batch(records, compression)?;
-        let mut attempt = 0;
-        loop {
-            match self
+        self.with_partition_retries(topic, async |client| {
+            client
                 .produce_once(topic, partition, batch.clone(), acks)
                 .await
-            {
-                Err(e) if Self::should_retry(&e, attempt) => {
-                    self.recover(topic, attempt, &e).await?;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        })
+        .await
     }
 
     async fn produce_once(
@@ -969,28 +956,19 @@ impl Client {
         max_wait_ms: i32,
         max_bytes: i32,
     ) -> Result<Vec<ConsumedRecord>> {
-        let mut attempt = 0;
-        loop {
-            let result = self
+        self.with_partition_retries(topic, async |client| {
+            let mut fetched = client
                 .fetch_partitions(topic, &[(partition, offset)], max_wait_ms, max_bytes)
-                .await
-                .and_then(|mut v| {
-                    let p = v
-                        .pop()
-                        .ok_or_else(|| Error::protocol("", "Fetch response lacks the partition"))?;
-                    match p.error {
-                        Some(e) => Err(e),
-                        None => Ok(p.records),
-                    }
-                });
-            match result {
-                Err(e) if Self::should_retry(&e, attempt) => {
-                    self.recover(topic, attempt, &e).await?;
-                    attempt += 1;
-                }
-                other => return other,
+                .await?;
+            let p = fetched
+                .pop()
+                .ok_or_else(|| Error::protocol("", "Fetch response lacks the partition"))?;
+            match p.error {
+                Some(e) => Err(e),
+                None => Ok(p.records),
             }
-        }
+        })
+        .await
     }
 
     /// Fetches several partitions of one topic, one request per leader. Partition-level
@@ -1171,16 +1149,10 @@ impl Client {
         partition: i32,
         timestamp: i64,
     ) -> Result<i64> {
-        let mut attempt = 0;
-        loop {
-            match self.list_offsets_once(topic, partition, timestamp).await {
-                Err(e) if Self::should_retry(&e, attempt) => {
-                    self.recover(topic, attempt, &e).await?;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        self.with_partition_retries(topic, async |client| {
+            client.list_offsets_once(topic, partition, timestamp).await
+        })
+        .await
     }
 
     async fn list_offsets_once(

@@ -15,6 +15,7 @@ use kafka_protocol::messages::{
     offset_fetch_request::{
         OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
     },
+    offset_fetch_response::{OffsetFetchResponsePartition, OffsetFetchResponsePartitions},
     ConsumerProtocolAssignment, ConsumerProtocolSubscription, DeleteGroupsRequest,
     DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest, OffsetCommitRequest,
     OffsetFetchRequest, TopicName,
@@ -119,15 +120,10 @@ pub struct CommittedOffset {
 /// this client knows are read as the newest it knows: the consumer protocol only ever adds
 /// fields at the end.
 pub fn decode_consumer_assignment(bytes: &[u8]) -> Result<Vec<(String, Vec<i32>)>> {
-    if bytes.is_empty() {
+    let Some(a) = decode_consumer_message::<ConsumerProtocolAssignment>(bytes, "assignment")?
+    else {
         return Ok(Vec::new());
-    }
-    let (version, mut body) = split_version(bytes, "assignment")?;
-    let v = version.min(ConsumerProtocolAssignment::VERSIONS.max);
-    let a = ConsumerProtocolAssignment::decode(&mut body, v).map_err(|e| Error::Protocol {
-        addr: String::new(),
-        message: format!("cannot decode consumer assignment v{version}: {e:#}"),
-    })?;
+    };
     let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     for tp in a.assigned_partitions {
         by_topic
@@ -147,19 +143,31 @@ pub fn decode_consumer_assignment(bytes: &[u8]) -> Result<Vec<(String, Vec<i32>)
 
 /// Decodes the topic names of a `ConsumerProtocolSubscription` (sorted).
 pub fn decode_consumer_subscription(bytes: &[u8]) -> Result<Vec<String>> {
-    if bytes.is_empty() {
+    let Some(s) = decode_consumer_message::<ConsumerProtocolSubscription>(bytes, "subscription")?
+    else {
         return Ok(Vec::new());
-    }
-    let (version, mut body) = split_version(bytes, "subscription")?;
-    let v = version.min(ConsumerProtocolSubscription::VERSIONS.max);
-    let s = ConsumerProtocolSubscription::decode(&mut body, v).map_err(|e| Error::Protocol {
-        addr: String::new(),
-        message: format!("cannot decode consumer subscription v{version}: {e:#}"),
-    })?;
+    };
     let mut topics: Vec<String> = s.topics.into_iter().map(|t| t.to_string()).collect();
     topics.sort();
     topics.dedup();
     Ok(topics)
+}
+
+/// Decodes a consumer-protocol message `M` (a version, then the body); `None` for empty
+/// bytes. Versions newer than this client knows are read as the newest it knows. `what`
+/// names the message in errors (`assignment`, `subscription`).
+fn decode_consumer_message<M: Decodable + Message>(bytes: &[u8], what: &str) -> Result<Option<M>> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let (version, mut body) = split_version(bytes, what)?;
+    let v = version.min(M::VERSIONS.max);
+    M::decode(&mut body, v)
+        .map(Some)
+        .map_err(|e| Error::Protocol {
+            addr: String::new(),
+            message: format!("cannot decode consumer {what} v{version}: {e:#}"),
+        })
 }
 
 fn split_version(bytes: &[u8], what: &str) -> Result<(i16, Bytes)> {
@@ -220,42 +228,94 @@ fn find_coordinator_request(group: &str, version: i16) -> FindCoordinatorRequest
     }
 }
 
+/// A topic of an OffsetFetch request, in the v8+ per-group layout (`OffsetFetchRequestTopics`)
+/// or the older one (`OffsetFetchRequestTopic`).
+trait OffsetFetchTopic {
+    fn new(topic: &str, partitions: &[i32]) -> Self;
+}
+
+macro_rules! impl_offset_fetch_topic {
+    ($($ty:ty),*) => {$(
+        impl OffsetFetchTopic for $ty {
+            fn new(topic: &str, partitions: &[i32]) -> Self {
+                <$ty>::default()
+                    .with_name(topic_name(topic))
+                    .with_partition_indexes(partitions.to_vec())
+            }
+        }
+    )*};
+}
+
+impl_offset_fetch_topic!(OffsetFetchRequestTopic, OffsetFetchRequestTopics);
+
+/// The request's topic list: `None` asks for every partition the group has committed.
+fn offset_fetch_request_topics<T: OffsetFetchTopic>(
+    topics: Option<&[(String, Vec<i32>)]>,
+) -> Option<Vec<T>> {
+    topics.map(|ts| ts.iter().map(|(t, ps)| T::new(t, ps)).collect())
+}
+
 fn offset_fetch_request(
     group: &str,
     topics: Option<&[(String, Vec<i32>)]>,
     version: i16,
 ) -> OffsetFetchRequest {
     if version >= 8 {
-        let ts = topics.map(|ts| {
-            ts.iter()
-                .map(|(t, ps)| {
-                    OffsetFetchRequestTopics::default()
-                        .with_name(topic_name(t))
-                        .with_partition_indexes(ps.clone())
-                })
-                .collect()
-        });
         let mut g = OffsetFetchRequestGroup::default()
             .with_group_id(group_id(group))
-            .with_topics(ts);
+            .with_topics(offset_fetch_request_topics(topics));
         if version >= 9 {
             g = g.with_member_id(None).with_member_epoch(-1);
         }
         OffsetFetchRequest::default().with_groups(vec![g])
     } else {
-        let ts = topics.map(|ts| {
-            ts.iter()
-                .map(|(t, ps)| {
-                    OffsetFetchRequestTopic::default()
-                        .with_name(topic_name(t))
-                        .with_partition_indexes(ps.clone())
-                })
-                .collect()
-        });
         OffsetFetchRequest::default()
             .with_group_id(group_id(group))
-            .with_topics(ts)
+            .with_topics(offset_fetch_request_topics(topics))
     }
+}
+
+/// One committed offset as OffsetFetch returns it:
+/// (topic, partition, offset, leader epoch, metadata, error).
+type OffsetFetchRow = (String, i32, i64, i32, Option<String>, i16);
+
+/// A partition of an OffsetFetch response, in the v8+ per-group layout
+/// (`OffsetFetchResponsePartitions`) or the older one (`OffsetFetchResponsePartition`).
+trait OffsetFetchPartition {
+    fn into_row(self, topic: String) -> OffsetFetchRow;
+}
+
+macro_rules! impl_offset_fetch_partition {
+    ($($ty:ty),*) => {$(
+        impl OffsetFetchPartition for $ty {
+            fn into_row(self, topic: String) -> OffsetFetchRow {
+                (
+                    topic,
+                    self.partition_index,
+                    self.committed_offset,
+                    self.committed_leader_epoch,
+                    self.metadata.map(|m| m.to_string()),
+                    self.error_code,
+                )
+            }
+        }
+    )*};
+}
+
+impl_offset_fetch_partition!(OffsetFetchResponsePartition, OffsetFetchResponsePartitions);
+
+/// Flattens the `(topic name, partitions)` of an OffsetFetch response into rows.
+fn offset_fetch_rows<P: OffsetFetchPartition>(
+    topics: impl Iterator<Item = (TopicName, Vec<P>)>,
+) -> Vec<OffsetFetchRow> {
+    topics
+        .flat_map(|(name, partitions)| {
+            let name = name.0.to_string();
+            partitions
+                .into_iter()
+                .map(move |p| p.into_row(name.clone()))
+        })
+        .collect()
 }
 
 fn offset_commit_request(
@@ -305,16 +365,30 @@ impl Client {
         true
     }
 
-    /// Finds the coordinator of `group` (FindCoordinator), retrying while the cluster is
-    /// still creating or loading `__consumer_offsets`.
-    pub async fn find_coordinator(&mut self, group: &str) -> Result<BrokerMetadata> {
+    /// Runs a request on `group`'s coordinator, retrying coordinator errors (see
+    /// [`is_coordinator_error`]) up to [`GROUP_MAX_RETRIES`] times, each after forgetting the
+    /// coordinator and backing off.
+    async fn with_group_retries<T>(
+        &mut self,
+        group: &str,
+        mut request: impl AsyncFnMut(&mut Self) -> Result<T>,
+    ) -> Result<T> {
         let mut attempt = 0;
         loop {
-            match self.find_coordinator_once(group).await {
+            match request(self).await {
                 Err(e) if self.group_backoff(group, attempt, &e).await => attempt += 1,
                 other => return other,
             }
         }
+    }
+
+    /// Finds the coordinator of `group` (FindCoordinator), retrying while the cluster is
+    /// still creating or loading `__consumer_offsets`.
+    pub async fn find_coordinator(&mut self, group: &str) -> Result<BrokerMetadata> {
+        self.with_group_retries(group, async |client| {
+            client.find_coordinator_once(group).await
+        })
+        .await
     }
 
     async fn find_coordinator_once(&mut self, group: &str) -> Result<BrokerMetadata> {
@@ -448,13 +522,10 @@ impl Client {
     /// exist comes back as `Dead` from older brokers or as a GROUP_ID_NOT_FOUND error from
     /// newer ones (DescribeGroups v6).
     pub async fn describe_group(&mut self, group: &str) -> Result<GroupDescription> {
-        let mut attempt = 0;
-        loop {
-            match self.describe_group_once(group).await {
-                Err(e) if self.group_backoff(group, attempt, &e).await => attempt += 1,
-                other => return other,
-            }
-        }
+        self.with_group_retries(group, async |client| {
+            client.describe_group_once(group).await
+        })
+        .await
     }
 
     async fn describe_group_once(&mut self, group: &str) -> Result<GroupDescription> {
@@ -504,13 +575,10 @@ impl Client {
         group: &str,
         topics: Option<&[(String, Vec<i32>)]>,
     ) -> Result<Vec<CommittedOffset>> {
-        let mut attempt = 0;
-        loop {
-            match self.committed_offsets_once(group, topics).await {
-                Err(e) if self.group_backoff(group, attempt, &e).await => attempt += 1,
-                other => return other,
-            }
-        }
+        self.with_group_retries(group, async |client| {
+            client.committed_offsets_once(group, topics).await
+        })
+        .await
     }
 
     async fn committed_offsets_once(
@@ -529,9 +597,7 @@ impl Client {
         let request = offset_fetch_request(group, topics, version);
         let addr = conn.addr().to_owned();
         let r = conn.send_versioned(&request, version).await?;
-        // (topic, partition, offset, leader epoch, metadata, error)
-        type Row = (String, i32, i64, i32, Option<String>, i16);
-        let rows: Vec<Row> = if version >= 8 {
+        let rows = if version >= 8 {
             let g = r
                 .groups
                 .into_iter()
@@ -540,42 +606,12 @@ impl Client {
             if let Some(e) = Error::from_group_code(g.error_code, group, None) {
                 return Err(e);
             }
-            g.topics
-                .into_iter()
-                .flat_map(|t| {
-                    let name = t.name.0.to_string();
-                    t.partitions.into_iter().map(move |p| {
-                        (
-                            name.clone(),
-                            p.partition_index,
-                            p.committed_offset,
-                            p.committed_leader_epoch,
-                            p.metadata.map(|m| m.to_string()),
-                            p.error_code,
-                        )
-                    })
-                })
-                .collect()
+            offset_fetch_rows(g.topics.into_iter().map(|t| (t.name, t.partitions)))
         } else {
             if let Some(e) = Error::from_group_code(r.error_code, group, None) {
                 return Err(e);
             }
-            r.topics
-                .into_iter()
-                .flat_map(|t| {
-                    let name = t.name.0.to_string();
-                    t.partitions.into_iter().map(move |p| {
-                        (
-                            name.clone(),
-                            p.partition_index,
-                            p.committed_offset,
-                            p.committed_leader_epoch,
-                            p.metadata.map(|m| m.to_string()),
-                            p.error_code,
-                        )
-                    })
-                })
-                .collect()
+            offset_fetch_rows(r.topics.into_iter().map(|t| (t.name, t.partitions)))
         };
         let mut out = Vec::with_capacity(rows.len());
         for (topic, partition, offset, leader_epoch, metadata, code) in rows {
@@ -613,16 +649,12 @@ impl Client {
         member_id: &str,
         offsets: &[(String, i32, i64)],
     ) -> Result<Vec<((String, i32), Result<()>)>> {
-        let mut attempt = 0;
-        loop {
-            match self
+        self.with_group_retries(group, async |client| {
+            client
                 .commit_offsets_once(group, generation_id, member_id, offsets)
                 .await
-            {
-                Err(e) if self.group_backoff(group, attempt, &e).await => attempt += 1,
-                other => return other,
-            }
-        }
+        })
+        .await
     }
 
     async fn commit_offsets_once(
@@ -671,13 +703,9 @@ impl Client {
     pub async fn delete_groups(&mut self, groups: &[String]) -> Result<Vec<(String, Result<()>)>> {
         let mut out = Vec::with_capacity(groups.len());
         for group in groups {
-            let mut attempt = 0;
-            let result = loop {
-                match self.delete_group_once(group).await {
-                    Err(e) if self.group_backoff(group, attempt, &e).await => attempt += 1,
-                    other => break other,
-                }
-            };
+            let result = self
+                .with_group_retries(group, async |client| client.delete_group_once(group).await)
+                .await;
             match result {
                 // Connection-level failures end the whole operation.
                 Err(e @ (Error::Io { .. } | Error::Connect { .. } | Error::Timeout { .. })) => {
