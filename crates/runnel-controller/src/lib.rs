@@ -4,13 +4,15 @@
 //! controllers. Applying a command is deterministic, so every controller computes the same
 //! image.
 //!
-//! Status: the image, commands and storage are built and unit-tested; wiring them into the
-//! node (Raft network over gRPC, broker heartbeats, elections) is the rest of the controller
-//! issue.
+//! Status: the image, commands, storage and the Raft network over gRPC (`raft`, with a
+//! three-controller failover test) are built; wiring them into the node (one gRPC server per
+//! node, broker registration and heartbeats, fencing timers, request forwarding) is the rest
+//! of the controller issue.
 
 pub mod command;
 pub mod error;
 pub mod image;
+pub mod raft;
 pub mod store;
 
 mod cluster;

@@ -1,0 +1,303 @@
+//! The controller's Raft: openraft over the sled storage ([`crate::store`]) with a gRPC
+//! transport (`runnel.controller.v1.RaftService`), as one [`Controller`] a node starts.
+//!
+//! - [`network`]: the client side, openraft's network factory over tonic channels.
+//! - [`service`]: the server side, the `RaftService` answering peers with the local Raft.
+//!
+//! Every controller is started with the same voter set (`--voters`). On the very first start
+//! (nothing in the log, no vote) the voter with the lowest id initializes the cluster with
+//! that set; the others wait to be contacted. A restarted controller finds its log, vote and
+//! membership on disk and rejoins without initializing anything.
+
+pub mod network;
+pub mod service;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use openraft::error::ClientWriteError;
+use openraft::error::Fatal;
+use openraft::error::InitializeError;
+use openraft::error::RaftError;
+use openraft::storage::RaftLogStorage;
+use openraft::Raft;
+use openraft::RaftMetrics;
+use openraft::SnapshotPolicy;
+use tokio::sync::oneshot;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+
+use crate::command::CommandResult;
+use crate::command::ControllerCommand;
+use crate::error::ControllerError;
+use crate::store::AppliedState;
+use crate::store::RaftNode;
+use crate::store::StoreError;
+use crate::store::TypeConfig;
+
+pub use network::GrpcNetworkFactory;
+pub use service::RaftGrpcService;
+
+/// Heartbeat interval, in milliseconds (also openraft's timeout for one AppendEntries).
+pub const HEARTBEAT_INTERVAL_MS: u64 = 150;
+/// A follower that hears from no leader for a random time in this range (milliseconds)
+/// starts an election.
+pub const ELECTION_TIMEOUT_MS: (u64, u64) = (1000, 2000);
+/// A snapshot of the image is taken every this many log entries.
+pub const SNAPSHOT_EVERY_LOGS: u64 = 10_000;
+/// How long [`Controller::shutdown`] waits for the gRPC server to drain.
+const SERVER_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The openraft configuration every controller runs with (constant, checked by openraft's
+/// `validate` and by a unit test).
+pub fn raft_config() -> openraft::Config {
+    openraft::Config {
+        cluster_name: "runnel-controller".to_owned(),
+        heartbeat_interval: HEARTBEAT_INTERVAL_MS,
+        election_timeout_min: ELECTION_TIMEOUT_MS.0,
+        election_timeout_max: ELECTION_TIMEOUT_MS.1,
+        install_snapshot_timeout: 2000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_LOGS),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    }
+    .validate()
+    .expect("the controller's constant Raft configuration is valid")
+}
+
+/// Why a controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The storage could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The storage could not be read.
+    #[error("controller storage: {0}")]
+    Storage(#[from] openraft::StorageError<u64>),
+    /// No voters were given.
+    #[error("the controller needs at least one voter")]
+    NoVoters,
+    /// The RPC listener's address could not be read.
+    #[error("Raft RPC listener: {0}")]
+    Listener(#[from] std::io::Error),
+    /// Raft stopped while starting.
+    #[error("controller Raft stopped: {0}")]
+    Fatal(#[from] Fatal<u64>),
+    /// Initializing the cluster failed for another reason than it being initialized already.
+    #[error("initializing the controller cluster: {0}")]
+    Initialize(String),
+}
+
+/// Why a command was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// This controller is not the leader; send the command to `leader_id` at `leader_addr`
+    /// (either unknown during an election).
+    #[error("not the active controller (leader: {leader_id:?} at {leader_addr:?})")]
+    NotLeader {
+        /// The leader this node knows of.
+        leader_id: Option<u64>,
+        /// Its Raft RPC address.
+        leader_addr: Option<String>,
+    },
+    /// The command was committed and applied, and applying it refused it (the same on every
+    /// controller).
+    #[error(transparent)]
+    Rejected(#[from] ControllerError),
+    /// This controller's Raft has stopped (shut down, or a storage failure).
+    #[error("controller Raft stopped: {0}")]
+    Fatal(Fatal<u64>),
+    /// Another Raft error (not expected for a command).
+    #[error("controller Raft: {0}")]
+    Raft(String),
+}
+
+/// A running controller: its Raft, the gRPC server answering its peers, and the applied
+/// metadata image.
+pub struct Controller {
+    node_id: u64,
+    raft: Raft<TypeConfig>,
+    applied: watch::Receiver<AppliedState>,
+    rpc_addr: SocketAddr,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("node_id", &self.node_id)
+            .field("rpc_addr", &self.rpc_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Controller {
+    /// Starts controller `node_id`: opens (creating it) the Raft storage in `data_dir` (the
+    /// node passes `<data-dir>/controller`), serves Raft RPCs on `rpc_listener`, and, if this
+    /// is the first start and `node_id` is the lowest of `voters`, initializes the cluster
+    /// with `voters`.
+    pub async fn start(
+        node_id: u64,
+        data_dir: &Path,
+        rpc_listener: tokio::net::TcpListener,
+        voters: BTreeMap<u64, RaftNode>,
+    ) -> Result<Controller, StartError> {
+        let lowest = *voters.keys().next().ok_or(StartError::NoVoters)?;
+        let rpc_addr = rpc_listener.local_addr()?;
+        let config = std::sync::Arc::new(raft_config());
+        let (mut log, state_machine) = crate::store::open(data_dir)?;
+        let fresh =
+            log.read_vote().await?.is_none() && log.get_log_state().await?.last_log_id.is_none();
+        let applied = state_machine.subscribe();
+        let raft = Raft::new(
+            node_id,
+            config,
+            GrpcNetworkFactory::new(),
+            log,
+            state_machine,
+        )
+        .await?;
+
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let incoming = TcpIncoming::from(rpc_listener).with_nodelay(Some(true));
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftGrpcService::new(raft.clone()).into_server())
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                }),
+        );
+        let controller = Controller {
+            node_id,
+            raft,
+            applied,
+            rpc_addr,
+            stop_server: Some(stop_server),
+            server,
+        };
+        tracing::info!(node_id, %rpc_addr, fresh, "controller Raft started");
+
+        if fresh && node_id == lowest {
+            match controller.raft.initialize(voters).await {
+                Ok(()) => tracing::info!(node_id, "initialized the controller cluster"),
+                Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
+                    tracing::debug!(node_id, %e, "controller cluster already initialized");
+                }
+                Err(e) => {
+                    let e = StartError::Initialize(e.to_string());
+                    controller.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(controller)
+    }
+
+    /// This controller's id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The address the Raft RPC server listens on.
+    pub fn rpc_addr(&self) -> SocketAddr {
+        self.rpc_addr
+    }
+
+    /// The local openraft handle.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// Proposes `cmd` and waits until it is committed and applied here. Only the leader can
+    /// propose: elsewhere this answers [`WriteError::NotLeader`] naming the leader.
+    pub async fn write(&self, cmd: ControllerCommand) -> Result<CommandResult, WriteError> {
+        match self.raft.client_write(cmd).await {
+            Ok(response) => response.data.map_err(WriteError::Rejected),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(WriteError::NotLeader {
+                    leader_id: forward.leader_id,
+                    leader_addr: forward.leader_node.map(|node| node.rpc_addr),
+                })
+            }
+            Err(RaftError::APIError(e)) => Err(WriteError::Raft(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(WriteError::Fatal(e)),
+        }
+    }
+
+    /// openraft's metrics: state, term, leader, last applied, membership.
+    pub fn metrics(&self) -> watch::Receiver<RaftMetrics<u64, RaftNode>> {
+        self.raft.metrics()
+    }
+
+    /// The leader this node currently knows of, with its address if the membership has it.
+    pub fn current_leader(&self) -> Option<(u64, Option<RaftNode>)> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned();
+        Some((leader, node))
+    }
+
+    /// Whether this node is the leader now (by its metrics; a leader that has just lost its
+    /// quorum may not know yet).
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.node_id)
+    }
+
+    /// The applied metadata image now and after every change.
+    pub fn subscribe(&self) -> watch::Receiver<AppliedState> {
+        self.applied.clone()
+    }
+
+    /// Stops Raft (its storage is closed when its tasks end) and the RPC server.
+    pub async fn shutdown(mut self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(node_id = self.node_id, %e, "controller Raft ended abnormally");
+        }
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        match tokio::time::timeout(SERVER_DRAIN_TIMEOUT, &mut self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(node_id = self.node_id, %e, "Raft RPC server failed"),
+            Ok(Err(e)) => tracing::warn!(node_id = self.node_id, %e, "Raft RPC server panicked"),
+            Err(_) => {
+                tracing::warn!(
+                    node_id = self.node_id,
+                    "Raft RPC server did not drain; aborting"
+                );
+                self.server.abort();
+                let _ = (&mut self.server).await;
+            }
+        }
+        tracing::info!(node_id = self.node_id, "controller stopped");
+    }
+}
+
+impl Drop for Controller {
+    /// A controller dropped without [`Controller::shutdown`] (a failing test) still stops
+    /// serving; Raft stops when its last handle is dropped.
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn raft_config_is_valid() {
+        let config = super::raft_config();
+        assert_eq!(config.heartbeat_interval, super::HEARTBEAT_INTERVAL_MS);
+        assert!(config.election_timeout_min > 5 * config.heartbeat_interval);
+    }
+}

@@ -1,0 +1,264 @@
+//! Three controllers in one process over the real gRPC transport on 127.0.0.1: the lowest id
+//! initializes the cluster, a leader is elected, commands written through it are applied
+//! alike everywhere, a new leader takes over when the leader stops, and the stopped node
+//! catches up after a restart from its data directory. Every wait is bounded; every
+//! controller is shut down at the end, also when an assertion fails.
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures::FutureExt;
+use runnel_controller::command::CommandResult;
+use runnel_controller::command::ControllerCommand;
+use runnel_controller::raft::Controller;
+use runnel_controller::raft::WriteError;
+use runnel_controller::store::RaftNode;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Cluster {
+    voters: BTreeMap<u64, RaftNode>,
+    dirs: BTreeMap<u64, TempDir>,
+    nodes: BTreeMap<u64, Controller>,
+}
+
+impl Cluster {
+    async fn start(n: u64) -> Cluster {
+        let mut listeners = BTreeMap::new();
+        let mut voters = BTreeMap::new();
+        for id in 1..=n {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let rpc_addr = listener.local_addr().unwrap().to_string();
+            voters.insert(id, RaftNode { rpc_addr });
+            listeners.insert(id, listener);
+        }
+        let mut cluster = Cluster {
+            voters,
+            dirs: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+        };
+        for (id, listener) in listeners {
+            let dir = tempfile::tempdir().expect("tempdir");
+            cluster.dirs.insert(id, dir);
+            cluster.start_node(id, listener).await;
+        }
+        cluster
+    }
+
+    async fn start_node(&mut self, id: u64, listener: TcpListener) {
+        let dir = self.dirs[&id].path().join("controller");
+        let controller = Controller::start(id, &dir, listener, self.voters.clone())
+            .await
+            .unwrap_or_else(|e| panic!("start controller {id}: {e}"));
+        self.nodes.insert(id, controller);
+    }
+
+    /// Restarts a stopped node on its old address (peers know it from the membership).
+    async fn restart(&mut self, id: u64) {
+        let addr = self.voters[&id].rpc_addr.clone();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(&addr).await {
+                Ok(listener) => break listener,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("rebinding {addr}: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("rebind {addr}: {e}"),
+            }
+        };
+        self.start_node(id, listener).await;
+    }
+
+    async fn stop(&mut self, id: u64) {
+        let node = self.nodes.remove(&id).expect("node running");
+        tokio::time::timeout(WAIT, node.shutdown())
+            .await
+            .expect("shutdown within bound");
+    }
+
+    async fn shutdown_all(&mut self) {
+        for (_, node) in std::mem::take(&mut self.nodes) {
+            let _ = tokio::time::timeout(WAIT, node.shutdown()).await;
+        }
+    }
+
+    /// Waits until every running node names the same running leader, which knows it leads.
+    async fn leader(&self) -> u64 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let leaders: Vec<_> = self
+                .nodes
+                .values()
+                .map(|n| n.current_leader().map(|(id, _)| id))
+                .collect();
+            if let Some(Some(leader)) = leaders.first() {
+                if leaders.iter().all(|l| *l == Some(*leader))
+                    && self.nodes.get(leader).is_some_and(Controller::is_leader)
+                {
+                    return *leader;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader within {WAIT:?}: {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Writes through the leader, retrying while leadership moves.
+    async fn write(&self, cmd: ControllerCommand) -> CommandResult {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let leader = self.leader().await;
+            match self.nodes[&leader].write(cmd.clone()).await {
+                Ok(result) => return result,
+                Err(e @ WriteError::NotLeader { .. }) if Instant::now() < deadline => {
+                    eprintln!("write {cmd:?}: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("write {cmd:?}: {e}"),
+            }
+        }
+    }
+
+    /// Waits until every running node has applied what the leader has, and checks that
+    /// they all hold the same image.
+    async fn converged(&self) {
+        let leader = self.leader().await;
+        let target = self.nodes[&leader].subscribe().borrow().clone();
+        for (id, node) in &self.nodes {
+            let mut rx = node.subscribe();
+            tokio::time::timeout(WAIT, rx.wait_for(|s| s.last_applied >= target.last_applied))
+                .await
+                .unwrap_or_else(|_| panic!("node {id} did not catch up within {WAIT:?}"))
+                .expect("state machine alive");
+            let applied = rx.borrow().clone();
+            assert_eq!(applied.last_applied, target.last_applied, "node {id}");
+            assert_eq!(applied.data, target.data, "node {id}'s image differs");
+        }
+    }
+}
+
+fn register(id: i32) -> ControllerCommand {
+    ControllerCommand::RegisterBroker {
+        id,
+        incarnation: Uuid::from_u128(0x1000 + id as u128),
+        host: "127.0.0.1".to_owned(),
+        port: 9092 + id,
+        rpc_address: format!("127.0.0.1:{}", 9192 + id),
+        rack: None,
+    }
+}
+
+fn create_topic(name: &str, id: u128) -> ControllerCommand {
+    ControllerCommand::CreateTopic {
+        name: name.to_owned(),
+        id: Uuid::from_u128(id),
+        partitions: 1,
+        replication_factor: 1,
+        assignment: None,
+        configs: BTreeMap::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_controllers_elect_replicate_fail_over_and_catch_up() {
+    let mut cluster = Cluster::start(3).await;
+    // Run the scenario, then shut every node down whether it passed, panicked or hung.
+    let outcome = AssertUnwindSafe(tokio::time::timeout(
+        Duration::from_secs(90),
+        scenario(&mut cluster),
+    ))
+    .catch_unwind()
+    .await;
+    cluster.shutdown_all().await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => panic!("scenario did not finish within 90 s"),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+async fn scenario(cluster: &mut Cluster) {
+    let first = cluster.leader().await;
+
+    let r = cluster
+        .write(ControllerCommand::InitCluster {
+            cluster_id: "runnel-test-cluster-01".to_owned(),
+        })
+        .await;
+    assert!(
+        matches!(r, CommandResult::ClusterInitialized { .. }),
+        "{r:?}"
+    );
+    let r = cluster.write(register(1)).await;
+    assert!(
+        matches!(r, CommandResult::BrokerRegistered { broker_id: 1, .. }),
+        "{r:?}"
+    );
+    let r = cluster
+        .write(ControllerCommand::UnfenceBroker { id: 1 })
+        .await;
+    assert!(
+        matches!(r, CommandResult::BrokerUnfenced { broker_id: 1, .. }),
+        "{r:?}"
+    );
+    let r = cluster.write(create_topic("events", 1)).await;
+    assert!(matches!(r, CommandResult::TopicCreated(_)), "{r:?}");
+    cluster.converged().await;
+    {
+        let image = cluster.nodes[&first].subscribe().borrow().data.clone();
+        assert_eq!(image.cluster_id, "runnel-test-cluster-01");
+        assert!(image.brokers.contains_key(&1));
+        assert!(image.topics.contains_key("events"));
+    }
+
+    // A refused command is an error for the writer, applied (as a no-op) everywhere.
+    let leader = cluster.leader().await;
+    let err = cluster.nodes[&leader]
+        .write(create_topic("events", 2))
+        .await
+        .expect_err("duplicate topic refused");
+    assert!(matches!(err, WriteError::Rejected(_)), "{err}");
+
+    // A follower refuses writes and names the leader.
+    let follower = *cluster.nodes.keys().find(|id| **id != leader).unwrap();
+    match cluster.nodes[&follower].write(register(9)).await {
+        Err(WriteError::NotLeader {
+            leader_id,
+            leader_addr,
+        }) => {
+            assert_eq!(leader_id, Some(leader));
+            assert_eq!(leader_addr, Some(cluster.voters[&leader].rpc_addr.clone()));
+        }
+        other => panic!("follower write: {other:?}"),
+    }
+
+    // The leader stops; the other two elect a new one and keep accepting commands.
+    cluster.stop(leader).await;
+    let second = cluster.leader().await;
+    assert_ne!(second, leader);
+    let r = cluster.write(register(2)).await;
+    assert!(
+        matches!(r, CommandResult::BrokerRegistered { broker_id: 2, .. }),
+        "{r:?}"
+    );
+    let r = cluster.write(create_topic("after-failover", 3)).await;
+    assert!(matches!(r, CommandResult::TopicCreated(_)), "{r:?}");
+    cluster.converged().await;
+
+    // The old leader restarts from its data directory and catches up.
+    cluster.restart(leader).await;
+    cluster.converged().await;
+    let image = cluster.nodes[&leader].subscribe().borrow().data.clone();
+    assert!(image.brokers.contains_key(&2));
+    assert!(image.topics.contains_key("after-failover"));
+    assert_eq!(cluster.nodes.len(), 3);
+}
