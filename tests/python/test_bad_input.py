@@ -135,3 +135,21 @@ def test_produce_to_missing_partition(node, topic):
     r = produce_raw(node, topic, 7, kw.record_batch([kw.Record(b"k", b"v")]))
     assert r.error_code == UNKNOWN_TOPIC_OR_PARTITION
     still_serves(node)
+
+
+def test_failed_acks0_produce_closes_the_connection(node, topic):
+    """acks=0 gets no response, so Kafka closes the connection when such a produce fails: the
+    client's only signal to refresh metadata. A successful acks=0 produce keeps it open."""
+    good = kw.record_batch([kw.Record(key=None, value=b"ok")])
+    with kw.connect(node.bootstrap) as s:
+        s.sendall(kw.produce_v3_request(1, topic, 0, good, acks=0))
+        # Still open and in order: the next request on the same connection is answered.
+        s.sendall(kw.api_versions_request(0, 2))
+        resp = kw.parse_api_versions_v0(kw.read_response(s))
+        assert (resp.correlation_id, resp.error_code) == (2, 0)
+        s.sendall(kw.produce_v3_request(3, topic, 0, kw.flip_crc_byte(good), acks=0))
+        closed, data = kw.wait_closed(s, timeout=10)
+    assert closed and data == b"", "a failed acks=0 produce must close the connection, silently"
+    util.produce_ok(node.bootstrap, topic, [(None, b"after")])
+    got = util.consume(node.bootstrap, topic, expected=2)
+    assert [c.value for c in got] == [b"ok", b"after"]

@@ -35,8 +35,8 @@ enum Outcome {
     Send(Bytes),
     /// acks=0 produce: Kafka sends nothing back.
     Nothing,
-    /// The response could not be encoded (a bug, logged); the client would wait forever for
-    /// it, so the connection is closed instead.
+    /// Close the connection: a failed acks=0 produce (the client's only signal), or a
+    /// response that could not be encoded (a bug, logged; the client would wait forever).
     Close,
 }
 
@@ -214,13 +214,14 @@ async fn respond(ctx: Arc<Context>, request: Request) -> Outcome {
     let correlation_id = request.header.correlation_id;
     let peer = request.peer;
     match handlers::handle(ctx, request).await {
-        Some(response) => {
+        Ok(Some(response)) => {
             match encode_response(api_key, version, correlation_id, &response, peer) {
                 Some(bytes) => Outcome::Send(bytes),
                 None => Outcome::Close,
             }
         }
-        None => Outcome::Nothing,
+        Ok(None) => Outcome::Nothing,
+        Err(handlers::CloseConnection) => Outcome::Close,
     }
 }
 

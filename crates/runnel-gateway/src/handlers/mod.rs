@@ -73,8 +73,15 @@ pub(crate) fn supported_versions(key: ApiKey) -> Option<VersionRange> {
     APIS.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
 }
 
-/// Runs the request's handler. `None` means no response is sent (acks=0 produce).
-pub(crate) async fn handle(ctx: Arc<Context>, request: Request) -> Option<ResponseKind> {
+/// A handler's request to close the client's connection instead of answering.
+#[derive(Debug)]
+pub(crate) struct CloseConnection;
+
+/// Runs the request's handler. `Ok(None)` means no response is sent (acks=0 produce).
+pub(crate) async fn handle(
+    ctx: Arc<Context>,
+    request: Request,
+) -> Result<Option<ResponseKind>, CloseConnection> {
     let version = request.header.request_api_version;
     let client = request
         .header
@@ -83,9 +90,9 @@ pub(crate) async fn handle(ctx: Arc<Context>, request: Request) -> Option<Respon
         .map(|c| c.as_str().to_string())
         .unwrap_or_default();
     let response = match request.body {
-        RequestKind::Produce(r) => match produce::handle(&ctx, r, version, &client).await {
+        RequestKind::Produce(r) => match produce::handle(&ctx, r, version, &client).await? {
             Some(resp) => ResponseKind::Produce(resp),
-            None => return None,
+            None => return Ok(None),
         },
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(&ctx, r, version).await),
         RequestKind::ListOffsets(r) => {
@@ -153,10 +160,10 @@ pub(crate) async fn handle(ctx: Arc<Context>, request: Request) -> Option<Respon
             // Unreachable while APIS and this match agree; the decode step only lets through
             // APIs listed in APIS.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a listed API");
-            return None;
+            return Err(CloseConnection);
         }
     };
-    Some(response)
+    Ok(Some(response))
 }
 
 pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {

@@ -16,7 +16,7 @@ use kafka_protocol::ResponseError;
 use runnel_broker::{is_internal_topic, BrokerError};
 use uuid::Uuid;
 
-use super::str_bytes;
+use super::{str_bytes, CloseConnection};
 use crate::Context;
 
 pub(crate) const VERSIONS: VersionRange = VersionRange { min: 3, max: 13 };
@@ -35,13 +35,15 @@ fn partition_error(
         .with_error_message(message.map(str_bytes))
 }
 
-/// Returns `None` for acks=0, which Kafka never answers.
+/// Returns `Ok(None)` for acks=0, which Kafka never answers, and `Err` when an acks=0 produce
+/// failed: like Kafka, the node then closes the connection, the only way such a client learns
+/// that it must refresh its metadata and reconnect.
 pub(crate) async fn handle(
     ctx: &Context,
     request: ProduceRequest,
     version: i16,
     client: &str,
-) -> Option<ProduceResponse> {
+) -> Result<Option<ProduceResponse>, CloseConnection> {
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
     let mut responses = Vec::with_capacity(request.topic_data.len());
@@ -109,7 +111,21 @@ pub(crate) async fn handle(
                 .with_partition_responses(partitions),
         );
     }
-    (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+    if acks != 0 {
+        return Ok(Some(ProduceResponse::default().with_responses(responses)));
+    }
+    let failed = responses
+        .iter()
+        .flat_map(|t| &t.partition_responses)
+        .any(|p| p.error_code != 0);
+    if failed {
+        tracing::info!(
+            client,
+            "an acks=0 produce failed; closing the connection so the client notices"
+        );
+        return Err(CloseConnection);
+    }
+    Ok(None)
 }
 
 fn append(
