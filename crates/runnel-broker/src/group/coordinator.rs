@@ -819,20 +819,9 @@ impl GroupCoordinator {
             .collect();
         let left = group.offsets().len() - present.len();
         let dies = left == 0 && group.is_idle();
-        let mut records: Vec<CoordinatorRecord> = present
-            .iter()
-            .map(|(t, p)| CoordinatorRecord::Offset {
-                group: group_id.to_string(),
-                topic: t.clone(),
-                partition: *p,
-                value: None,
-            })
-            .collect();
+        let mut records = offset_tombstones(group_id, present.iter().copied());
         if dies {
-            records.push(CoordinatorRecord::Group {
-                group: group_id.to_string(),
-                value: None,
-            });
+            records.push(group_tombstone(group_id));
         }
         if records.is_empty() {
             return Ok(0);
@@ -942,20 +931,8 @@ impl GroupCoordinator {
             GroupState::Dead => return Err(ResponseError::GroupIdNotFound),
             _ => return Err(ResponseError::NonEmptyGroup),
         }
-        let mut records: Vec<CoordinatorRecord> = group
-            .offsets()
-            .keys()
-            .map(|(t, p)| CoordinatorRecord::Offset {
-                group: group_id.to_string(),
-                topic: t.clone(),
-                partition: *p,
-                value: None,
-            })
-            .collect();
-        records.push(CoordinatorRecord::Group {
-            group: group_id.to_string(),
-            value: None,
-        });
+        let mut records = offset_tombstones(group_id, group.offsets().keys());
+        records.push(group_tombstone(group_id));
         if let Err(e) = self.append(shard.partition, &records) {
             tracing::warn!(group = group_id, error = %e, "cannot delete group");
             return Err(commit_error(&e));
@@ -1164,3 +1141,26 @@ fn take_waiters(st: &mut ShardState, fx: Effects) -> Deliveries {
 #[cfg(test)]
 #[path = "coordinator_tests.rs"]
 mod tests;
+
+/// Tombstones (null values) that delete these committed offsets of a group when compacted.
+fn offset_tombstones<'a>(
+    group_id: &str,
+    keys: impl IntoIterator<Item = &'a (String, i32)>,
+) -> Vec<CoordinatorRecord> {
+    keys.into_iter()
+        .map(|(topic, partition)| CoordinatorRecord::Offset {
+            group: group_id.to_string(),
+            topic: topic.clone(),
+            partition: *partition,
+            value: None,
+        })
+        .collect()
+}
+
+/// The tombstone that deletes a group's metadata record.
+fn group_tombstone(group_id: &str) -> CoordinatorRecord {
+    CoordinatorRecord::Group {
+        group: group_id.to_string(),
+        value: None,
+    }
+}
