@@ -385,19 +385,9 @@ mod tests {
     fn compacted_manager(
         dir: &std::path::Path,
         config: crate::config::BrokerConfig,
-    ) -> crate::replica_manager::ReplicaManager {
-        use crate::metadata::BrokerInfo;
-        let rm = crate::replica_manager::ReplicaManager::open(
-            dir,
-            BrokerInfo {
-                id: 1,
-                host: "127.0.0.1".into(),
-                port: 9092,
-                rack: None,
-            },
-            config,
-        )
-        .unwrap();
+    ) -> std::sync::Arc<crate::replica_manager::ReplicaManager> {
+        use futures::executor::block_on;
+        let rm = crate::testing::LocalController::start(dir, 1, config).1;
         let configs = [
             ("cleanup.policy", "compact"),
             ("segment.bytes", "400"),
@@ -406,9 +396,8 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        rm.create_topic("c", 1, 1, configs, false).unwrap();
-        rm.create_topic("plain", 1, 1, Default::default(), false)
-            .unwrap();
+        block_on(rm.create_topic("c", 1, 1, configs, false)).unwrap();
+        block_on(rm.create_topic("plain", 1, 1, Default::default(), false)).unwrap();
         rm
     }
 
@@ -464,7 +453,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config =
             crate::config::BrokerConfig::from_pairs([("log.cleaner.backoff.ms", "100")]).unwrap();
-        let rm = std::sync::Arc::new(compacted_manager(dir.path(), config));
+        let rm = compacted_manager(dir.path(), config);
         let c = rm.partition("c", 0).unwrap();
         fill_ab(&c);
         let before = c.size_bytes().unwrap();

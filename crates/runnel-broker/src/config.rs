@@ -281,6 +281,36 @@ pub static BROKER_ONLY_CONFIGS: &[(&str, ConfigType, &str, &str)] = &[
         "500",
         "Requests in flight per connection before the node stops reading from it.",
     ),
+    (
+        "broker.session.timeout.ms",
+        ConfigType::Int,
+        "9000",
+        "The controller fences a broker whose last heartbeat is older than this.",
+    ),
+    (
+        "broker.heartbeat.interval.ms",
+        ConfigType::Int,
+        "2000",
+        "How often a broker heartbeats to the active controller.",
+    ),
+    (
+        "auto.leader.rebalance.enable",
+        ConfigType::Boolean,
+        "true",
+        "Periodically move leadership back to each partition's preferred replica.",
+    ),
+    (
+        "leader.imbalance.check.interval.seconds",
+        ConfigType::Long,
+        "300",
+        "How often the controller checks whether preferred leaders should be restored.",
+    ),
+    (
+        "broker.rack",
+        ConfigType::String,
+        "",
+        "Rack of this broker, for rack-aware replica placement (empty: none).",
+    ),
 ];
 
 /// Kafka's older spellings of broker configs, mapped to the canonical one with a unit factor.
@@ -504,6 +534,29 @@ impl BrokerConfig {
         self.get_parsed("queued.max.requests", 500)
     }
 
+    pub fn broker_session_timeout_ms(&self) -> u64 {
+        self.get_parsed("broker.session.timeout.ms", 9000)
+    }
+
+    pub fn broker_heartbeat_interval_ms(&self) -> u64 {
+        self.get_parsed("broker.heartbeat.interval.ms", 2000)
+    }
+
+    pub fn auto_leader_rebalance_enable(&self) -> bool {
+        self.get_parsed("auto.leader.rebalance.enable", true)
+    }
+
+    pub fn leader_imbalance_check_interval_seconds(&self) -> u64 {
+        self.get_parsed("leader.imbalance.check.interval.seconds", 300)
+    }
+
+    /// `broker.rack`, `None` when unset or empty.
+    pub fn broker_rack(&self) -> Option<String> {
+        self.get("broker.rack")
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
+    }
+
     /// The effective value of a topic config: topic override, then broker config, then Kafka's
     /// default.
     fn effective(&self, def: &TopicConfigDef, topic: &BTreeMap<String, String>) -> DescribedConfig {
@@ -674,6 +727,29 @@ mod tests {
         assert!(both.cleanup_delete && both.cleanup_compact);
         assert!(validate_topic_configs(&map(&[("min.cleanable.dirty.ratio", "x")])).is_err());
         assert_eq!(broker.log_cleaner_backoff_ms(), 15_000);
+    }
+
+    #[test]
+    fn cluster_configs_have_kafkas_defaults() {
+        let d = BrokerConfig::default();
+        assert_eq!(d.broker_session_timeout_ms(), 9000);
+        assert_eq!(d.broker_heartbeat_interval_ms(), 2000);
+        assert!(d.auto_leader_rebalance_enable());
+        assert_eq!(d.leader_imbalance_check_interval_seconds(), 300);
+        assert_eq!(d.broker_rack(), None);
+        let c = BrokerConfig::from_pairs([
+            ("broker.rack", "r1"),
+            ("broker.session.timeout.ms", "500"),
+            ("auto.leader.rebalance.enable", "false"),
+        ])
+        .unwrap();
+        assert_eq!(c.broker_rack().as_deref(), Some("r1"));
+        assert_eq!(c.broker_session_timeout_ms(), 500);
+        assert!(!c.auto_leader_rebalance_enable());
+        assert!(BrokerConfig::from_pairs([("broker.heartbeat.interval.ms", "x")]).is_err());
+        let described = c.describe_broker();
+        let rack = described.iter().find(|c| c.name == "broker.rack").unwrap();
+        assert_eq!(rack.value, "r1");
     }
 
     #[test]

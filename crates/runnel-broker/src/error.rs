@@ -1,6 +1,7 @@
 //! Broker errors, each mapped to the Kafka error code clients see on the wire.
 
 use kafka_protocol::ResponseError;
+use runnel_controller::error::ControllerError;
 use runnel_storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
@@ -11,8 +12,6 @@ pub enum BrokerError {
     UnknownPartition { topic: String, partition: i32 },
     #[error("topic '{0}' already exists")]
     TopicExists(String),
-    #[error("invalid topic name '{name}': {reason}")]
-    InvalidTopic { name: String, reason: String },
     #[error("invalid partition count: {0}")]
     InvalidPartitions(String),
     #[error("invalid replication factor: {0}")]
@@ -28,14 +27,30 @@ pub enum BrokerError {
     /// An idempotent producer's batch failed its sequence or epoch check.
     #[error(transparent)]
     Producer(#[from] crate::producer_state::ProducerError),
-    #[error("metadata store: {0}")]
-    Metadata(String),
+    /// This node does not lead the partition (it may follow it, or hold no replica).
+    #[error("this node is not the leader of partition {partition} of topic '{topic}'")]
+    NotLeader { topic: String, partition: i32 },
+    /// No active controller answered in time; the client retries.
+    #[error("no active controller answered: {0}")]
+    ControllerUnavailable(String),
+    /// The controller refused the command.
+    #[error("{0}")]
+    Controller(ControllerError),
     /// The data dir cannot be used (not a directory, in use, unreadable, inconsistent).
     #[error("{0}")]
     DataDir(String),
 }
 
 impl BrokerError {
+    /// The topic already exists, whether this node or the controller noticed.
+    pub fn is_topic_exists(&self) -> bool {
+        matches!(
+            self,
+            BrokerError::TopicExists(_)
+                | BrokerError::Controller(ControllerError::TopicAlreadyExists(_))
+        )
+    }
+
     /// The Kafka error code for this error.
     pub fn code(&self) -> ResponseError {
         match self {
@@ -43,7 +58,6 @@ impl BrokerError {
                 ResponseError::UnknownTopicOrPartition
             }
             BrokerError::TopicExists(_) => ResponseError::TopicAlreadyExists,
-            BrokerError::InvalidTopic { .. } => ResponseError::InvalidTopicException,
             BrokerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
             BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
             BrokerError::InvalidConfig(_) => ResponseError::InvalidConfig,
@@ -57,7 +71,12 @@ impl BrokerError {
                 _ => ResponseError::KafkaStorageError,
             },
             BrokerError::Producer(e) => e.code(),
-            BrokerError::Metadata(_) | BrokerError::DataDir(_) => ResponseError::KafkaStorageError,
+            BrokerError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+            BrokerError::ControllerUnavailable(_) => ResponseError::RequestTimedOut,
+            BrokerError::Controller(e) => {
+                ResponseError::try_from_code(e.code()).unwrap_or(ResponseError::UnknownServerError)
+            }
+            BrokerError::DataDir(_) => ResponseError::KafkaStorageError,
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Runnel's broker: the replica manager (partition logs this node hosts), topic metadata and
-//! broker/topic configuration. The Kafka gateway drives it; later the Raft controller will own
-//! the metadata and replication will move high watermarks.
+//! Runnel's broker: the replica manager (partition logs this node hosts, following the
+//! controller's metadata image), the group coordinator, producer ids and broker/topic
+//! configuration. The Kafka gateway drives it; cluster metadata changes go to the Raft
+//! controller through [`metadata::MetadataWriter`].
 
 pub mod compaction;
 pub mod config;
@@ -10,10 +11,15 @@ pub mod metadata;
 pub mod producer_ids;
 pub mod producer_state;
 pub mod replica_manager;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use config::BrokerConfig;
 pub use error::BrokerError;
 pub use group::GroupCoordinator;
-pub use metadata::{is_internal_topic, BrokerInfo, MetadataImage, PartitionInfo, TopicInfo};
-pub use producer_ids::ProducerIdManager;
-pub use replica_manager::{now_ms, Partition, ReplicaManager};
+pub use metadata::{
+    is_internal_topic, BrokerInfo, MetadataImage, MetadataWriter, PartitionInfo, TopicInfo,
+    Written, NO_LEADER,
+};
+pub use producer_ids::{ControllerBlockSource, ProducerIdManager};
+pub use replica_manager::{has_partition_logs, now_ms, Partition, ReplicaManager};

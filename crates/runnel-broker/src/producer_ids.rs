@@ -2,18 +2,18 @@
 //!
 //! Ids are handed out from blocks, like Kafka's AllocateProducerIds: the node takes a block of
 //! [`BLOCK_SIZE`] ids from a [`ProducerIdBlockSource`] and serves InitProducerId from it
-//! without any I/O. Today the source is [`LocalBlockSource`], which persists the start of the
-//! next block in `<data-dir>/meta/producer-ids` (temp file, fsync, rename, directory fsync)
-//! *before* any id of the block it returns is used, so no id is ever handed out twice, even
-//! after a crash in the middle of a block (the rest of that block is simply skipped). The Raft
-//! controller will later supply blocks through the same trait.
+//! without any round trip. [`ControllerBlockSource`] takes blocks from the controller, whose
+//! replicated image records the start of the next block, so no id is handed out twice by any
+//! node, even after a crash in the middle of a block (the rest of that block is skipped).
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use runnel_controller::command::{CommandResult, ControllerCommand};
 
 use crate::error::BrokerError;
+use crate::metadata::MetadataWriter;
+use crate::replica_manager::ReplicaManager;
 
 /// Ids per block, as in Kafka.
 pub const BLOCK_SIZE: u32 = 1000;
@@ -35,126 +35,82 @@ impl ProducerIdBlock {
 /// Where blocks of producer ids come from. A block returned must never be returned again, by
 /// this or any other node, even across crashes.
 pub trait ProducerIdBlockSource: Send + Sync {
-    fn next_block(&self) -> Result<ProducerIdBlock, BrokerError>;
-
-    /// Every id below this value may have been handed out; none at or above it has been.
-    fn allocated_below(&self) -> i64;
+    fn next_block(&self) -> BoxFuture<'_, Result<ProducerIdBlock, BrokerError>>;
 }
 
-/// The single-node source: the next block start lives in `<data-dir>/meta/producer-ids`.
-pub struct LocalBlockSource {
-    path: PathBuf,
-    next_start: Mutex<i64>,
+/// Blocks allocated by the active controller (`AllocateProducerIds`).
+pub struct ControllerBlockSource {
+    pub writer: Arc<dyn MetadataWriter>,
+    pub broker_id: i32,
 }
 
-const FILE_NAME: &str = "producer-ids";
-
-impl LocalBlockSource {
-    pub fn open(data_dir: &Path) -> Result<Self, BrokerError> {
-        let meta = data_dir.join("meta");
-        let path = meta.join(FILE_NAME);
-        let io = |what: &str, p: &Path, e: std::io::Error| {
-            BrokerError::DataDir(format!("{what} {}: {e}", p.display()))
-        };
-        fs::create_dir_all(&meta).map_err(|e| io("cannot create", &meta, e))?;
-        let _ = fs::remove_file(meta.join(format!("{FILE_NAME}.tmp")));
-        let next_start = match fs::read_to_string(&path) {
-            Ok(text) => text
-                .trim()
-                .strip_prefix("next-block-start=")
-                .and_then(|v| v.parse::<i64>().ok())
-                .filter(|v| *v >= 0)
-                .ok_or_else(|| {
-                    // Guessing would risk handing out ids twice; refuse instead.
-                    BrokerError::DataDir(format!(
-                        "{} is not a valid producer-id file (expected `next-block-start=<n>`, \
-                         got {:?}); restore it or set it to a value above every producer id \
-                         handed out",
-                        path.display(),
-                        text.trim()
-                    ))
-                })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(io("cannot read", &path, e)),
-        };
-        Ok(Self {
-            path,
-            next_start: Mutex::new(next_start),
+impl ProducerIdBlockSource for ControllerBlockSource {
+    fn next_block(&self) -> BoxFuture<'_, Result<ProducerIdBlock, BrokerError>> {
+        Box::pin(async move {
+            let cmd = ControllerCommand::AllocateProducerIds {
+                broker_id: self.broker_id,
+                count: BLOCK_SIZE as i32,
+            };
+            let written = self.writer.write(cmd).await?;
+            match written.result.map_err(BrokerError::Controller)? {
+                CommandResult::ProducerIdsAllocated(b) => {
+                    let block = ProducerIdBlock {
+                        first: b.first,
+                        size: u32::try_from(b.size).unwrap_or(0),
+                    };
+                    tracing::info!(
+                        first = block.first,
+                        end = block.end(),
+                        "allocated a block of producer ids"
+                    );
+                    Ok(block)
+                }
+                other => Err(BrokerError::InvalidRequest(format!(
+                    "AllocateProducerIds answered with {other:?}"
+                ))),
+            }
         })
-    }
-
-    fn persist(&self, next_start: i64) -> Result<(), BrokerError> {
-        let tmp = self.path.with_file_name(format!("{FILE_NAME}.tmp"));
-        let dir = self.path.parent().expect("meta dir");
-        let result = (|| {
-            let mut f = fs::File::create(&tmp)?;
-            writeln!(f, "next-block-start={next_start}")?;
-            f.sync_all()?;
-            drop(f);
-            fs::rename(&tmp, &self.path)?;
-            fs::File::open(dir)?.sync_all()
-        })();
-        result.map_err(|e| {
-            BrokerError::DataDir(format!(
-                "cannot persist the producer-id block in {}: {e}",
-                self.path.display()
-            ))
-        })
-    }
-}
-
-impl ProducerIdBlockSource for LocalBlockSource {
-    fn next_block(&self) -> Result<ProducerIdBlock, BrokerError> {
-        let mut next = self.next_start.lock().unwrap_or_else(|p| p.into_inner());
-        let block = ProducerIdBlock {
-            first: *next,
-            size: BLOCK_SIZE,
-        };
-        // Durable before any id of the block is used.
-        self.persist(block.end())?;
-        *next = block.end();
-        tracing::info!(
-            first = block.first,
-            end = block.end(),
-            "allocated a block of producer ids"
-        );
-        Ok(block)
-    }
-
-    fn allocated_below(&self) -> i64 {
-        *self.next_start.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// Hands out producer ids and epochs (InitProducerId).
 pub struct ProducerIdManager {
     source: Box<dyn ProducerIdBlockSource>,
-    /// Ids `[next, end)` of the current block are still free.
-    current: Mutex<(i64, i64)>,
+    /// Its image says which ids the cluster has handed out.
+    broker: Arc<ReplicaManager>,
+    /// Ids `[next, end)` of the current block are still free. A tokio mutex: refilling awaits
+    /// the controller, and concurrent callers must wait for that one refill.
+    current: tokio::sync::Mutex<(i64, i64)>,
 }
 
 impl ProducerIdManager {
-    /// Opens the local block source of `data_dir`. No block is taken until the first id is
-    /// needed.
-    pub fn open(data_dir: &Path) -> Result<Self, BrokerError> {
-        Ok(Self::with_source(Box::new(LocalBlockSource::open(
-            data_dir,
-        )?)))
+    /// Takes blocks from the controller through `writer`, for this broker. No block is taken
+    /// until the first id is needed.
+    pub fn from_controller(writer: Arc<dyn MetadataWriter>, broker: Arc<ReplicaManager>) -> Self {
+        let source = ControllerBlockSource {
+            writer,
+            broker_id: broker.node_id(),
+        };
+        Self::with_source(Box::new(source), broker)
     }
 
-    pub fn with_source(source: Box<dyn ProducerIdBlockSource>) -> Self {
+    pub fn with_source(
+        source: Box<dyn ProducerIdBlockSource>,
+        broker: Arc<ReplicaManager>,
+    ) -> Self {
         Self {
             source,
-            current: Mutex::new((0, 0)),
+            broker,
+            current: tokio::sync::Mutex::new((0, 0)),
         }
     }
 
-    /// A producer id never handed out before. May block on a file write and fsync (once per
-    /// block).
-    pub fn generate(&self) -> Result<i64, BrokerError> {
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+    /// A producer id never handed out before. Asks the controller for a block once per
+    /// [`BLOCK_SIZE`] ids.
+    pub async fn generate(&self) -> Result<i64, BrokerError> {
+        let mut current = self.current.lock().await;
         if current.0 >= current.1 {
-            let block = self.source.next_block()?;
+            let block = self.source.next_block().await?;
             *current = (block.first, block.end());
         }
         let id = current.0;
@@ -162,17 +118,24 @@ impl ProducerIdManager {
         Ok(id)
     }
 
+    /// Every id below this may have been handed out. This node's own block counts even
+    /// before its allocation reaches the local image.
+    async fn allocated_below(&self) -> i64 {
+        let own = self.current.lock().await.1;
+        self.broker.image().next_producer_id.max(own)
+    }
+
     /// InitProducerId for an idempotent producer: `(producer_id, epoch)`. With an existing id
     /// and epoch (KIP-360, the client asks to bump its epoch after a fatal sequence error),
     /// the same id comes back with the next epoch; a fresh id with epoch 0 when the epoch
     /// would exhaust, or when the id was never handed out by this cluster.
-    pub fn init_producer(
+    pub async fn init_producer(
         &self,
         producer_id: i64,
         producer_epoch: i16,
     ) -> Result<(i64, i16), BrokerError> {
         if producer_id >= 0 && producer_epoch >= 0 {
-            if producer_id >= self.source.allocated_below() {
+            if producer_id >= self.allocated_below().await {
                 tracing::warn!(
                     producer_id,
                     producer_epoch,
@@ -182,67 +145,55 @@ impl ProducerIdManager {
                 return Ok((producer_id, producer_epoch + 1));
             }
         }
-        Ok((self.generate()?, 0))
+        Ok((self.generate().await?, 0))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::BrokerConfig;
+    use crate::testing::LocalController;
     use std::collections::HashSet;
 
-    #[test]
-    fn ids_are_unique_and_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
+    #[tokio::test]
+    async fn ids_come_from_controller_blocks_and_never_repeat() {
+        let dir1 = tempfile::tempdir().unwrap();
+        let dir2 = tempfile::tempdir().unwrap();
+        let controller = LocalController::new(&[1, 2]);
+        let b1 = controller.start_broker(dir1.path(), 1, BrokerConfig::default());
+        let b2 = controller.start_broker(dir2.path(), 2, BrokerConfig::default());
+        let m1 = ProducerIdManager::from_controller(controller.clone(), b1);
+        let m2 = ProducerIdManager::from_controller(controller.clone(), b2.clone());
         let mut seen = HashSet::new();
-        {
-            let m = ProducerIdManager::open(dir.path()).unwrap();
-            for _ in 0..2500 {
-                assert!(seen.insert(m.generate().unwrap()));
-            }
-        } // "crash": dropped mid-block without any clean close
-        let m = ProducerIdManager::open(dir.path()).unwrap();
-        let next = m.generate().unwrap();
-        assert!(
-            next >= 3000,
-            "restart must skip the rest of the block, got {next}"
-        );
+        for _ in 0..1500 {
+            assert!(seen.insert(m1.generate().await.unwrap()));
+            assert!(seen.insert(m2.generate().await.unwrap()));
+        }
+        // Four blocks of 1000 taken, in turn, from the replicated image.
+        assert_eq!(controller.image().next_producer_id, 4000);
+        // A restarted node (a new manager) gets a fresh block: the rest of the old is skipped.
+        let m2 = ProducerIdManager::from_controller(controller.clone(), b2);
+        let next = m2.generate().await.unwrap();
+        assert_eq!(next, 4000);
         assert!(seen.insert(next));
-        // A crash right after a block was taken, before any id of it was used.
-        drop(m);
-        let m = ProducerIdManager::open(dir.path()).unwrap();
-        let next = m.generate().unwrap();
-        assert!(next >= 4000 && seen.insert(next), "{next}");
-        let text = fs::read_to_string(dir.path().join("meta/producer-ids")).unwrap();
-        assert_eq!(text.trim(), "next-block-start=5000");
     }
 
-    #[test]
-    fn epoch_bump_and_exhaustion() {
+    #[tokio::test]
+    async fn epoch_bump_and_exhaustion() {
         let dir = tempfile::tempdir().unwrap();
-        let m = ProducerIdManager::open(dir.path()).unwrap();
-        let (id, epoch) = m.init_producer(-1, -1).unwrap();
+        let (controller, broker) = LocalController::start(dir.path(), 1, BrokerConfig::default());
+        let m = ProducerIdManager::from_controller(controller, broker);
+        let (id, epoch) = m.init_producer(-1, -1).await.unwrap();
         assert_eq!((id, epoch), (0, 0));
-        assert_eq!(m.init_producer(id, 0).unwrap(), (id, 1));
-        assert_eq!(m.init_producer(id, 41).unwrap(), (id, 42));
-        let (new_id, e) = m.init_producer(id, i16::MAX - 1).unwrap();
+        assert_eq!(m.init_producer(id, 0).await.unwrap(), (id, 1));
+        assert_eq!(m.init_producer(id, 41).await.unwrap(), (id, 42));
+        let (new_id, e) = m.init_producer(id, i16::MAX - 1).await.unwrap();
         assert_eq!(e, 0);
         assert_ne!(new_id, id);
         // An id this cluster never issued gets a fresh one.
-        let (other, e) = m.init_producer(1_000_000, 3).unwrap();
+        let (other, e) = m.init_producer(1_000_000, 3).await.unwrap();
         assert_eq!(e, 0);
         assert!(other < 1000);
-    }
-
-    #[test]
-    fn corrupt_file_refuses_to_start() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("meta")).unwrap();
-        fs::write(dir.path().join("meta/producer-ids"), "garbage").unwrap();
-        let err = ProducerIdManager::open(dir.path()).err().unwrap();
-        assert!(
-            err.to_string().contains("not a valid producer-id file"),
-            "{err}"
-        );
     }
 }

@@ -1,5 +1,6 @@
-//! The replica manager: owns the partition logs this node hosts and the metadata that says
-//! which exist, and serves appends, reads and topic changes to the gateway.
+//! The replica manager: owns the partition logs this node hosts, follows the controller's
+//! metadata image (opening and deleting logs as it changes), serves appends and reads to the
+//! gateway and sends topic changes to the controller through a [`MetadataWriter`].
 //!
 //! Locking: each partition's log sits behind its own `std::sync::Mutex`, held only for the
 //! synchronous append or read (a write to the page cache or a positional read), never across an
@@ -9,15 +10,19 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use runnel_controller::command::{CommandResult, ControllerCommand};
+use runnel_controller::error::ControllerError;
 use runnel_storage::{AppendInfo, PartitionLog, ReadResult};
 use tokio::sync::watch;
+use uuid::Uuid;
 
 use crate::config::{validate_topic_configs, BrokerConfig};
 use crate::error::BrokerError;
-use crate::metadata::{BrokerInfo, MetadataImage, MetadataStore, TopicInfo};
+use crate::metadata::{validate_topic_name, MetadataImage, MetadataWriter, TopicInfo};
 use crate::producer_state::{CheckOutcome, ProducerBatch, ProducerStateManager};
 
 /// Milliseconds since the Unix epoch.
@@ -31,6 +36,8 @@ pub fn now_ms() -> i64 {
 /// One partition replica hosted on this node.
 pub struct Partition {
     topic: String,
+    /// Tells this log from that of a re-created topic of the same name.
+    topic_id: Uuid,
     index: i32,
     /// `None` once the topic is deleted: requests still holding this `Arc` get
     /// UNKNOWN_TOPIC_OR_PARTITION instead of writing into a removed directory.
@@ -38,8 +45,9 @@ pub struct Partition {
     /// Idempotent-producer state. Lock order: only ever locked while `log` is held, so the
     /// checks and the state update are atomic with the append.
     producers: Mutex<ProducerStateManager>,
-    /// The high watermark: the offset below which records are visible to consumers. With one
-    /// replica it is the log end offset; replication will advance it by the ISR instead.
+    /// The high watermark: the offset below which records are visible to consumers. For now
+    /// it is the leader's log end offset (followers keep empty logs until replication exists;
+    /// then the ISR will advance it).
     high_watermark: watch::Sender<i64>,
 }
 
@@ -256,25 +264,41 @@ fn first_record_at_or_after(mut batch: bytes::Bytes, ts: i64) -> Option<(i64, i6
 
 type TopicPartition = (String, i32);
 
-/// Which partition logs exist on this node, and the metadata they come from.
+/// How long an admin operation waits for its committed command to be applied on this node, so
+/// the client's next request here sees the change.
+const APPLY_WAIT: Duration = Duration::from_secs(30);
+
+/// Which partition logs exist on this node, and the metadata image they follow.
 pub struct ReplicaManager {
     data_dir: PathBuf,
     config: BrokerConfig,
-    metadata: Mutex<MetadataStore>,
+    node_id: i32,
+    /// Sends admin commands to the active controller.
+    writer: Arc<dyn MetadataWriter>,
     /// Published image, swapped whole on every change so readers never wait on a writer.
     image: RwLock<Arc<MetadataImage>>,
+    /// Metadata-log offset of the published image; admin operations wait on it.
+    applied: watch::Sender<u64>,
+    /// Serializes [`ReplicaManager::apply_image`], so logs open and close in log order.
+    apply_lock: Mutex<()>,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
-    node_id: i32,
+    /// The active controller's id, -1 when unknown; the node keeps it current from Raft.
+    active_controller: AtomicI32,
     /// Held for the node's lifetime so two nodes cannot share one data dir.
     _lock: fs::File,
 }
 
 impl ReplicaManager {
-    /// Opens the data dir: takes its lock, loads the metadata and recovers every partition log.
+    /// Opens the data dir: takes its lock and recovers the log of every partition of `image`
+    /// with a replica on `node_id`. Directories of other partitions are left alone: `image`
+    /// may be behind the log (see [`ReplicaManager::remove_stray_dirs`]).
     pub fn open(
         data_dir: &Path,
-        this_broker: BrokerInfo,
+        node_id: i32,
         config: BrokerConfig,
+        writer: Arc<dyn MetadataWriter>,
+        offset: u64,
+        image: Arc<MetadataImage>,
     ) -> Result<Self, BrokerError> {
         let io = |what: &str, e: std::io::Error| {
             BrokerError::DataDir(format!("{what} {}: {e}", data_dir.display()))
@@ -288,34 +312,28 @@ impl ReplicaManager {
             ))
         })?;
         remove_deleted_dirs(data_dir);
-        if !data_dir.join("meta/cluster.json").exists() && has_partition_dirs(data_dir) {
-            return Err(BrokerError::DataDir(format!(
-                "data dir {} holds partition logs but no meta/cluster.json; refusing to start so \
-                 no data is lost. Restore the file or move the data dir away",
-                data_dir.display()
-            )));
-        }
-        let node_id = this_broker.id;
-        let store = MetadataStore::open(data_dir, this_broker)?;
-        let image = store.image();
+        let (applied, _) = watch::channel(offset);
         let manager = Self {
             data_dir: data_dir.to_path_buf(),
             config,
-            metadata: Mutex::new(store),
-            image: RwLock::new(image.clone()),
-            partitions: RwLock::new(HashMap::new()),
             node_id,
+            writer,
+            image: RwLock::new(image.clone()),
+            applied,
+            apply_lock: Mutex::new(()),
+            partitions: RwLock::new(HashMap::new()),
+            active_controller: AtomicI32::new(-1),
             _lock: lock,
         };
         let mut opened = 0;
-        for topic in image.topics.values() {
-            manager.open_partitions(topic, 0)?;
-            opened += topic.partitions.len();
+        for (topic, p) in image.partitions_replicated_on(node_id) {
+            manager.open_partition(topic, p.index)?;
+            opened += 1;
         }
-        manager.remove_stray_dirs(&image);
         tracing::info!(
             topics = image.topics.len(),
             partitions = opened,
+            offset,
             "recovered partition logs"
         );
         Ok(manager)
@@ -333,6 +351,104 @@ impl ReplicaManager {
         self.image.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Metadata-log offset of the image this node serves.
+    pub fn applied_offset(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    pub fn set_active_controller(&self, id: Option<i32>) {
+        self.active_controller
+            .store(id.unwrap_or(-1), Ordering::Relaxed);
+    }
+
+    pub fn active_controller(&self) -> Option<i32> {
+        Some(self.active_controller.load(Ordering::Relaxed)).filter(|id| *id >= 0)
+    }
+
+    /// Follows the metadata log: opens logs of new local replicas, closes and deletes those of
+    /// topics that disappeared (or were re-created with a new id), applies changed topic
+    /// configs, then publishes `image` and `offset`. Offsets at or below the applied one are
+    /// ignored. Blocking file I/O: call from a blocking thread, in log order.
+    pub fn apply_image(&self, offset: u64, image: Arc<MetadataImage>) -> Result<(), BrokerError> {
+        let _order = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if offset <= self.applied_offset() {
+            return Ok(());
+        }
+        let old = self.image();
+        let wanted: HashMap<TopicPartition, &TopicInfo> = image
+            .partitions_replicated_on(self.node_id)
+            .map(|(t, p)| ((t.name.clone(), p.index), t))
+            .collect();
+        let doomed: Vec<TopicPartition> = self
+            .partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(key, p)| wanted.get(*key).is_none_or(|t| t.id != p.topic_id))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for (topic, index) in &doomed {
+            self.drop_partition(topic, *index);
+            tracing::info!(
+                topic,
+                partition = index,
+                "closed and deleted a partition log"
+            );
+        }
+        let missing: Vec<(&TopicInfo, i32)> = {
+            let open = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+            wanted
+                .iter()
+                .filter(|(key, _)| !open.contains_key(*key))
+                .map(|((_, index), t)| (*t, *index))
+                .collect()
+        };
+        for (topic, index) in missing {
+            self.open_partition(topic, index)?;
+            tracing::info!(
+                topic = topic.name,
+                partition = index,
+                "opened a partition log"
+            );
+        }
+        for topic in image.topics.values() {
+            let changed = old
+                .topic(&topic.name)
+                .is_some_and(|o| o.id == topic.id && o.configs != topic.configs);
+            if changed {
+                let log_config = self.config.log_config(&topic.configs);
+                for p in self.topic_partitions(&topic.name) {
+                    let _ = p.with_log(|log| {
+                        log.set_config(log_config.clone());
+                        Ok(())
+                    });
+                }
+                tracing::info!(topic = topic.name, "applied changed topic configs");
+            }
+        }
+        *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
+        self.applied.send_replace(offset);
+        Ok(())
+    }
+
+    /// Waits until this node has applied the metadata log up to `offset`.
+    pub async fn wait_applied(&self, offset: u64, timeout: Duration) -> Result<(), BrokerError> {
+        let mut rx = self.applied.subscribe();
+        if *rx.borrow_and_update() >= offset {
+            return Ok(());
+        }
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|a| *a >= offset))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if reached {
+            return Ok(());
+        }
+        Err(BrokerError::ControllerUnavailable(format!(
+            "metadata offset {offset} was committed but this node has not applied it within {timeout:?}"
+        )))
+    }
+
+    /// This node's log of a partition, whatever its role (leader or follower).
     pub fn partition(&self, topic: &str, index: i32) -> Result<Arc<Partition>, BrokerError> {
         let partitions = self.partitions.read().unwrap_or_else(|p| p.into_inner());
         partitions
@@ -350,53 +466,143 @@ impl ReplicaManager {
             })
     }
 
+    /// The leader epoch of a partition when this node leads it in the current image.
+    /// Errors: unknown topic or partition, or NotLeader (another broker leads it, or none).
+    pub fn leader_epoch(&self, topic: &str, index: i32) -> Result<i32, BrokerError> {
+        let image = self.image();
+        let info = image
+            .topic(topic)
+            .ok_or_else(|| BrokerError::UnknownTopic(topic.to_string()))?;
+        let p = info
+            .partition(index)
+            .ok_or_else(|| BrokerError::UnknownPartition {
+                topic: topic.to_string(),
+                partition: index,
+            })?;
+        if p.leader != self.node_id {
+            return Err(BrokerError::NotLeader {
+                topic: topic.to_string(),
+                partition: index,
+            });
+        }
+        Ok(p.leader_epoch)
+    }
+
+    /// The log of a partition this node leads, with the leader epoch appends carry.
+    pub fn leader_partition(
+        &self,
+        topic: &str,
+        index: i32,
+    ) -> Result<(Arc<Partition>, i32), BrokerError> {
+        let epoch = self.leader_epoch(topic, index)?;
+        // The image is published after its logs are opened, so a miss is a race with a change.
+        let partition = self
+            .partition(topic, index)
+            .map_err(|_| BrokerError::NotLeader {
+                topic: topic.to_string(),
+                partition: index,
+            })?;
+        Ok((partition, epoch))
+    }
+
     fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
         self.data_dir.join(format!("{topic}-{index}"))
     }
 
-    /// Opens (creating or recovering) partition logs `from..` of `topic`.
-    fn open_partitions(&self, topic: &TopicInfo, from: usize) -> Result<(), BrokerError> {
-        let log_config = self.config.log_config(&topic.configs);
-        for p in &topic.partitions[from..] {
-            let log = PartitionLog::open(
-                &self.partition_dir(&topic.name, p.index),
-                log_config.clone(),
-                now_ms(),
-            )?;
-            let (hw, _) = watch::channel(log.log_end_offset());
-            let producers =
-                ProducerStateManager::load(&log, self.config.producer_id_expiration_ms());
-            let partition = Arc::new(Partition {
-                topic: topic.name.clone(),
-                index: p.index,
-                log: Mutex::new(Some(log)),
-                producers: Mutex::new(producers),
-                high_watermark: hw,
-            });
-            self.partitions
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert((topic.name.clone(), p.index), partition);
+    /// Beside each partition directory: the id of the topic its log belongs to, so a topic
+    /// deleted and re-created while this node was down does not inherit the old records.
+    fn topic_id_file(&self, topic: &str, index: i32) -> PathBuf {
+        self.data_dir
+            .join(format!("{topic}-{index}.{TOPIC_ID_SUFFIX}"))
+    }
+
+    /// Opens (creating or recovering) one partition log of `topic`.
+    fn open_partition(&self, topic: &TopicInfo, index: i32) -> Result<(), BrokerError> {
+        let dir = self.partition_dir(&topic.name, index);
+        let id_file = self.topic_id_file(&topic.name, index);
+        let id = topic.id.to_string();
+        if let Ok(stored) = fs::read_to_string(&id_file) {
+            if stored.trim() != id && dir.exists() {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    old_id = stored.trim(),
+                    new_id = id,
+                    "removing the log of an older topic of the same name"
+                );
+                remove_partition_dir(&dir);
+            }
         }
+        let log = PartitionLog::open(&dir, self.config.log_config(&topic.configs), now_ms())?;
+        if let Err(e) = fs::write(&id_file, &id) {
+            tracing::warn!(file = %id_file.display(), error = %e, "cannot record the topic id of a partition log");
+        }
+        let (hw, _) = watch::channel(log.log_end_offset());
+        let producers = ProducerStateManager::load(&log, self.config.producer_id_expiration_ms());
+        let partition = Arc::new(Partition {
+            topic: topic.name.clone(),
+            topic_id: topic.id,
+            index,
+            log: Mutex::new(Some(log)),
+            producers: Mutex::new(producers),
+            high_watermark: hw,
+        });
+        self.partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((topic.name.clone(), index), partition);
         Ok(())
     }
 
-    fn publish(&self, image: Arc<MetadataImage>) {
-        *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
+    fn topic_partitions(&self, name: &str) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((t, _), _)| t == name)
+            .map(|(_, p)| p.clone())
+            .collect()
     }
 
-    fn with_store<T>(
-        &self,
-        f: impl FnOnce(&mut MetadataStore) -> Result<T, BrokerError>,
-    ) -> Result<T, BrokerError> {
-        let mut store = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
-        let result = f(&mut store)?;
-        self.publish(store.image());
+    /// Closes and deletes one partition log. Requests still holding its `Arc` get
+    /// UNKNOWN_TOPIC_OR_PARTITION from then on.
+    fn drop_partition(&self, topic: &str, index: i32) {
+        let removed = self
+            .partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(topic.to_string(), index));
+        let Some(partition) = removed else {
+            return;
+        };
+        let log = partition
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(log) = log {
+            let dir = log.dir().to_path_buf();
+            drop(log);
+            remove_partition_dir(&dir);
+        }
+        let _ = fs::remove_file(self.topic_id_file(topic, index));
+    }
+
+    /// Sends `cmd` to the controller and waits until this node has applied it.
+    async fn submit(&self, cmd: ControllerCommand) -> Result<CommandResult, BrokerError> {
+        let written = self.writer.write(cmd).await?;
+        let result = written.result.map_err(BrokerError::Controller)?;
+        self.wait_applied(written.offset, APPLY_WAIT).await?;
         Ok(result)
     }
 
+    fn live_brokers(&self) -> usize {
+        self.image().live_brokers().count()
+    }
+
     /// Creates a topic; `partitions`/`replication_factor` of -1 take the broker defaults.
-    pub fn create_topic(
+    /// With `validate_only`, checks what this node can check and creates nothing (the
+    /// returned topic then has a nil id and no partitions).
+    pub async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
@@ -404,147 +610,212 @@ impl ReplicaManager {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<TopicInfo, BrokerError> {
-        let partitions = if partitions == -1 {
-            self.config.num_partitions()
-        } else {
-            partitions
-        };
-        let replication_factor = if replication_factor == -1 {
-            self.config.default_replication_factor()
-        } else {
-            replication_factor
-        };
+        self.create_topic_assigned(
+            name,
+            partitions,
+            replication_factor,
+            None,
+            configs,
+            validate_only,
+        )
+        .await
+    }
+
+    /// [`ReplicaManager::create_topic`] with an explicit replica assignment (one broker list
+    /// per partition; the counts must then be -1).
+    pub async fn create_topic_assigned(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        assignment: Option<Vec<Vec<i32>>>,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicInfo, BrokerError> {
+        validate_topic_name(name).map_err(BrokerError::Controller)?;
         validate_topic_configs(&configs)?;
+        let (partitions, replication_factor) = match &assignment {
+            Some(a) => {
+                self.check_assignment(a)?;
+                let rf = a.first().map_or(0, Vec::len);
+                (a.len() as i32, i16::try_from(rf).unwrap_or(i16::MAX))
+            }
+            None => (
+                if partitions == -1 {
+                    self.config.num_partitions()
+                } else {
+                    partitions
+                },
+                if replication_factor == -1 {
+                    self.config.default_replication_factor()
+                } else {
+                    replication_factor
+                },
+            ),
+        };
+        if partitions < 1 {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "a topic needs at least 1 partition, got {partitions}"
+            )));
+        }
+        if replication_factor < 1 {
+            return Err(BrokerError::InvalidReplicationFactor(format!(
+                "the replication factor must be at least 1, got {replication_factor}"
+            )));
+        }
         if validate_only {
-            crate::metadata::validate_topic_name(name)?;
             if self.image().topic(name).is_some() {
                 return Err(BrokerError::TopicExists(name.to_string()));
             }
+            let live = self.live_brokers();
+            if replication_factor as usize > live {
+                return Err(BrokerError::InvalidReplicationFactor(format!(
+                    "replication factor {replication_factor} is larger than the {live} available brokers"
+                )));
+            }
             return Ok(TopicInfo {
                 name: name.to_string(),
-                id: uuid::Uuid::nil(),
-                partitions: Vec::new(),
+                id: Uuid::nil(),
                 configs,
+                partitions: Vec::new(),
             });
         }
-        // The store lock is held while the logs are created so a concurrent create of the same
-        // name cannot interleave.
-        let mut store = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
-        let topic = store.create_topic(name, partitions, replication_factor, configs)?;
-        if let Err(e) = self.open_partitions(&topic, 0) {
-            tracing::error!(topic = name, error = %e, "cannot create partition logs; rolling back");
-            let _ = store.delete_topic(name);
-            self.drop_partitions(name);
-            return Err(e);
+        let cmd = ControllerCommand::CreateTopic {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            partitions,
+            replication_factor,
+            assignment,
+            configs,
+        };
+        match self.submit(cmd).await? {
+            CommandResult::TopicCreated(topic) => {
+                tracing::info!(
+                    topic = name,
+                    partitions,
+                    replication_factor,
+                    "created topic"
+                );
+                Ok(topic)
+            }
+            other => Err(unexpected(&other)),
         }
-        self.publish(store.image());
-        tracing::info!(topic = name, partitions, "created topic");
-        Ok(topic)
+    }
+
+    /// Every broker an assignment names must be registered (the controller checks the rest).
+    fn check_assignment(&self, assignment: &[Vec<i32>]) -> Result<(), BrokerError> {
+        let image = self.image();
+        match assignment
+            .iter()
+            .flatten()
+            .find(|b| image.broker(**b).is_none())
+        {
+            Some(b) => Err(BrokerError::Controller(
+                ControllerError::InvalidReplicaAssignment(format!(
+                    "the assignment names broker {b}, which is not registered"
+                )),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Creates a topic with broker defaults if auto-creation is on; `Ok(None)` if it is off.
-    pub fn auto_create_topic(&self, name: &str) -> Result<Option<TopicInfo>, BrokerError> {
+    pub async fn auto_create_topic(&self, name: &str) -> Result<Option<TopicInfo>, BrokerError> {
         if !self.config.auto_create_topics() {
             return Ok(None);
         }
-        match self.create_topic(name, -1, -1, BTreeMap::new(), false) {
+        match self
+            .create_topic(name, -1, -1, BTreeMap::new(), false)
+            .await
+        {
             Ok(t) => Ok(Some(t)),
             // Lost a race with another creator: the topic exists, which is what was wanted.
-            Err(BrokerError::TopicExists(_)) => Ok(self.image().topic(name).cloned()),
+            Err(e) if e.is_topic_exists() => Ok(self.image().topic(name).cloned()),
             Err(e) => Err(e),
         }
     }
 
-    pub fn delete_topic(&self, name: &str) -> Result<TopicInfo, BrokerError> {
-        let topic = self.with_store(|store| store.delete_topic(name))?;
-        self.drop_partitions(name);
-        tracing::info!(topic = name, "deleted topic");
-        Ok(topic)
-    }
-
-    /// Closes and deletes the logs of a topic. The directory is first renamed to
-    /// `*.<id>-delete` so a crash halfway leaves nothing that looks like a live partition.
-    fn drop_partitions(&self, name: &str) {
-        let removed: Vec<Arc<Partition>> = {
-            let mut partitions = self.partitions.write().unwrap_or_else(|p| p.into_inner());
-            let keys: Vec<TopicPartition> = partitions
-                .keys()
-                .filter(|(t, _)| t == name)
-                .cloned()
-                .collect();
-            keys.iter().filter_map(|k| partitions.remove(k)).collect()
+    /// Deletes a topic; returns its id. Every replica's logs go when the deletion is applied.
+    pub async fn delete_topic(&self, name: &str) -> Result<Uuid, BrokerError> {
+        let cmd = ControllerCommand::DeleteTopic {
+            name: name.to_string(),
         };
-        for partition in removed {
-            let log = partition
-                .log
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let Some(log) = log {
-                let dir = log.dir().to_path_buf();
-                drop(log);
-                remove_partition_dir(&dir);
+        match self.submit(cmd).await? {
+            CommandResult::TopicDeleted { id, .. } => {
+                tracing::info!(topic = name, "deleted topic");
+                Ok(id)
             }
+            other => Err(unexpected(&other)),
         }
     }
 
-    pub fn create_partitions(
+    pub async fn create_partitions(
         &self,
         name: &str,
         total: i32,
         validate_only: bool,
-    ) -> Result<TopicInfo, BrokerError> {
-        let mut store = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
-        let current = store
+    ) -> Result<(), BrokerError> {
+        self.create_partitions_assigned(name, total, None, validate_only)
+            .await
+    }
+
+    /// [`ReplicaManager::create_partitions`] with the replicas of the new partitions.
+    pub async fn create_partitions_assigned(
+        &self,
+        name: &str,
+        total: i32,
+        assignment: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        let current = self
             .image()
             .topic(name)
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?
             .partitions
             .len();
+        if let Some(a) = &assignment {
+            self.check_assignment(a)?;
+        }
         if validate_only {
-            if total as usize <= current {
+            if total as i64 <= current as i64 {
                 return Err(BrokerError::InvalidPartitions(format!(
                     "topic '{name}' has {current} partitions; the new count must be larger, got {total}"
                 )));
             }
-            return Ok(store.image().topics[name].clone());
+            return Ok(());
         }
-        let topic = store.create_partitions(name, total)?;
-        self.open_partitions(&topic, current)?;
-        self.publish(store.image());
+        let cmd = ControllerCommand::CreatePartitions {
+            name: name.to_string(),
+            total,
+            assignment,
+        };
+        self.submit(cmd).await?;
         tracing::info!(topic = name, total, "added partitions");
-        Ok(topic)
+        Ok(())
     }
 
-    /// Replaces a topic's config overrides and applies them to its open logs.
-    pub fn set_topic_configs(
+    /// Replaces a topic's config overrides; every replica applies them to its open logs.
+    pub async fn set_topic_configs(
         &self,
         name: &str,
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<(), BrokerError> {
         validate_topic_configs(&configs)?;
+        if self.image().topic(name).is_none() {
+            return Err(BrokerError::UnknownTopic(name.to_string()));
+        }
         if validate_only {
-            return self
-                .image()
-                .topic(name)
-                .map(|_| ())
-                .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()));
+            return Ok(());
         }
-        let topic = self.with_store(|store| store.set_topic_configs(name, configs))?;
-        let log_config = self.config.log_config(&topic.configs);
-        for p in &topic.partitions {
-            if let Ok(partition) = self.partition(name, p.index) {
-                let _ = partition.with_log(|log| {
-                    log.set_config(log_config.clone());
-                    Ok(())
-                });
-            }
-        }
+        let cmd = ControllerCommand::AlterConfigs {
+            topic: name.to_string(),
+            configs,
+        };
+        self.submit(cmd).await?;
         tracing::info!(topic = name, "altered topic configs");
         Ok(())
     }
-
     fn all_partitions(&self) -> Vec<Arc<Partition>> {
         self.partitions
             .read()
@@ -728,7 +999,10 @@ fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
     (!topic.is_empty() && index >= 0).then_some((topic, index))
 }
 
-fn has_partition_dirs(data_dir: &Path) -> bool {
+/// Whether `data_dir` holds partition logs. The node refuses to start on such a dir without
+/// controller state: the logs would be deleted as strays once the new cluster's image is
+/// applied.
+pub fn has_partition_logs(data_dir: &Path) -> bool {
     fs::read_dir(data_dir)
         .map(|entries| {
             entries.flatten().any(|e| {
@@ -739,30 +1013,52 @@ fn has_partition_dirs(data_dir: &Path) -> bool {
 }
 
 impl ReplicaManager {
-    /// A partition directory whose topic is not in the metadata is left over from a delete that
-    /// crashed between updating the metadata and removing the directory.
-    fn remove_stray_dirs(&self, image: &MetadataImage) {
+    /// Removes partition directories (and topic-id files) that no replica of the current image
+    /// needs: left over from deletes or reassignments applied while this node was down, or
+    /// from a crash between the metadata change and the removal. Call once this node has
+    /// caught up with the metadata log, never before (an old image would delete live logs).
+    pub fn remove_stray_dirs(&self) {
+        let _order = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let image = self.image();
         let Ok(entries) = fs::read_dir(&self.data_dir) else {
             return;
         };
+        let local = |topic: &str, index: i32| {
+            image
+                .partition(topic, index)
+                .is_some_and(|p| p.replicas.contains(&self.node_id))
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            if !entry.path().is_dir() {
-                continue;
-            }
-            if let Some((topic, index)) = parse_partition_dir(&name) {
-                let known = image
-                    .topic(topic)
-                    .is_some_and(|t| (index as usize) < t.partitions.len());
-                if !known {
-                    tracing::warn!(dir = name, "removing the log of a deleted topic");
-                    remove_partition_dir(&entry.path());
+            let path = entry.path();
+            if path.is_dir() {
+                if let Some((topic, index)) = parse_partition_dir(&name) {
+                    if !local(topic, index) {
+                        tracing::warn!(
+                            dir = name,
+                            "removing the log of a partition this node no longer hosts"
+                        );
+                        remove_partition_dir(&path);
+                    }
+                }
+            } else if let Some(stem) = name.strip_suffix(&format!(".{TOPIC_ID_SUFFIX}")) {
+                if parse_partition_dir(stem).is_none_or(|(t, i)| !local(t, i)) {
+                    let _ = fs::remove_file(&path);
                 }
             }
         }
     }
 }
 
+/// Extension of the topic-id file beside each partition directory.
+const TOPIC_ID_SUFFIX: &str = "topic-id";
+
+/// A command result of another kind than the command asked for: a controller bug.
+fn unexpected(result: &CommandResult) -> BrokerError {
+    BrokerError::Controller(ControllerError::UnknownServerError(format!(
+        "the controller answered with an unexpected result: {result:?}"
+    )))
+}
 fn remove_partition_dir(dir: &Path) {
     let doomed = dir.with_file_name(format!(
         "{}.{}-delete",
@@ -781,35 +1077,39 @@ fn remove_partition_dir(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::LocalController;
+    use futures::executor::block_on;
+    use kafka_protocol::ResponseError;
     use runnel_storage::batch::testing::build_batch;
 
-    fn this_broker() -> BrokerInfo {
-        BrokerInfo {
-            id: 1,
-            host: "127.0.0.1".into(),
-            port: 9092,
-            rack: None,
-        }
+    fn manager(dir: &Path) -> Arc<ReplicaManager> {
+        LocalController::start(dir, 1, BrokerConfig::default()).1
     }
 
-    fn manager(dir: &Path) -> ReplicaManager {
-        ReplicaManager::open(dir, this_broker(), BrokerConfig::default()).unwrap()
+    /// Drops `rm` and opens the data dir again on the same (in-memory) controller.
+    fn reopen(rm: Arc<ReplicaManager>, controller: &Arc<LocalController>) -> Arc<ReplicaManager> {
+        let dir = rm.data_dir.clone();
+        drop(rm);
+        controller.start_broker(&dir, 1, BrokerConfig::default())
+    }
+
+    fn create(rm: &ReplicaManager, name: &str, partitions: i32) -> TopicInfo {
+        block_on(rm.create_topic(name, partitions, -1, BTreeMap::new(), false)).unwrap()
     }
 
     #[test]
     fn append_read_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let rm = manager(dir.path());
-            rm.create_topic("t", 2, 1, BTreeMap::new(), false).unwrap();
-            let p = rm.partition("t", 1).unwrap();
-            let mut batch = build_batch(3, 10);
-            let info = p.append(&mut batch, 0).unwrap();
-            assert_eq!((info.base_offset, info.last_offset), (0, 2));
-            assert_eq!(p.high_watermark(), 3);
-            assert!(!p.read(0, 1 << 20, true).unwrap().records.is_empty());
-        }
-        let rm = manager(dir.path());
+        let (controller, rm) = LocalController::start(dir.path(), 1, BrokerConfig::default());
+        create(&rm, "t", 2);
+        let p = rm.partition("t", 1).unwrap();
+        let mut batch = build_batch(3, 10);
+        let info = p.append(&mut batch, 0).unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (0, 2));
+        assert_eq!(p.high_watermark(), 3);
+        assert!(!p.read(0, 1 << 20, true).unwrap().records.is_empty());
+        drop(p);
+        let rm = reopen(rm, &controller);
         assert_eq!(rm.partition("t", 1).unwrap().log_end_offset().unwrap(), 3);
         assert!(matches!(
             rm.partition("t", 2),
@@ -824,10 +1124,12 @@ mod tests {
     #[test]
     fn second_node_on_same_dir_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let _rm = manager(dir.path());
-        let err = ReplicaManager::open(dir.path(), this_broker(), BrokerConfig::default())
-            .err()
-            .unwrap();
+        let (controller, _rm) = LocalController::start(dir.path(), 1, BrokerConfig::default());
+        let image = Arc::new(controller.image());
+        let err =
+            ReplicaManager::open(dir.path(), 1, BrokerConfig::default(), controller, 0, image)
+                .err()
+                .unwrap();
         assert!(err.to_string().contains("in use"), "{err}");
     }
 
@@ -835,29 +1137,191 @@ mod tests {
     fn delete_removes_logs_and_recreate_starts_empty() {
         let dir = tempfile::tempdir().unwrap();
         let rm = manager(dir.path());
-        rm.create_topic("t", 1, 1, BTreeMap::new(), false).unwrap();
+        let old = create(&rm, "t", 1);
         let p = rm.partition("t", 0).unwrap();
         p.append(&mut build_batch(2, 10), 0).unwrap();
-        rm.delete_topic("t").unwrap();
+        assert_eq!(block_on(rm.delete_topic("t")).unwrap(), old.id);
         assert!(!dir.path().join("t-0").exists());
         assert!(p.append(&mut build_batch(1, 10), 0).is_err());
-        rm.create_topic("t", 1, 1, BTreeMap::new(), false).unwrap();
+        create(&rm, "t", 1);
         assert_eq!(rm.partition("t", 0).unwrap().log_end_offset().unwrap(), 0);
+        assert!(block_on(rm.delete_topic("missing")).is_err());
     }
 
     #[test]
-    fn missing_metadata_with_logs_refuses_to_start() {
+    fn admin_errors_come_from_local_checks_or_the_controller() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let rm = manager(dir.path());
-            rm.create_topic("t", 1, 1, BTreeMap::new(), false).unwrap();
+        let rm = manager(dir.path());
+        create(&rm, "a.b", 1);
+        let code = |r: Result<TopicInfo, BrokerError>| r.unwrap_err().code();
+        let topic = |name: &str, p: i32, rf: i16, validate: bool| {
+            block_on(rm.create_topic(name, p, rf, BTreeMap::new(), validate))
+        };
+        assert_eq!(
+            code(topic("a b", 1, 1, false)),
+            ResponseError::InvalidTopicException
+        );
+        assert_eq!(
+            code(topic("a_b", 1, 1, false)),
+            ResponseError::InvalidTopicException
+        );
+        assert_eq!(
+            code(topic("a.b", 1, 1, false)),
+            ResponseError::TopicAlreadyExists
+        );
+        assert_eq!(
+            code(topic("a.b", 1, 1, true)),
+            ResponseError::TopicAlreadyExists
+        );
+        assert_eq!(
+            code(topic("z", 0, 1, false)),
+            ResponseError::InvalidPartitions
+        );
+        // One broker: RF 2 is refused by validate_only here and by the controller otherwise.
+        assert_eq!(
+            code(topic("z", 1, 2, true)),
+            ResponseError::InvalidReplicationFactor
+        );
+        assert_eq!(
+            code(topic("z", 1, 2, false)),
+            ResponseError::InvalidReplicationFactor
+        );
+        assert!(topic("z", 1, 1, true).is_ok());
+        assert!(rm.image().topic("z").is_none());
+        assert!(block_on(rm.create_partitions("a.b", 1, false)).is_err());
+        assert!(block_on(rm.create_partitions("a.b", 3, true)).is_ok());
+        assert_eq!(rm.image().topic("a.b").unwrap().partitions.len(), 1);
+        // A lost auto-create race is success.
+        assert!(block_on(rm.auto_create_topic("a.b")).unwrap().is_some());
+    }
+
+    #[test]
+    fn apply_image_follows_creates_deletes_and_configs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (controller, rm) = LocalController::start(dir.path(), 1, BrokerConfig::default());
+        create(&rm, "t", 1);
+        block_on(rm.create_partitions("t", 3, false)).unwrap();
+        for i in 0..3 {
+            assert!(rm.partition("t", i).is_ok());
+            assert!(dir.path().join(format!("t-{i}")).is_dir());
         }
-        fs::remove_file(dir.path().join("meta/cluster.json")).unwrap();
-        let err = ReplicaManager::open(dir.path(), this_broker(), BrokerConfig::default())
-            .err()
+        let configs = BTreeMap::from([("retention.ms".to_string(), "1234".to_string())]);
+        block_on(rm.set_topic_configs("t", configs, false)).unwrap();
+        let p = rm.partition("t", 2).unwrap();
+        assert_eq!(p.with_log(|l| Ok(l.config().retention_ms)).unwrap(), 1234);
+        // Deleted and re-created in one step, as a broker that missed the log between sees it.
+        let offset = rm.applied_offset();
+        let mut image = controller.image();
+        let mut topic = image.topics["t"].clone();
+        topic.id = Uuid::new_v4();
+        topic.partitions.truncate(1);
+        image.topics.insert("t".into(), topic);
+        p.append(&mut build_batch(2, 10), 0).unwrap();
+        rm.partition("t", 0)
+            .unwrap()
+            .append(&mut build_batch(2, 10), 0)
             .unwrap();
-        assert!(err.to_string().contains("refusing to start"), "{err}");
+        rm.apply_image(offset + 1, Arc::new(image.clone())).unwrap();
+        assert!(!dir.path().join("t-1").exists() && !dir.path().join("t-2").exists());
+        assert_eq!(rm.partition("t", 0).unwrap().log_end_offset().unwrap(), 0);
+        assert!(p.append(&mut build_batch(1, 10), 0).is_err());
+        // An offset already applied changes nothing.
+        image.topics.clear();
+        rm.apply_image(offset + 1, Arc::new(image)).unwrap();
+        assert!(rm.partition("t", 0).is_ok());
+        assert_eq!(rm.applied_offset(), offset + 1);
+    }
+
+    #[test]
+    fn recreated_while_down_starts_empty_and_strays_wait_for_catch_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (controller, rm) = LocalController::start(dir.path(), 1, BrokerConfig::default());
+        create(&rm, "t", 1);
+        create(&rm, "gone", 1);
+        rm.partition("t", 0)
+            .unwrap()
+            .append(&mut build_batch(2, 10), 0)
+            .unwrap();
+        let stale = Arc::new(controller.image());
+        drop(rm);
+        // While the node is down: "t" is deleted and re-created, "gone" is deleted.
+        let up = |c: ControllerCommand| controller.apply(c).unwrap();
+        up(ControllerCommand::DeleteTopic { name: "t".into() });
+        up(ControllerCommand::DeleteTopic {
+            name: "gone".into(),
+        });
+        up(ControllerCommand::CreateTopic {
+            name: "t".into(),
+            id: Uuid::new_v4(),
+            partitions: 1,
+            replication_factor: 1,
+            assignment: None,
+            configs: BTreeMap::new(),
+        });
+        // Opening at an old image keeps every directory.
+        let rm = ReplicaManager::open(
+            dir.path(),
+            1,
+            BrokerConfig::default(),
+            controller.clone(),
+            1,
+            stale,
+        )
+        .unwrap();
+        assert_eq!(rm.partition("t", 0).unwrap().log_end_offset().unwrap(), 2);
+        rm.remove_stray_dirs();
+        assert!(dir.path().join("gone-0").exists());
+        // Caught up: the new "t" starts empty and the strays go.
+        rm.apply_image(99, Arc::new(controller.image())).unwrap();
+        assert_eq!(rm.partition("t", 0).unwrap().log_end_offset().unwrap(), 0);
+        assert!(!dir.path().join("gone-0").exists());
+        std::fs::create_dir(dir.path().join("old-7")).unwrap();
+        assert!(has_partition_logs(dir.path()));
+        rm.remove_stray_dirs();
+        assert!(!dir.path().join("old-7").exists());
         assert!(dir.path().join("t-0").exists());
+        let empty = tempfile::tempdir().unwrap();
+        assert!(!has_partition_logs(empty.path()));
+    }
+
+    #[test]
+    fn leadership_follows_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let controller = LocalController::new(&[1, 2]);
+        let rm = controller.start_broker(dir.path(), 1, BrokerConfig::default());
+        controller
+            .apply(ControllerCommand::CreateTopic {
+                name: "t".into(),
+                id: Uuid::new_v4(),
+                partitions: -1,
+                replication_factor: -1,
+                assignment: Some(vec![vec![2, 1], vec![1, 2]]),
+                configs: BTreeMap::new(),
+            })
+            .unwrap();
+        // A follower keeps a (for now empty) log but serves nothing.
+        assert!(rm.partition("t", 0).is_ok());
+        assert!(matches!(
+            rm.leader_partition("t", 0),
+            Err(BrokerError::NotLeader { .. })
+        ));
+        assert_eq!(rm.leader_partition("t", 1).unwrap().1, 0);
+        assert!(matches!(
+            rm.leader_epoch("t", 5),
+            Err(BrokerError::UnknownPartition { .. })
+        ));
+        assert!(matches!(
+            rm.leader_epoch("x", 0),
+            Err(BrokerError::UnknownTopic(_))
+        ));
+        controller
+            .apply(ControllerCommand::FenceBroker { id: 2 })
+            .unwrap();
+        let (_, epoch) = rm.leader_partition("t", 0).unwrap();
+        assert!(epoch > 0);
+        assert_eq!(rm.active_controller(), None);
+        rm.set_active_controller(Some(3));
+        assert_eq!(rm.active_controller(), Some(3));
     }
 
     #[test]
@@ -913,7 +1377,7 @@ mod tests {
         fn duplicates_gaps_and_epochs() {
             let dir = tempfile::tempdir().unwrap();
             let rm = manager(dir.path());
-            rm.create_topic("t", 1, 1, BTreeMap::new(), false).unwrap();
+            create(&rm, "t", 1);
             let p = rm.partition("t", 0).unwrap();
             p.append(&mut build_batch(2, 10), 0).unwrap(); // offsets 0-1, no producer
             let first = p.append(&mut idem(5, 0, 0, 3), 0).unwrap();
@@ -955,7 +1419,7 @@ mod tests {
         fn several_batches_in_one_request() {
             let dir = tempfile::tempdir().unwrap();
             let rm = manager(dir.path());
-            rm.create_topic("t", 1, 1, BTreeMap::new(), false).unwrap();
+            create(&rm, "t", 1);
             let p = rm.partition("t", 0).unwrap();
             let mut two = idem(1, 0, 0, 2);
             two.extend(idem(1, 0, 2, 3));
@@ -992,15 +1456,15 @@ mod tests {
         fn rebuilt_from_the_log_after_a_crash() {
             let dir = tempfile::tempdir().unwrap();
             let live;
+            let (controller, rm) = LocalController::start(dir.path(), 1, BrokerConfig::default());
+            create(&rm, "t", 1);
             {
-                let rm = manager(dir.path());
-                rm.create_topic("t", 1, 1, BTreeMap::new(), false).unwrap();
                 let p = rm.partition("t", 0).unwrap();
                 produce_some(&p, 4, 8);
                 live = state(&p);
             } // no flush_all: a crash, no snapshot
             assert!(snapshots(&dir.path().join("t-0")).is_empty());
-            let rm = manager(dir.path());
+            let rm = reopen(rm, &controller);
             let p = rm.partition("t", 0).unwrap();
             assert_eq!(state(&p), live);
             let end = p.log_end_offset().unwrap();
@@ -1014,9 +1478,9 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let pdir = dir.path().join("t-0");
             let live;
+            let (controller, rm) = LocalController::start(dir.path(), 1, BrokerConfig::default());
+            create(&rm, "t", 1);
             {
-                let rm = manager(dir.path());
-                rm.create_topic("t", 1, 1, BTreeMap::new(), false).unwrap();
                 let p = rm.partition("t", 0).unwrap();
                 produce_some(&p, 3, 4);
                 rm.flush_all();
@@ -1026,19 +1490,21 @@ mod tests {
                 p.append(&mut idem(9, 0, 0, 1), 0).unwrap();
                 live = state(&p);
             }
-            let rm = manager(dir.path());
+            let rm = reopen(rm, &controller);
             let p = rm.partition("t", 0).unwrap();
             assert_eq!(state(&p), live);
             rm.flush_all();
             assert_eq!(snapshots(&pdir).len(), 2);
             rm.flush_all(); // nothing new: no third file
+            drop(p);
+            let dir_path = rm.data_dir.clone();
             drop(rm);
             // A torn newest snapshot and one past the log end are deleted; the older is used.
             let newest = pdir.join(format!("{:020}.snapshot", 30));
             let bytes = fs::read(&newest).unwrap();
             fs::write(&newest, &bytes[..bytes.len() - 3]).unwrap();
             fs::write(pdir.join(format!("{:020}.snapshot", 999)), &bytes).unwrap();
-            let rm = manager(dir.path());
+            let rm = controller.start_broker(&dir_path, 1, BrokerConfig::default());
             let p = rm.partition("t", 0).unwrap();
             assert_eq!(state(&p), live);
             assert_eq!(snapshots(&pdir), vec![format!("{:020}.snapshot", 28)]);
@@ -1048,7 +1514,7 @@ mod tests {
         fn periodic_snapshot_after_enough_bytes() {
             let dir = tempfile::tempdir().unwrap();
             let rm = manager(dir.path());
-            rm.create_topic("t", 1, 1, BTreeMap::new(), false).unwrap();
+            create(&rm, "t", 1);
             let p = rm.partition("t", 0).unwrap();
             p.append(&mut idem(1, 0, 0, 1), 0).unwrap();
             let chunk = 512 << 10;

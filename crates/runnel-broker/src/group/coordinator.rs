@@ -6,9 +6,9 @@
 //! `std::sync::Mutex` around its groups and parked requests. A shard is inserted *loading*
 //! (requests get COORDINATOR_LOAD_IN_PROGRESS), filled by replaying the partition's log, then
 //! made active: [`GroupCoordinator::load_partition`]. [`GroupCoordinator::unload_partition`]
-//! removes it and tells parked requests NOT_COORDINATOR. Today `open` loads every partition
-//! this node leads (all of them on one node); replication only has to call these two when
-//! leadership moves.
+//! removes it and tells parked requests NOT_COORDINATOR. [`GroupCoordinator::on_image`] calls
+//! these two as leadership of `__consumer_offsets` moves in the controller's image; requests
+//! for groups of a partition that is not loaded here answer NOT_COORDINATOR.
 //!
 //! **Writes.** Records are appended to the partition while the shard lock is held, so the log
 //! order is the order in which state changed; the append is a synchronous page-cache write
@@ -30,7 +30,7 @@
 //! **Time.** `now` is wall-clock milliseconds captured at open and advanced by tokio's
 //! monotonic clock, so tests can drive it with `tokio::time::pause`/`advance`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -47,7 +47,7 @@ use super::state::{
 };
 use super::store::{self, commit_error, store_error};
 use crate::error::BrokerError;
-use crate::metadata::BrokerInfo;
+use crate::metadata::{BrokerInfo, MetadataImage};
 use crate::replica_manager::{now_ms, Partition, ReplicaManager};
 
 /// The internal topic holding committed offsets and group metadata.
@@ -179,7 +179,6 @@ impl Clock {
 pub struct GroupCoordinator {
     broker: Arc<ReplicaManager>,
     limits: GroupLimits,
-    num_partitions: i32,
     retention_ms: i64,
     retention_check: Duration,
     clock: Clock,
@@ -188,44 +187,17 @@ pub struct GroupCoordinator {
 }
 
 impl GroupCoordinator {
-    /// Creates `__consumer_offsets` if it is missing, then loads every partition of it this
-    /// node leads.
-    pub fn open(broker: Arc<ReplicaManager>) -> Result<Self, BrokerError> {
+    /// A coordinator with no partitions loaded; [`GroupCoordinator::on_image`] loads those
+    /// this node leads.
+    pub fn open(broker: Arc<ReplicaManager>) -> Self {
         let config = broker.config().clone();
-        let num_partitions = match broker.image().topic(OFFSETS_TOPIC) {
-            Some(t) => t.partitions.len() as i32,
-            None => {
-                let brokers = broker.image().brokers.len().max(1);
-                let replication = config
-                    .offsets_topic_replication_factor()
-                    .min(brokers as i16)
-                    .max(1);
-                let configs = BTreeMap::from([
-                    ("cleanup.policy".to_string(), "compact".to_string()),
-                    (
-                        "segment.bytes".to_string(),
-                        OFFSETS_SEGMENT_BYTES.to_string(),
-                    ),
-                ]);
-                let partitions = config.offsets_topic_num_partitions();
-                match broker.create_topic(OFFSETS_TOPIC, partitions, replication, configs, false) {
-                    Ok(t) => t.partitions.len() as i32,
-                    Err(BrokerError::TopicExists(_)) => broker
-                        .image()
-                        .topic(OFFSETS_TOPIC)
-                        .map_or(partitions, |t| t.partitions.len() as i32),
-                    Err(e) => return Err(e),
-                }
-            }
-        };
-        let coordinator = Self {
+        Self {
             limits: GroupLimits {
                 min_session_timeout_ms: config.group_min_session_timeout_ms(),
                 max_session_timeout_ms: config.group_max_session_timeout_ms(),
                 max_size: config.group_max_size(),
                 initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms() as i64,
             },
-            num_partitions,
             retention_ms: config.offsets_retention_ms(),
             retention_check: Duration::from_millis(
                 config.offsets_retention_check_interval_ms().max(1),
@@ -234,11 +206,15 @@ impl GroupCoordinator {
             shards: RwLock::new(HashMap::new()),
             next_waiter: AtomicU64::new(1),
             broker,
-        };
-        let node = coordinator.broker.node_id();
-        let led: Vec<i32> = coordinator
-            .broker
-            .image()
+        }
+    }
+
+    /// Follows leadership of `__consumer_offsets`: loads every partition this node now leads
+    /// and unloads those it no longer leads. Blocking (replays logs); the node calls it after
+    /// every [`ReplicaManager::apply_image`]. Returns the first load error after trying all.
+    pub fn on_image(&self, image: &MetadataImage) -> Result<(), BrokerError> {
+        let node = self.broker.node_id();
+        let led: HashSet<i32> = image
             .topic(OFFSETS_TOPIC)
             .map(|t| {
                 t.partitions
@@ -248,16 +224,68 @@ impl GroupCoordinator {
                     .collect()
             })
             .unwrap_or_default();
-        let mut groups = 0;
-        for p in led {
-            groups += coordinator.load_partition(p)?;
+        let loaded: Vec<i32> = self
+            .shards
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        for p in loaded.iter().filter(|p| !led.contains(p)) {
+            self.unload_partition(*p);
+            tracing::info!(
+                partition = p,
+                "no longer the group coordinator of {OFFSETS_TOPIC}-{p}"
+            );
         }
-        tracing::info!(
-            partitions = num_partitions,
-            groups,
-            "group coordinator loaded"
-        );
-        Ok(coordinator)
+        let mut first_error = None;
+        for p in led.iter().filter(|p| !loaded.contains(p)) {
+            match self.load_partition(*p) {
+                Ok(groups) => tracing::info!(
+                    partition = p,
+                    groups,
+                    "now the group coordinator of {OFFSETS_TOPIC}-{p}"
+                ),
+                Err(e) => {
+                    tracing::error!(partition = p, error = %e, "cannot load {OFFSETS_TOPIC}-{p}");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Creates `__consumer_offsets` if it is missing (`offsets.topic.num.partitions`, with
+    /// `offsets.topic.replication.factor` capped at the live brokers). Losing a race with
+    /// another creator is success.
+    pub async fn ensure_offsets_topic(&self) -> Result<(), BrokerError> {
+        let image = self.broker.image();
+        if image.topic(OFFSETS_TOPIC).is_some() {
+            return Ok(());
+        }
+        let config = self.broker.config();
+        let brokers = image.live_brokers().count().max(1);
+        let replication = config
+            .offsets_topic_replication_factor()
+            .min(i16::try_from(brokers).unwrap_or(i16::MAX))
+            .max(1);
+        let configs = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                "segment.bytes".to_string(),
+                OFFSETS_SEGMENT_BYTES.to_string(),
+            ),
+        ]);
+        let partitions = config.offsets_topic_num_partitions();
+        match self
+            .broker
+            .create_topic(OFFSETS_TOPIC, partitions, replication, configs, false)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_topic_exists() => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Milliseconds since the epoch, as the coordinator sees it.
@@ -265,13 +293,20 @@ impl GroupCoordinator {
         self.clock.now()
     }
 
+    /// Partitions of `__consumer_offsets`: from the image once it exists, from the config
+    /// before.
     pub fn num_partitions(&self) -> i32 {
-        self.num_partitions
+        self.broker
+            .image()
+            .topic(OFFSETS_TOPIC)
+            .map_or(self.broker.config().offsets_topic_num_partitions(), |t| {
+                t.partitions.len() as i32
+            })
     }
 
     /// The `__consumer_offsets` partition of a group.
     pub fn partition_for(&self, group_id: &str) -> i32 {
-        partition_for(group_id, self.num_partitions)
+        partition_for(group_id, self.num_partitions())
     }
 
     /// The node coordinating `group_id`: the leader of its `__consumer_offsets` partition in

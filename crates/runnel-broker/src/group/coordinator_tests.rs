@@ -6,8 +6,14 @@ use std::path::Path;
 use bytes::{BufMut, BytesMut};
 
 use super::*;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use futures::executor::block_on;
+use runnel_controller::command::ControllerCommand;
+
 use crate::config::BrokerConfig;
-use crate::metadata::BrokerInfo;
+use crate::testing::LocalController;
 
 fn subscription(topics: &[&str]) -> Bytes {
     let mut b = BytesMut::new();
@@ -26,9 +32,23 @@ struct Node {
     groups: Arc<GroupCoordinator>,
 }
 
+/// The in-memory controller of each test data dir, so a reopened node finds its topics again
+/// (as a real node finds the Raft state on disk).
+fn controller_of(dir: &Path) -> Arc<LocalController> {
+    static CLUSTERS: Mutex<Vec<(PathBuf, Arc<LocalController>)>> = Mutex::new(Vec::new());
+    let mut clusters = CLUSTERS.lock().unwrap();
+    if let Some((_, c)) = clusters.iter().find(|(d, _)| d == dir) {
+        return c.clone();
+    }
+    let c = LocalController::new(&[1]);
+    clusters.push((dir.to_path_buf(), c.clone()));
+    c
+}
+
 fn open(dir: &Path, extra: &[(&str, &str)]) -> Node {
     let broker = open_broker(dir, extra);
-    let groups = Arc::new(GroupCoordinator::open(broker.clone()).unwrap());
+    let groups = controller_of(dir).start_groups(&broker);
+    block_on(groups.ensure_offsets_topic()).unwrap();
     Node { broker, groups }
 }
 
@@ -39,24 +59,10 @@ fn open_broker(dir: &Path, extra: &[(&str, &str)]) -> Arc<ReplicaManager> {
     ];
     pairs.extend_from_slice(extra);
     let config = BrokerConfig::from_pairs(pairs).unwrap();
-    let broker = Arc::new(
-        ReplicaManager::open(
-            dir,
-            BrokerInfo {
-                id: 1,
-                host: "127.0.0.1".into(),
-                port: 9092,
-                rack: None,
-            },
-            config,
-        )
-        .unwrap(),
-    );
+    let broker = controller_of(dir).start_broker(dir, 1, config);
     for (topic, partitions) in [("t", 3), ("u", 1)] {
         if broker.image().topic(topic).is_none() {
-            broker
-                .create_topic(topic, partitions, 1, BTreeMap::new(), false)
-                .unwrap();
+            block_on(broker.create_topic(topic, partitions, 1, BTreeMap::new(), false)).unwrap();
         }
     }
     broker
@@ -522,7 +528,7 @@ async fn find_coordinator_names_the_partition_leader() {
         found,
         FoundCoordinator {
             node_id: 1,
-            host: "127.0.0.1".into(),
+            host: "localhost".into(),
             port: 9092
         }
     );
@@ -558,9 +564,7 @@ async fn records_that_cannot_be_decoded_are_skipped_on_load() {
     // A `__consumer_offsets` created without compaction (by hand, or by another tool) also
     // accepts records without a key.
     let broker = open_broker(dir.path(), &[]);
-    broker
-        .create_topic(OFFSETS_TOPIC, 4, 1, BTreeMap::new(), false)
-        .unwrap();
+    block_on(broker.create_topic(OFFSETS_TOPIC, 4, 1, BTreeMap::new(), false)).unwrap();
     let p = partition_for("g", 4);
     let partition = broker.partition(OFFSETS_TOPIC, p).unwrap();
     let epoch = broker.image().topic(OFFSETS_TOPIC).unwrap().partitions[p as usize].leader_epoch;
@@ -602,4 +606,57 @@ async fn records_that_cannot_be_decoded_are_skipped_on_load() {
         .unwrap();
     assert_eq!(fetched[0].2.as_ref().map(|v| v.offset), Some(11));
     node.close();
+}
+
+#[tokio::test]
+async fn partitions_load_and_unload_as_leadership_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = LocalController::new(&[1, 2]);
+    let config = BrokerConfig::from_pairs([("group.initial.rebalance.delay.ms", "0")]).unwrap();
+    let broker = controller.start_broker(dir.path(), 1, config);
+    let groups = controller.start_groups(&broker);
+    // Before the topic exists nothing is coordinated here and the count is the config's.
+    assert_eq!(groups.num_partitions(), 50);
+    controller
+        .apply(ControllerCommand::CreateTopic {
+            name: OFFSETS_TOPIC.into(),
+            id: uuid::Uuid::new_v4(),
+            partitions: -1,
+            replication_factor: -1,
+            assignment: Some(vec![vec![1, 2], vec![2, 1]]),
+            configs: BTreeMap::new(),
+        })
+        .unwrap();
+    assert_eq!(groups.num_partitions(), 2);
+    let in_partition = |p: i32| {
+        (0..)
+            .map(|i| format!("g{i}"))
+            .find(|g| groups.partition_for(g) == p)
+            .unwrap()
+    };
+    let (mine, theirs) = (in_partition(0), in_partition(1));
+    stable_member(&groups, &mine, 10_000).await;
+    let r = groups.join_group(&theirs, join_req("", 10_000)).await;
+    assert_eq!(r.error, Some(ResponseError::NotCoordinator));
+    assert_eq!(groups.find_coordinator(&theirs).unwrap().node_id, 2);
+    // Broker 2 is fenced: this node takes over partition 1.
+    controller
+        .apply(ControllerCommand::FenceBroker { id: 2 })
+        .unwrap();
+    stable_member(&groups, &theirs, 10_000).await;
+    assert_eq!(groups.find_coordinator(&theirs).unwrap().node_id, 1);
+    // This node is fenced: it leads nothing and coordinates nothing.
+    controller
+        .apply(ControllerCommand::FenceBroker { id: 1 })
+        .unwrap();
+    for g in [&mine, &theirs] {
+        assert_eq!(
+            groups.heartbeat(g, "m", None, 1),
+            Err(ResponseError::NotCoordinator)
+        );
+        assert_eq!(
+            groups.find_coordinator(g).unwrap_err().0,
+            ResponseError::CoordinatorNotAvailable
+        );
+    }
 }

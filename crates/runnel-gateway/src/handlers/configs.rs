@@ -151,73 +151,85 @@ fn error_fields(
 }
 
 /// AlterConfigs replaces the whole set of a topic's overrides.
-pub(crate) fn alter(ctx: &Context, request: AlterConfigsRequest) -> AlterConfigsResponse {
-    let responses = request
-        .resources
-        .into_iter()
-        .map(|resource| {
-            let name = resource.resource_name.as_str().to_string();
-            let result = topic_resource(resource.resource_type, &name).and_then(|()| {
-                let mut configs = BTreeMap::new();
-                for c in resource.configs {
-                    let value = c.value.ok_or_else(|| {
-                        BrokerError::InvalidConfig(format!(
-                            "config '{}' has a null value",
-                            c.name.as_str()
-                        ))
-                    })?;
-                    configs.insert(c.name.as_str().to_string(), value.as_str().to_string());
-                }
+pub(crate) async fn alter(ctx: &Context, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        let name = resource.resource_name.as_str().to_string();
+        let configs = topic_resource(resource.resource_type, &name).and_then(|()| {
+            let mut configs = BTreeMap::new();
+            for c in resource.configs {
+                let value = c.value.ok_or_else(|| {
+                    BrokerError::InvalidConfig(format!(
+                        "config '{}' has a null value",
+                        c.name.as_str()
+                    ))
+                })?;
+                configs.insert(c.name.as_str().to_string(), value.as_str().to_string());
+            }
+            Ok(configs)
+        });
+        let result = match configs {
+            Ok(configs) => {
                 ctx.broker
                     .set_topic_configs(&name, configs, request.validate_only)
-            });
-            let (code, message) = error_fields(result, "alter configs", &name);
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let (code, message) = error_fields(result, "alter configs", &name);
+        responses.push(
             alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_error_code(code)
                 .with_error_message(message)
                 .with_resource_type(resource.resource_type)
-                .with_resource_name(resource.resource_name)
-        })
-        .collect();
+                .with_resource_name(resource.resource_name),
+        );
+    }
     AlterConfigsResponse::default().with_responses(responses)
 }
 
 /// IncrementalAlterConfigs applies set/delete/append/subtract to the current overrides.
-pub(crate) fn incremental_alter(
+pub(crate) async fn incremental_alter(
     ctx: &Context,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let responses = request
-        .resources
-        .into_iter()
-        .map(|resource| {
-            let name = resource.resource_name.as_str().to_string();
-            let result = topic_resource(resource.resource_type, &name).and_then(|()| {
-                let image = ctx.broker.image();
-                let topic = image
-                    .topic(&name)
-                    .ok_or_else(|| BrokerError::UnknownTopic(name.clone()))?;
-                let mut configs = topic.configs.clone();
-                for c in &resource.configs {
-                    apply_op(
-                        ctx,
-                        &mut configs,
-                        c.name.as_str(),
-                        c.config_operation,
-                        c.value.as_ref().map(|v| v.as_str()),
-                    )?;
-                }
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        let name = resource.resource_name.as_str().to_string();
+        let configs = topic_resource(resource.resource_type, &name).and_then(|()| {
+            let image = ctx.broker.image();
+            let topic = image
+                .topic(&name)
+                .ok_or_else(|| BrokerError::UnknownTopic(name.clone()))?;
+            let mut configs = topic.configs.clone();
+            for c in &resource.configs {
+                apply_op(
+                    ctx,
+                    &mut configs,
+                    c.name.as_str(),
+                    c.config_operation,
+                    c.value.as_ref().map(|v| v.as_str()),
+                )?;
+            }
+            Ok(configs)
+        });
+        let result = match configs {
+            Ok(configs) => {
                 ctx.broker
                     .set_topic_configs(&name, configs, request.validate_only)
-            });
-            let (code, message) = error_fields(result, "incremental alter configs", &name);
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let (code, message) = error_fields(result, "incremental alter configs", &name);
+        responses.push(
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_error_code(code)
                 .with_error_message(message)
                 .with_resource_type(resource.resource_type)
-                .with_resource_name(resource.resource_name)
-        })
-        .collect();
+                .with_resource_name(resource.resource_name),
+        );
+    }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 

@@ -1,4 +1,4 @@
-//! CreatePartitions: grows a topic's partition count.
+//! CreatePartitions: grows a topic's partition count through the controller.
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
@@ -11,46 +11,42 @@ use crate::Context;
 
 pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 3 };
 
-pub(crate) fn handle(ctx: &Context, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
-    let node = ctx.broker.node_id();
-    let results = request
-        .topics
-        .into_iter()
-        .map(|topic| {
-            let name = topic.name.0.as_str().to_string();
-            let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
-            // Explicit assignments may only name brokers that exist (just this one, for now).
-            let bad_assignment = topic
-                .assignments
-                .iter()
-                .flatten()
-                .any(|a| a.broker_ids.len() != 1 || a.broker_ids.iter().any(|b| b.0 != node));
-            if is_internal_topic(&name) {
-                return result
+pub(crate) async fn handle(
+    ctx: &Context,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.name.0.as_str().to_string();
+        let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+        if is_internal_topic(&name) {
+            results.push(
+                result
                     .with_error_code(ResponseError::InvalidRequest.code())
                     .with_error_message(Some(str_bytes(format!(
                         "'{name}' is an internal topic; its partition count is fixed"
-                    ))));
+                    )))),
+            );
+            continue;
+        }
+        // The replicas of each new partition, if the client chose them.
+        let assignment = topic.assignments.map(|a| {
+            a.into_iter()
+                .map(|p| p.broker_ids.into_iter().map(|b| b.0).collect())
+                .collect()
+        });
+        let outcome = ctx
+            .broker
+            .create_partitions_assigned(&name, topic.count, assignment, request.validate_only)
+            .await;
+        results.push(match outcome {
+            Ok(()) => result,
+            Err(e) => {
+                tracing::info!(topic = %name, error = %e, "create partitions failed");
+                let (code, message) = error_parts(&e);
+                result.with_error_code(code).with_error_message(message)
             }
-            if bad_assignment {
-                return result
-                    .with_error_code(ResponseError::InvalidReplicaAssignment.code())
-                    .with_error_message(Some(str_bytes(format!(
-                        "assignments may only name broker {node}, one replica per partition"
-                    ))));
-            }
-            match ctx
-                .broker
-                .create_partitions(&name, topic.count, request.validate_only)
-            {
-                Ok(_) => result,
-                Err(e) => {
-                    tracing::info!(topic = %name, error = %e, "create partitions failed");
-                    let (code, message) = error_parts(&e);
-                    result.with_error_code(code).with_error_message(message)
-                }
-            }
-        })
-        .collect();
+        });
+    }
     CreatePartitionsResponse::default().with_results(results)
 }

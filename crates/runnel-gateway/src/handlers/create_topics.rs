@@ -1,4 +1,5 @@
-//! CreateTopics: validates names, counts and configs, then creates the topic and its logs.
+//! CreateTopics: validates names, counts and configs, then has the controller create the
+//! topic; every replica opens its logs when it applies the change.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -16,7 +17,7 @@ use crate::Context;
 
 pub(crate) const VERSIONS: VersionRange = VersionRange { min: 2, max: 7 };
 
-pub(crate) fn handle(
+pub(crate) async fn handle(
     ctx: &Context,
     request: CreateTopicsRequest,
     version: i16,
@@ -29,23 +30,25 @@ pub(crate) fn handle(
         .map(|t| t.name.0.as_str().to_string())
         .filter(|n| !seen.insert(n.clone()))
         .collect();
-    let results = request
-        .topics
-        .into_iter()
-        .map(|topic| {
-            let name = topic.name.0.as_str().to_string();
-            let result = CreatableTopicResult::default()
-                .with_name(topic.name.clone())
-                .with_num_partitions(-1)
-                .with_replication_factor(-1);
-            if duplicates.contains(&name) {
-                return result
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.name.0.as_str().to_string();
+        let result = CreatableTopicResult::default()
+            .with_name(topic.name.clone())
+            .with_num_partitions(-1)
+            .with_replication_factor(-1);
+        if duplicates.contains(&name) {
+            results.push(
+                result
                     .with_error_code(ResponseError::InvalidRequest.code())
                     .with_error_message(Some(str_bytes(format!(
                         "topic '{name}' appears more than once in the request"
-                    ))));
-            }
-            match create(ctx, &name, topic, request.validate_only) {
+                    )))),
+            );
+            continue;
+        }
+        results.push(
+            match create(ctx, &name, topic, request.validate_only).await {
                 Ok((info, partitions, replication_factor)) => {
                     let mut result = result
                         .with_topic_id(info.id)
@@ -73,13 +76,13 @@ pub(crate) fn handle(
                     let (code, message) = error_parts(&e);
                     result.with_error_code(code).with_error_message(message)
                 }
-            }
-        })
-        .collect();
+            },
+        );
+    }
     CreateTopicsResponse::default().with_topics(results)
 }
 
-fn create(
+async fn create(
     ctx: &Context,
     name: &str,
     topic: CreatableTopic,
@@ -92,42 +95,65 @@ fn create(
         })?;
         configs.insert(c.name.as_str().to_string(), value.as_str().to_string());
     }
-    let (mut partitions, mut replication_factor) = (topic.num_partitions, topic.replication_factor);
-    if !topic.assignments.is_empty() {
+    let (partitions, replication_factor) = (topic.num_partitions, topic.replication_factor);
+    let assignment = if topic.assignments.is_empty() {
+        None
+    } else {
         // Manual assignment: counts come from it, and Kafka requires -1 in the count fields.
         if partitions != -1 || replication_factor != -1 {
             return Err(BrokerError::InvalidRequest(
                 "with replica assignments, num_partitions and replication_factor must be -1".into(),
             ));
         }
-        let node = ctx.broker.node_id();
-        for a in &topic.assignments {
-            if a.broker_ids.iter().any(|b| b.0 != node) {
-                return Err(BrokerError::InvalidReplicationFactor(format!(
-                    "assignment of partition {} names a broker other than {node}",
-                    a.partition_index
-                )));
-            }
+        let mut assignment = topic.assignments;
+        assignment.sort_by_key(|a| a.partition_index);
+        if assignment
+            .iter()
+            .enumerate()
+            .any(|(i, a)| a.partition_index != i as i32)
+        {
+            return Err(BrokerError::InvalidRequest(
+                "replica assignments must name partitions 0 to n-1, each once".into(),
+            ));
         }
-        partitions = topic.assignments.len() as i32;
-        replication_factor = topic.assignments[0].broker_ids.len() as i16;
-    }
-    let info =
-        ctx.broker
-            .create_topic(name, partitions, replication_factor, configs, validate_only)?;
+        Some(
+            assignment
+                .into_iter()
+                .map(|a| a.broker_ids.into_iter().map(|b| b.0).collect::<Vec<i32>>())
+                .collect::<Vec<_>>(),
+        )
+    };
+    // What the topic gets, for the response (validate_only creates nothing to read it from).
+    let (partitions, replication_factor) = match &assignment {
+        Some(a) => (a.len() as i32, a.first().map_or(0, |r| r.len() as i16)),
+        None => (
+            if partitions == -1 {
+                ctx.broker.config().num_partitions()
+            } else {
+                partitions
+            },
+            if replication_factor == -1 {
+                ctx.broker.config().default_replication_factor()
+            } else {
+                replication_factor
+            },
+        ),
+    };
+    let info = ctx
+        .broker
+        .create_topic_assigned(
+            name,
+            partitions,
+            replication_factor,
+            assignment,
+            configs,
+            validate_only,
+        )
+        .await?;
     let partitions = if validate_only {
-        if partitions == -1 {
-            ctx.broker.config().num_partitions()
-        } else {
-            partitions
-        }
+        partitions
     } else {
         info.partitions.len() as i32
-    };
-    let replication_factor = if replication_factor == -1 {
-        ctx.broker.config().default_replication_factor()
-    } else {
-        replication_factor
     };
     Ok((info, partitions, replication_factor))
 }

@@ -12,7 +12,7 @@ use crate::Context;
 
 pub(crate) const VERSIONS: VersionRange = VersionRange { min: 1, max: 6 };
 
-pub(crate) fn handle(
+pub(crate) async fn handle(
     ctx: &Context,
     request: DeleteTopicsRequest,
     version: i16,
@@ -30,33 +30,35 @@ pub(crate) fn handle(
             .map(|n| (Some(n.0.as_str().to_string()), Uuid::nil()))
             .collect()
     };
-    let responses = targets
-        .into_iter()
-        .map(|(name, id)| {
-            let name = name.or_else(|| ctx.broker.image().topic_by_id(id).map(|t| t.name.clone()));
-            let result = DeletableTopicResult::default()
-                .with_name(name.clone().map(|n| TopicName(str_bytes(n))))
-                .with_topic_id(id);
-            let Some(name) = name else {
-                return result.with_error_code(ResponseError::UnknownTopicId.code());
-            };
-            if is_internal_topic(&name) {
-                tracing::warn!(topic = %name, "refused to delete an internal topic");
-                return result
+    let mut responses = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        let name = name.or_else(|| ctx.broker.image().topic_by_id(id).map(|t| t.name.clone()));
+        let result = DeletableTopicResult::default()
+            .with_name(name.clone().map(|n| TopicName(str_bytes(n))))
+            .with_topic_id(id);
+        let Some(name) = name else {
+            responses.push(result.with_error_code(ResponseError::UnknownTopicId.code()));
+            continue;
+        };
+        if is_internal_topic(&name) {
+            tracing::warn!(topic = %name, "refused to delete an internal topic");
+            responses.push(
+                result
                     .with_error_code(ResponseError::InvalidRequest.code())
                     .with_error_message(Some(str_bytes(format!(
                         "'{name}' is an internal topic and cannot be deleted"
-                    ))));
+                    )))),
+            );
+            continue;
+        }
+        responses.push(match ctx.broker.delete_topic(&name).await {
+            Ok(id) => result.with_topic_id(id),
+            Err(e) => {
+                tracing::info!(topic = %name, error = %e, "delete topic failed");
+                let (code, message) = error_parts(&e);
+                result.with_error_code(code).with_error_message(message)
             }
-            match ctx.broker.delete_topic(&name) {
-                Ok(info) => result.with_topic_id(info.id),
-                Err(e) => {
-                    tracing::info!(topic = %name, error = %e, "delete topic failed");
-                    let (code, message) = error_parts(&e);
-                    result.with_error_code(code).with_error_message(message)
-                }
-            }
-        })
-        .collect();
+        });
+    }
     DeleteTopicsResponse::default().with_responses(responses)
 }

@@ -1,4 +1,5 @@
-//! DescribeCluster: the cluster id, the active controller and the live brokers.
+//! DescribeCluster: the cluster id, the active controller and the live brokers (and, when a
+//! v2 client asks, the fenced ones flagged as such).
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
@@ -9,23 +10,35 @@ use crate::Context;
 
 pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
 
-pub(crate) fn handle(ctx: &Context, request: DescribeClusterRequest) -> DescribeClusterResponse {
+pub(crate) fn handle(
+    ctx: &Context,
+    request: DescribeClusterRequest,
+    version: i16,
+) -> DescribeClusterResponse {
     let image = ctx.broker.image();
+    let include_fenced = version >= 2 && request.include_fenced_brokers;
     let brokers = image
         .brokers
         .values()
+        .filter(|b| include_fenced || !b.fenced)
         .map(|b| {
-            DescribeClusterBroker::default()
+            let broker = DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(b.id))
                 .with_host(str_bytes(b.host.clone()))
                 .with_port(b.port)
-                .with_rack(b.rack.clone().map(str_bytes))
+                .with_rack(b.rack.clone().map(str_bytes));
+            // The field exists from v2; the encoder rejects it set earlier.
+            if version >= 2 {
+                broker.with_is_fenced(b.fenced)
+            } else {
+                broker
+            }
         })
         .collect();
     DescribeClusterResponse::default()
         .with_endpoint_type(request.endpoint_type)
         .with_cluster_id(str_bytes(image.cluster_id.clone()))
-        .with_controller_id(BrokerId(image.controller_id))
+        .with_controller_id(BrokerId(ctx.broker.active_controller().unwrap_or(-1)))
         .with_brokers(brokers)
         .with_cluster_authorized_operations(i32::MIN)
 }

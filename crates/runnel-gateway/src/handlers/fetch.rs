@@ -68,9 +68,12 @@ pub(crate) async fn handle(ctx: &Context, request: FetchRequest, version: i16) -
                 .map(|p| {
                     let resolved = match missing {
                         Some(code) => Err(code),
+                        // Only the leader serves fetches (followers' logs are not
+                        // replicated yet, and consumers must fetch from the leader).
                         None => ctx
                             .broker
-                            .partition(&name, p.partition)
+                            .leader_partition(&name, p.partition)
+                            .map(|(partition, _)| partition)
                             .map_err(|e| e.code()),
                     };
                     (p, resolved)

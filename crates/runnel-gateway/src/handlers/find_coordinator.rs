@@ -1,5 +1,6 @@
 //! FindCoordinator: the node that coordinates a group is the leader of the group's
-//! `__consumer_offsets` partition. Transaction coordinators do not exist yet.
+//! `__consumer_offsets` partition, created on the first lookup. Transaction coordinators do
+//! not exist yet.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
@@ -64,6 +65,12 @@ pub(crate) async fn handle(
     version: i16,
 ) -> FindCoordinatorResponse {
     let key_type = if version >= 1 { request.key_type } else { 0 };
+    // The first group lookup of a new cluster creates `__consumer_offsets`, as in Kafka.
+    if key_type == KEY_TYPE_GROUP {
+        if let Err(e) = ctx.groups.ensure_offsets_topic().await {
+            tracing::warn!(error = %e, "cannot create the offsets topic");
+        }
+    }
     if version >= 4 {
         let coordinators = request
             .coordinator_keys

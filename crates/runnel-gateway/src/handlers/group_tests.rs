@@ -20,9 +20,8 @@ use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::ResponseError;
-use runnel_broker::{
-    BrokerConfig, BrokerInfo, GroupCoordinator, ProducerIdManager, ReplicaManager,
-};
+use runnel_broker::testing::LocalController;
+use runnel_broker::{BrokerConfig, ProducerIdManager};
 
 use super::super::{
     delete_groups, describe_groups, find_coordinator, heartbeat, leave_group, list_groups,
@@ -50,24 +49,13 @@ fn context(dir: &std::path::Path) -> Context {
         ("group.initial.rebalance.delay.ms", "0"),
     ])
     .unwrap();
-    let broker = Arc::new(
-        ReplicaManager::open(
-            dir,
-            BrokerInfo {
-                id: 1,
-                host: "localhost".into(),
-                port: 9092,
-                rack: None,
-            },
-            config,
-        )
-        .unwrap(),
-    );
-    broker
-        .create_topic("t", 2, 1, BTreeMap::new(), false)
-        .unwrap();
-    let groups = Arc::new(GroupCoordinator::open(broker.clone()).unwrap());
-    let producer_ids = Arc::new(ProducerIdManager::open(dir).unwrap());
+    let (controller, broker, groups) = LocalController::start_with_groups(dir, 1, config);
+    futures::executor::block_on(broker.create_topic("t", 2, 1, BTreeMap::new(), false)).unwrap();
+    futures::executor::block_on(groups.ensure_offsets_topic()).unwrap();
+    let producer_ids = Arc::new(ProducerIdManager::from_controller(
+        controller,
+        broker.clone(),
+    ));
     Context {
         broker,
         groups,

@@ -38,23 +38,17 @@ pub(crate) async fn handle(
         );
         return error(ResponseError::UnsupportedVersion);
     }
-    let ids = ctx.producer_ids.clone();
     let (pid, epoch) = (request.producer_id.0, request.producer_epoch);
-    // A new block of ids is persisted with an fsync: keep it off the async workers.
-    match tokio::task::spawn_blocking(move || ids.init_producer(pid, epoch)).await {
-        Ok(Ok((producer_id, producer_epoch))) => {
+    match ctx.producer_ids.init_producer(pid, epoch).await {
+        Ok((producer_id, producer_epoch)) => {
             tracing::debug!(producer_id, producer_epoch, "InitProducerId");
             InitProducerIdResponse::default()
                 .with_producer_id(ProducerId(producer_id))
                 .with_producer_epoch(producer_epoch)
         }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "InitProducerId: cannot allocate a producer id");
-            error(ResponseError::KafkaStorageError)
-        }
         Err(e) => {
-            tracing::error!(error = %e, "InitProducerId: allocation task failed");
-            error(ResponseError::UnknownServerError)
+            tracing::error!(error = %e, "InitProducerId: cannot allocate a producer id");
+            error(e.code())
         }
     }
 }

@@ -71,13 +71,7 @@ fn lookup(
     index: i32,
     timestamp: i64,
 ) -> Result<(i64, i64, i32), BrokerError> {
-    let partition = ctx.broker.partition(topic, index)?;
-    let epoch = ctx
-        .broker
-        .image()
-        .topic(topic)
-        .and_then(|t| t.partitions.get(index as usize))
-        .map_or(-1, |p| p.leader_epoch);
+    let (partition, epoch) = ctx.broker.leader_partition(topic, index)?;
     let found = match timestamp {
         LATEST => Some((partition.high_watermark(), -1)),
         EARLIEST | EARLIEST_LOCAL => Some((partition.log_start_offset()?, -1)),

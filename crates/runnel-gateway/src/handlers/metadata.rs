@@ -1,5 +1,6 @@
-//! Metadata: brokers, topics and partition leaders from the local metadata image. Missing
-//! topics are auto-created when both the client and the broker allow it, as Kafka does.
+//! Metadata: live brokers, topics and partition leaders from the controller's image as this
+//! node has applied it. Missing topics are auto-created when both the client and the broker
+//! allow it, as Kafka does.
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -7,7 +8,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
-use runnel_broker::{is_internal_topic, BrokerError, TopicInfo};
+use runnel_broker::{is_internal_topic, MetadataImage, TopicInfo};
 use uuid::Uuid;
 
 use super::str_bytes;
@@ -15,17 +16,32 @@ use crate::Context;
 
 pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 13 };
 
-fn topic_response(topic: &TopicInfo) -> MetadataResponseTopic {
+fn topic_response(image: &MetadataImage, topic: &TopicInfo) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
         .map(|p| {
+            // A replica on a fenced or unregistered broker cannot serve.
+            let offline = p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !image.is_live(*r))
+                .map(BrokerId)
+                .collect();
+            let error = if p.has_leader() {
+                0
+            } else {
+                ResponseError::LeaderNotAvailable.code()
+            };
             MetadataResponsePartition::default()
+                .with_error_code(error)
                 .with_partition_index(p.index)
                 .with_leader_id(BrokerId(p.leader))
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(p.replicas.iter().copied().map(BrokerId).collect())
                 .with_isr_nodes(p.isr.iter().copied().map(BrokerId).collect())
+                .with_offline_replicas(offline)
         })
         .collect();
     MetadataResponseTopic::default()
@@ -45,7 +61,11 @@ fn error_topic(name: Option<&str>, id: Uuid, error: ResponseError) -> MetadataRe
         .with_topic_authorized_operations(i32::MIN)
 }
 
-pub(crate) fn handle(ctx: &Context, request: MetadataRequest, version: i16) -> MetadataResponse {
+pub(crate) async fn handle(
+    ctx: &Context,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     // v0 has no null: an empty list means "all topics". Later versions use null for that.
     let all_topics = match &request.topics {
         None => true,
@@ -55,31 +75,34 @@ pub(crate) fn handle(ctx: &Context, request: MetadataRequest, version: i16) -> M
     let allow_create = version < 4 || request.allow_auto_topic_creation;
 
     let topics = if all_topics {
-        ctx.broker
-            .image()
+        let image = ctx.broker.image();
+        image
             .topics
             .values()
-            .map(topic_response)
+            .map(|t| topic_response(&image, t))
             .collect()
     } else {
-        request
-            .topics
-            .unwrap_or_default()
-            .iter()
-            .map(|requested| match &requested.name {
-                Some(name) => lookup_by_name(ctx, name.as_str(), allow_create),
-                None => match ctx.broker.image().topic_by_id(requested.topic_id) {
-                    Some(t) => topic_response(t),
-                    None => error_topic(None, requested.topic_id, ResponseError::UnknownTopicId),
-                },
-            })
-            .collect()
+        let mut topics = Vec::new();
+        for requested in request.topics.unwrap_or_default() {
+            topics.push(match &requested.name {
+                Some(name) => lookup_by_name(ctx, name.as_str(), allow_create).await,
+                None => {
+                    let image = ctx.broker.image();
+                    match image.topic_by_id(requested.topic_id) {
+                        Some(t) => topic_response(&image, t),
+                        None => {
+                            error_topic(None, requested.topic_id, ResponseError::UnknownTopicId)
+                        }
+                    }
+                }
+            });
+        }
+        topics
     };
 
     let image = ctx.broker.image();
     let brokers = image
-        .brokers
-        .values()
+        .live_brokers()
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id))
@@ -91,14 +114,15 @@ pub(crate) fn handle(ctx: &Context, request: MetadataRequest, version: i16) -> M
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(image.cluster_id.clone())))
-        .with_controller_id(BrokerId(image.controller_id))
+        .with_controller_id(BrokerId(ctx.broker.active_controller().unwrap_or(-1)))
         .with_topics(topics)
         .with_cluster_authorized_operations(i32::MIN)
 }
 
-fn lookup_by_name(ctx: &Context, name: &str, allow_create: bool) -> MetadataResponseTopic {
-    if let Some(topic) = ctx.broker.image().topic(name) {
-        return topic_response(topic);
+async fn lookup_by_name(ctx: &Context, name: &str, allow_create: bool) -> MetadataResponseTopic {
+    let image = ctx.broker.image();
+    if let Some(topic) = image.topic(name) {
+        return topic_response(&image, topic);
     }
     if !allow_create {
         return error_topic(
@@ -107,14 +131,14 @@ fn lookup_by_name(ctx: &Context, name: &str, allow_create: bool) -> MetadataResp
             ResponseError::UnknownTopicOrPartition,
         );
     }
-    match ctx.broker.auto_create_topic(name) {
-        Ok(Some(topic)) => topic_response(&topic),
+    match ctx.broker.auto_create_topic(name).await {
+        Ok(Some(topic)) => topic_response(&ctx.broker.image(), &topic),
         Ok(None) => error_topic(
             Some(name),
             Uuid::nil(),
             ResponseError::UnknownTopicOrPartition,
         ),
-        Err(e @ BrokerError::InvalidTopic { .. }) => {
+        Err(e) if e.code() == ResponseError::InvalidTopicException => {
             tracing::debug!(topic = name, error = %e, "metadata for an invalid topic name");
             error_topic(Some(name), Uuid::nil(), e.code())
         }

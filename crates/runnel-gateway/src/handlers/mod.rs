@@ -24,6 +24,9 @@ mod offset_fetch;
 mod produce;
 mod sync_group;
 
+#[cfg(test)]
+mod cluster_tests;
+
 use std::sync::Arc;
 
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
@@ -98,26 +101,28 @@ pub(crate) async fn handle(
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(&ctx, r, version))
         }
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(&ctx, r, version)),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(metadata::handle(&ctx, r, version).await)
+        }
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
         RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(create_topics::handle(&ctx, r, version))
+            ResponseKind::CreateTopics(create_topics::handle(&ctx, r, version).await)
         }
         RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(delete_topics::handle(&ctx, r, version))
+            ResponseKind::DeleteTopics(delete_topics::handle(&ctx, r, version).await)
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(configs::describe(&ctx, r, version))
         }
-        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter(&ctx, r)),
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter(&ctx, r).await),
         RequestKind::IncrementalAlterConfigs(r) => {
-            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(&ctx, r))
+            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(&ctx, r).await)
         }
         RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(create_partitions::handle(&ctx, r))
+            ResponseKind::CreatePartitions(create_partitions::handle(&ctx, r).await)
         }
         RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(describe_cluster::handle(&ctx, r))
+            ResponseKind::DescribeCluster(describe_cluster::handle(&ctx, r, version))
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(find_coordinator::handle(&ctx, r, version).await)

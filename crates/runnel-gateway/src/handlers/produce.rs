@@ -91,7 +91,7 @@ pub(crate) async fn handle(
             }
             Some(name) => {
                 if ctx.broker.image().topic(name).is_none() {
-                    if let Err(e) = ctx.broker.auto_create_topic(name) {
+                    if let Err(e) = ctx.broker.auto_create_topic(name).await {
                         tracing::warn!(topic = %name, client, error = %e, "produce: cannot auto-create topic");
                     }
                 }
@@ -137,14 +137,13 @@ fn append(
     client: &str,
 ) -> PartitionProduceResponse {
     let result = (|| {
-        let partition = ctx.broker.partition(topic, index)?;
+        let (partition, leader_epoch) = ctx.broker.leader_partition(topic, index)?;
         let records = records.filter(|r| !r.is_empty()).ok_or_else(|| {
             BrokerError::InvalidRequest("the produce request carries no record batch".into())
         })?;
         let image = ctx.broker.image();
         let info = image.topic(topic);
-        let state = info.and_then(|t| t.partitions.get(index as usize));
-        let leader_epoch = state.map_or(0, |p| p.leader_epoch);
+        let state = info.and_then(|t| t.partition(index));
         // acks=all promises min.insync.replicas copies; refuse before appending if the ISR
         // cannot give them, as Kafka does.
         if acks == -1 {

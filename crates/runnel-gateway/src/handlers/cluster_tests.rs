@@ -1,0 +1,185 @@
+//! Handlers against a three-broker image in which this node (1) leads some partitions,
+//! follows others and has no replica of the rest.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use runnel_broker::testing::LocalController;
+use runnel_broker::{BrokerConfig, ProducerIdManager};
+use runnel_controller::command::ControllerCommand;
+use runnel_storage::batch::testing::build_batch;
+
+use super::{describe_cluster, fetch, list_offsets, metadata, produce};
+use crate::Context;
+
+const NOT_LEADER: i16 = ResponseError::NotLeaderOrFollower.code();
+
+fn topic_name() -> TopicName {
+    TopicName(StrBytes::from_static_str("t"))
+}
+
+/// Topic "t": partition 0 led by broker 2 (1 follows), 1 led by this node, 2 only on broker 3.
+fn cluster(dir: &std::path::Path) -> (Arc<LocalController>, Context) {
+    let controller = LocalController::new(&[1, 2, 3]);
+    let broker = controller.start_broker(dir, 1, BrokerConfig::default());
+    let groups = controller.start_groups(&broker);
+    controller
+        .apply(ControllerCommand::CreateTopic {
+            name: "t".into(),
+            id: uuid::Uuid::new_v4(),
+            partitions: -1,
+            replication_factor: -1,
+            assignment: Some(vec![vec![2, 1], vec![1, 2], vec![3, 2]]),
+            configs: BTreeMap::new(),
+        })
+        .unwrap();
+    let producer_ids = Arc::new(ProducerIdManager::from_controller(
+        controller.clone(),
+        broker.clone(),
+    ));
+    let ctx = Context {
+        broker,
+        groups,
+        producer_ids,
+    };
+    (controller, ctx)
+}
+
+async fn produce_codes(ctx: &Context) -> Vec<i16> {
+    let partitions = (0..3)
+        .map(|i| {
+            PartitionProduceData::default()
+                .with_index(i)
+                .with_records(Some(Bytes::from(build_batch(2, 10))))
+        })
+        .collect();
+    let request =
+        ProduceRequest::default()
+            .with_acks(1)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic_name())
+                .with_partition_data(partitions)]);
+    let response = produce::handle(ctx, request, 9, "test")
+        .await
+        .unwrap()
+        .unwrap();
+    response.responses[0]
+        .partition_responses
+        .iter()
+        .map(|p| p.error_code)
+        .collect()
+}
+
+async fn fetch_codes(ctx: &Context) -> Vec<i16> {
+    let partitions = (0..3)
+        .map(|i| {
+            FetchPartition::default()
+                .with_partition(i)
+                .with_partition_max_bytes(1 << 20)
+        })
+        .collect();
+    let request = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic_name())
+            .with_partitions(partitions)]);
+    let response = fetch::handle(ctx, request, 12).await;
+    response.responses[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect()
+}
+
+fn list_offsets_codes(ctx: &Context) -> Vec<i16> {
+    let partitions = (0..3)
+        .map(|i| {
+            ListOffsetsPartition::default()
+                .with_partition_index(i)
+                .with_timestamp(-1)
+        })
+        .collect();
+    let request = ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+        .with_name(topic_name())
+        .with_partitions(partitions)]);
+    let response = list_offsets::handle(ctx, request, 7);
+    response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect()
+}
+
+#[tokio::test]
+async fn only_the_leader_serves_produce_fetch_and_list_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, ctx) = cluster(dir.path());
+    assert_eq!(produce_codes(&ctx).await, [NOT_LEADER, 0, NOT_LEADER]);
+    assert_eq!(fetch_codes(&ctx).await, [NOT_LEADER, 0, NOT_LEADER]);
+    assert_eq!(list_offsets_codes(&ctx), [NOT_LEADER, 0, NOT_LEADER]);
+    // Broker 2 is fenced: this node leads partition 0 too, with a newer leader epoch.
+    controller
+        .apply(ControllerCommand::FenceBroker { id: 2 })
+        .unwrap();
+    assert_eq!(produce_codes(&ctx).await, [0, 0, NOT_LEADER]);
+    assert_eq!(fetch_codes(&ctx).await, [0, 0, NOT_LEADER]);
+    assert_eq!(list_offsets_codes(&ctx), [0, 0, NOT_LEADER]);
+    let (_, epoch) = ctx.broker.leader_partition("t", 0).unwrap();
+    assert!(epoch > 0);
+}
+
+#[tokio::test]
+async fn metadata_lists_live_brokers_and_leaderless_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, ctx) = cluster(dir.path());
+    for id in [2, 3] {
+        controller
+            .apply(ControllerCommand::FenceBroker { id })
+            .unwrap();
+    }
+    ctx.broker.set_active_controller(Some(2));
+    let request = MetadataRequest::default().with_topics(None);
+    let response = metadata::handle(&ctx, request, 12).await;
+    let brokers: Vec<i32> = response.brokers.iter().map(|b| b.node_id.0).collect();
+    assert_eq!(brokers, [1]);
+    assert_eq!(response.controller_id.0, 2);
+    let t = &response.topics[0];
+    let p2 = &t.partitions[2];
+    assert_eq!(p2.error_code, ResponseError::LeaderNotAvailable.code());
+    assert_eq!(p2.leader_id.0, -1);
+    assert_eq!(
+        p2.offline_replicas.iter().map(|b| b.0).collect::<Vec<_>>(),
+        [3, 2]
+    );
+    assert_eq!(t.partitions[0].leader_id.0, 1);
+    assert_eq!(t.partitions[0].error_code, 0);
+    assert_eq!(t.partitions[1].offline_replicas.len(), 1);
+
+    let described = |version: i16, fenced: bool| {
+        let request = DescribeClusterRequest::default().with_include_fenced_brokers(fenced);
+        describe_cluster::handle(&ctx, request, version)
+    };
+    let v1 = described(1, false);
+    assert_eq!(v1.controller_id.0, 2);
+    assert_eq!(
+        v1.brokers.iter().map(|b| b.broker_id.0).collect::<Vec<_>>(),
+        [1]
+    );
+    let v2 = described(2, true);
+    let fenced: Vec<(i32, bool)> = v2
+        .brokers
+        .iter()
+        .map(|b| (b.broker_id.0, b.is_fenced))
+        .collect();
+    assert_eq!(fenced, [(1, false), (2, true), (3, true)]);
+    ctx.broker.set_active_controller(None);
+    assert_eq!(described(2, false).controller_id.0, -1);
+}
