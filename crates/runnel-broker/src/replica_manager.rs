@@ -284,12 +284,10 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// The active controller's id, -1 when unknown; the node keeps it current from Raft.
     active_controller: AtomicI32,
-    /// Held for the node's lifetime so two nodes cannot share one data dir.
-    _lock: fs::File,
 }
 
 impl ReplicaManager {
-    /// Opens the data dir: takes its lock and recovers the log of every partition of `image`
+    /// Opens the data dir (the node holds its lock) and recovers the log of every partition of `image`
     /// with a replica on `node_id`. Directories of other partitions are left alone: `image`
     /// may be behind the log (see [`ReplicaManager::remove_stray_dirs`]).
     pub fn open(
@@ -304,13 +302,6 @@ impl ReplicaManager {
             BrokerError::DataDir(format!("{what} {}: {e}", data_dir.display()))
         };
         fs::create_dir_all(data_dir).map_err(|e| io("cannot create data dir", e))?;
-        let lock = fs::File::create(data_dir.join(".lock")).map_err(|e| io("cannot lock", e))?;
-        lock.try_lock().map_err(|_| {
-            BrokerError::DataDir(format!(
-                "data dir {} is in use by another runnel node; stop it or choose another --data-dir",
-                data_dir.display()
-            ))
-        })?;
         remove_deleted_dirs(data_dir);
         let (applied, _) = watch::channel(offset);
         let manager = Self {
@@ -323,7 +314,6 @@ impl ReplicaManager {
             apply_lock: Mutex::new(()),
             partitions: RwLock::new(HashMap::new()),
             active_controller: AtomicI32::new(-1),
-            _lock: lock,
         };
         let mut opened = 0;
         for (topic, p) in image.partitions_replicated_on(node_id) {
@@ -1119,18 +1109,6 @@ mod tests {
             rm.partition("u", 0),
             Err(BrokerError::UnknownTopic(_))
         ));
-    }
-
-    #[test]
-    fn second_node_on_same_dir_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (controller, _rm) = LocalController::start(dir.path(), 1, BrokerConfig::default());
-        let image = Arc::new(controller.image());
-        let err =
-            ReplicaManager::open(dir.path(), 1, BrokerConfig::default(), controller, 0, image)
-                .err()
-                .unwrap();
-        assert!(err.to_string().contains("in use"), "{err}");
     }
 
     #[test]

@@ -4,15 +4,20 @@
 //! controllers. Applying a command is deterministic, so every controller computes the same
 //! image.
 //!
-//! Status: the image, commands, storage and the Raft network over gRPC (`raft`, with a
-//! three-controller failover test) are built; wiring them into the node (one gRPC server per
-//! node, broker registration and heartbeats, fencing timers, request forwarding) is the rest
-//! of the controller issue.
+//! - [`raft`]: the [`raft::Controller`] a node starts (openraft over gRPC).
+//! - [`service`]: `ControllerService`, what brokers ask the active controller (registration,
+//!   heartbeats, metadata commands), and [`liveness`], the active controller's session timers.
+//! - [`client`]: how a node reaches the active controller, wherever it is.
+//! - [`rpc_server`]: the node's one gRPC server carrying these services.
 
+pub mod client;
 pub mod command;
 pub mod error;
 pub mod image;
+pub mod liveness;
 pub mod raft;
+pub mod rpc_server;
+pub mod service;
 pub mod store;
 
 mod cluster;

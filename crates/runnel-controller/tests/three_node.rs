@@ -1,8 +1,11 @@
 //! Three controllers in one process over the real gRPC transport on 127.0.0.1: the lowest id
 //! initializes the cluster, a leader is elected, commands written through it are applied
 //! alike everywhere, a new leader takes over when the leader stops, and the stopped node
-//! catches up after a restart from its data directory. Every wait is bounded; every
-//! controller is shut down at the end, also when an assertion fails.
+//! catches up after a restart from its data directory. Every node also serves
+//! ControllerService, so a [`ControllerClient`] on a follower reaches the active controller,
+//! and brokers registered through it are unfenced by heartbeats and fenced when those stop.
+//! Every wait is bounded; every controller is shut down at the end, also when an assertion
+//! fails.
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -11,9 +14,16 @@ use std::time::Duration;
 use futures::FutureExt;
 use runnel_controller::command::CommandResult;
 use runnel_controller::command::ControllerCommand;
+use std::sync::Arc;
+
+use runnel_controller::client::ControllerClient;
+use runnel_controller::liveness::{BrokerLiveness, LivenessSettings};
 use runnel_controller::raft::Controller;
 use runnel_controller::raft::WriteError;
+use runnel_controller::rpc_server::RpcServer;
+use runnel_controller::service::ControllerGrpcService;
 use runnel_controller::store::RaftNode;
+use runnel_rpc::controller::v1 as pb;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -24,7 +34,18 @@ const WAIT: Duration = Duration::from_secs(20);
 struct Cluster {
     voters: BTreeMap<u64, RaftNode>,
     dirs: BTreeMap<u64, TempDir>,
-    nodes: BTreeMap<u64, Controller>,
+    nodes: BTreeMap<u64, Arc<Controller>>,
+    servers: BTreeMap<u64, (RpcServer, tokio::sync::watch::Sender<bool>)>,
+}
+
+/// Short sessions so the fencing part of the scenario takes seconds.
+fn settings() -> LivenessSettings {
+    LivenessSettings {
+        session_timeout: Duration::from_millis(1500),
+        heartbeat_interval: Duration::from_millis(200),
+        auto_rebalance: true,
+        imbalance_check_interval: Duration::from_millis(500),
+    }
 }
 
 impl Cluster {
@@ -41,6 +62,7 @@ impl Cluster {
             voters,
             dirs: BTreeMap::new(),
             nodes: BTreeMap::new(),
+            servers: BTreeMap::new(),
         };
         for (id, listener) in listeners {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -52,9 +74,17 @@ impl Cluster {
 
     async fn start_node(&mut self, id: u64, listener: TcpListener) {
         let dir = self.dirs[&id].path().join("controller");
-        let controller = Controller::start(id, &dir, listener, self.voters.clone())
+        let controller = Controller::start(id, &dir, self.voters.clone())
             .await
             .unwrap_or_else(|e| panic!("start controller {id}: {e}"));
+        let controller = Arc::new(controller);
+        let liveness = BrokerLiveness::new(controller.clone(), settings());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(liveness.clone().run(stopped));
+        let routes = tonic::service::Routes::new(controller.raft_service())
+            .add_service(ControllerGrpcService::new(liveness).into_server());
+        let server = RpcServer::start(listener, routes);
+        self.servers.insert(id, (server, stop));
         self.nodes.insert(id, controller);
     }
 
@@ -77,15 +107,26 @@ impl Cluster {
 
     async fn stop(&mut self, id: u64) {
         let node = self.nodes.remove(&id).expect("node running");
+        if let Some((server, stop)) = self.servers.remove(&id) {
+            let _ = stop.send(true);
+            server.shutdown().await;
+        }
         tokio::time::timeout(WAIT, node.shutdown())
             .await
             .expect("shutdown within bound");
     }
 
     async fn shutdown_all(&mut self) {
-        for (_, node) in std::mem::take(&mut self.nodes) {
-            let _ = tokio::time::timeout(WAIT, node.shutdown()).await;
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.stop(id).await;
         }
+    }
+
+    /// A client on node `id`, as a broker there uses it.
+    fn client(&self, id: u64) -> ControllerClient {
+        let voters = self.voters.values().map(|n| n.rpc_addr.clone()).collect();
+        ControllerClient::new(id as i32, self.nodes[&id].clone(), voters)
     }
 
     /// Waits until every running node names the same running leader, which knows it leads.
@@ -99,7 +140,7 @@ impl Cluster {
                 .collect();
             if let Some(Some(leader)) = leaders.first() {
                 if leaders.iter().all(|l| *l == Some(*leader))
-                    && self.nodes.get(leader).is_some_and(Controller::is_leader)
+                    && self.nodes.get(leader).is_some_and(|n| n.is_leader())
                 {
                     return *leader;
                 }
@@ -118,7 +159,11 @@ impl Cluster {
         loop {
             let leader = self.leader().await;
             match self.nodes[&leader].write(cmd.clone()).await {
-                Ok(result) => return result,
+                Ok(committed) => {
+                    return committed
+                        .result
+                        .unwrap_or_else(|e| panic!("{cmd:?} refused: {e}"))
+                }
                 Err(e @ WriteError::NotLeader { .. }) if Instant::now() < deadline => {
                     eprintln!("write {cmd:?}: {e}; retrying");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -220,13 +265,13 @@ async fn scenario(cluster: &mut Cluster) {
         assert!(image.topics.contains_key("events"));
     }
 
-    // A refused command is an error for the writer, applied (as a no-op) everywhere.
+    // A refused command is committed (a no-op everywhere) and answered with the refusal.
     let leader = cluster.leader().await;
-    let err = cluster.nodes[&leader]
+    let committed = cluster.nodes[&leader]
         .write(create_topic("events", 2))
         .await
-        .expect_err("duplicate topic refused");
-    assert!(matches!(err, WriteError::Rejected(_)), "{err}");
+        .expect("committed");
+    assert!(committed.result.is_err(), "{:?}", committed.result);
 
     // A follower refuses writes and names the leader.
     let follower = *cluster.nodes.keys().find(|id| **id != leader).unwrap();
@@ -241,6 +286,34 @@ async fn scenario(cluster: &mut Cluster) {
         other => panic!("follower write: {other:?}"),
     }
 
+    // A client on a follower reaches the leader through ControllerService.
+    let via_follower = cluster
+        .client(follower)
+        .write(&create_topic("forwarded", 4), WAIT)
+        .await
+        .expect("write through a follower");
+    assert!(
+        matches!(via_follower.result, Ok(CommandResult::TopicCreated(_))),
+        "{:?}",
+        via_follower.result
+    );
+    let mut applied = cluster.nodes[&follower].subscribe();
+    tokio::time::timeout(
+        WAIT,
+        applied.wait_for(|s| {
+            s.last_applied
+                .is_some_and(|l| l.index >= via_follower.offset)
+        }),
+    )
+    .await
+    .expect("the follower applies its own write")
+    .unwrap();
+    assert!(applied.borrow().data.topics.contains_key("forwarded"));
+
+    // Broker 5 registers through the follower and is unfenced by its heartbeats, then fenced
+    // once they stop.
+    broker_session(cluster, follower).await;
+
     // The leader stops; the other two elect a new one and keep accepting commands.
     cluster.stop(leader).await;
     let second = cluster.leader().await;
@@ -250,8 +323,14 @@ async fn scenario(cluster: &mut Cluster) {
         matches!(r, CommandResult::BrokerRegistered { broker_id: 2, .. }),
         "{r:?}"
     );
-    let r = cluster.write(create_topic("after-failover", 3)).await;
-    assert!(matches!(r, CommandResult::TopicCreated(_)), "{r:?}");
+    // (Brokers without heartbeats are fenced by now, so change a topic instead of creating one.)
+    let r = cluster
+        .write(ControllerCommand::AlterConfigs {
+            topic: "events".to_owned(),
+            configs: BTreeMap::from([("retention.ms".to_owned(), "1000".to_owned())]),
+        })
+        .await;
+    assert!(matches!(r, CommandResult::ConfigsAltered { .. }), "{r:?}");
     cluster.converged().await;
 
     // The old leader restarts from its data directory and catches up.
@@ -259,6 +338,87 @@ async fn scenario(cluster: &mut Cluster) {
     cluster.converged().await;
     let image = cluster.nodes[&leader].subscribe().borrow().data.clone();
     assert!(image.brokers.contains_key(&2));
-    assert!(image.topics.contains_key("after-failover"));
+    assert_eq!(image.topics["events"].configs["retention.ms"], "1000");
     assert_eq!(cluster.nodes.len(), 3);
+}
+
+async fn broker_session(cluster: &Cluster, via: u64) {
+    let client = cluster.client(via);
+    let registered = client
+        .register(
+            pb::RegisterBrokerRequest {
+                node_id: 5,
+                incarnation_id: Uuid::from_u128(55).as_bytes().to_vec().into(),
+                kafka_host: "127.0.0.1".into(),
+                kafka_port: 9599,
+                // Nothing listens there: the leader adds it as a learner it cannot reach.
+                rpc_address: "127.0.0.1:1".into(),
+                rack: None,
+                cluster_id: String::new(),
+            },
+            WAIT,
+        )
+        .await
+        .expect("register");
+    assert_eq!(registered.error_code, 0, "{}", registered.error_message);
+    let epoch = registered.broker_epoch;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let applied = cluster.nodes[&via]
+            .subscribe()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
+        let beat = client
+            .heartbeat(
+                pb::BrokerHeartbeatRequest {
+                    node_id: 5,
+                    broker_epoch: epoch,
+                    current_metadata_offset: applied as i64,
+                    wants_fence: false,
+                    wants_shutdown: false,
+                },
+                WAIT,
+            )
+            .await
+            .expect("heartbeat");
+        assert_eq!(beat.error_code, 0);
+        if !beat.is_fenced {
+            break;
+        }
+        assert!(Instant::now() < deadline, "broker 5 never unfenced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leader = cluster.leader().await;
+    let mut image = cluster.nodes[&leader].subscribe();
+    tokio::time::timeout(
+        WAIT,
+        image.wait_for(|s| s.data.brokers.get(&5).is_some_and(|b| !b.fenced)),
+    )
+    .await
+    .expect("broker 5 unfenced in the image")
+    .unwrap();
+    // No more heartbeats: fenced after the session timeout.
+    tokio::time::timeout(
+        WAIT,
+        image.wait_for(|s| s.data.brokers.get(&5).is_some_and(|b| b.fenced)),
+    )
+    .await
+    .expect("broker 5 fenced once its heartbeats stopped")
+    .unwrap();
+    // A heartbeat with a stale epoch is told to register again.
+    let stale = client
+        .heartbeat(
+            pb::BrokerHeartbeatRequest {
+                node_id: 5,
+                broker_epoch: epoch + 100,
+                current_metadata_offset: 0,
+                wants_fence: false,
+                wants_shutdown: false,
+            },
+            WAIT,
+        )
+        .await
+        .expect("heartbeat");
+    assert_eq!(stale.error_code, 77);
 }

@@ -2,8 +2,8 @@
 //! at build time from the workspace's `proto/` directory (see `proto/README.md`).
 //!
 //! - [`controller::v1`]: `RaftService` (openraft's RPCs between controllers, payloads opaque
-//!   bytes) and `ControllerService` (broker registration and heartbeats, forwarded Kafka admin
-//!   requests, AlterPartition, producer-id blocks, the metadata stream).
+//!   bytes) and `ControllerService` (broker registration and heartbeats, metadata commands
+//!   sent to the active controller).
 //! - [`replication::v1`]: `ReplicaService` (the follower fetch stream and
 //!   OffsetForLeaderEpoch).
 //!
@@ -11,8 +11,8 @@
 //! copied out of the received message. `error_code` fields carry Kafka error codes; a gRPC
 //! error status means the call failed, not that the peer refused it.
 //!
-//! tonic limits a decoded message to 4 MiB by default. Fetch responses, metadata snapshots and
-//! forwarded requests can be larger: raise it on both ends with the generated
+//! tonic limits a decoded message to 4 MiB by default. Fetch responses and metadata snapshots can be
+//! larger: raise it on both ends with the generated
 //! `max_decoding_message_size` of clients and servers (see [`MAX_MESSAGE_BYTES`]).
 
 /// A message size limit suitable for Runnel's RPCs, for the generated clients' and servers'

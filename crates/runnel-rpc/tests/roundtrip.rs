@@ -105,98 +105,30 @@ impl ControllerService for Controller {
         }))
     }
 
-    async fn forward_request(
+    async fn write(
         &self,
-        request: Request<ctl::ForwardRequest>,
-    ) -> Result<Response<ctl::ForwardResponse>, Status> {
+        request: Request<ctl::WriteRequest>,
+    ) -> Result<Response<ctl::WriteResponse>, Status> {
         let r = request.into_inner();
-        // Answers NOT_CONTROLLER unless asked for CreateTopics (api key 19).
-        if r.api_key != 19 {
-            return Ok(Response::new(ctl::ForwardResponse {
+        // Answers NOT_CONTROLLER to node 3, echoes the command reversed to everyone else.
+        if r.origin_node_id == 3 {
+            return Ok(Response::new(ctl::WriteResponse {
                 error_code: 41,
                 error_message: "not the active controller".into(),
                 controller: hint(),
-                kafka_response: Bytes::new(),
+                result: Bytes::new(),
+                offset: 0,
             }));
         }
-        let mut response = r.kafka_request.to_vec();
-        response.reverse();
-        Ok(Response::new(ctl::ForwardResponse {
+        let mut result = r.command.to_vec();
+        result.reverse();
+        Ok(Response::new(ctl::WriteResponse {
             error_code: 0,
             error_message: String::new(),
             controller: None,
-            kafka_response: response.into(),
+            result: result.into(),
+            offset: 42,
         }))
-    }
-
-    async fn alter_partition(
-        &self,
-        request: Request<ctl::AlterPartitionRequest>,
-    ) -> Result<Response<ctl::AlterPartitionResponse>, Status> {
-        let r = request.into_inner();
-        let partitions = r
-            .partitions
-            .into_iter()
-            .map(|p| ctl::AlterPartitionResult {
-                topic_id: p.topic_id,
-                partition: p.partition,
-                error_code: 0,
-                leader_id: r.leader_id,
-                leader_epoch: p.leader_epoch,
-                partition_epoch: p.partition_epoch + 1,
-                isr: p.new_isr,
-            })
-            .collect();
-        Ok(Response::new(ctl::AlterPartitionResponse {
-            error_code: 0,
-            controller: None,
-            partitions,
-        }))
-    }
-
-    async fn allocate_producer_ids(
-        &self,
-        request: Request<ctl::AllocateProducerIdsRequest>,
-    ) -> Result<Response<ctl::AllocateProducerIdsResponse>, Status> {
-        let r = request.into_inner();
-        Ok(Response::new(ctl::AllocateProducerIdsResponse {
-            error_code: 0,
-            controller: None,
-            first_producer_id: i64::from(r.broker_id) * 1000,
-            count: 1000,
-        }))
-    }
-
-    type WatchMetadataStream = BoxStream<ctl::MetadataUpdate>;
-
-    async fn watch_metadata(
-        &self,
-        request: Request<ctl::WatchMetadataRequest>,
-    ) -> Result<Response<Self::WatchMetadataStream>, Status> {
-        use ctl::metadata_update::Update;
-        let from = request.into_inner().from_offset;
-        let snapshot = Update::Snapshot(ctl::MetadataSnapshot {
-            last_offset: from + 4,
-            last_term: 2,
-            payload: Bytes::from_static(b"image"),
-        });
-        let records = (from + 5..from + 7).map(|offset| {
-            Update::Record(ctl::MetadataRecord {
-                offset,
-                term: 2,
-                payload: Bytes::from(format!("command {offset}")),
-            })
-        });
-        let updates = std::iter::once(snapshot)
-            .chain(records)
-            .map(|update| {
-                Ok(ctl::MetadataUpdate {
-                    update: Some(update),
-                })
-            })
-            .collect::<Vec<_>>();
-        // A real controller keeps the stream open; this one ends after the backlog.
-        Ok(Response::new(Box::pin(futures::stream::iter(updates))))
     }
 }
 
@@ -366,70 +298,25 @@ async fn call_everything(addr: std::net::SocketAddr) {
     assert!(r.is_caught_up && !r.is_fenced && r.should_shut_down);
 
     let r = controller
-        .forward_request(ctl::ForwardRequest {
-            api_key: 19,
-            api_version: 7,
-            client_id: "admin".into(),
-            kafka_request: Bytes::from_static(b"\x01\x02\x03"),
+        .write(ctl::WriteRequest {
             origin_node_id: 2,
+            command: Bytes::from_static(b"\x01\x02\x03"),
         })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(r.error_code, 0);
-    assert_eq!(&r.kafka_response[..], b"\x03\x02\x01");
-
+    assert_eq!((r.error_code, r.offset), (0, 42));
+    assert_eq!(&r.result[..], b"\x03\x02\x01");
     let r = controller
-        .alter_partition(ctl::AlterPartitionRequest {
-            leader_id: 2,
-            broker_epoch: 102,
-            partitions: vec![ctl::AlterPartitionItem {
-                topic_id: Bytes::from_static(&TOPIC_ID),
-                partition: 0,
-                leader_epoch: 5,
-                partition_epoch: 8,
-                new_isr: vec![2, 3],
-            }],
+        .write(ctl::WriteRequest {
+            origin_node_id: 3,
+            command: Bytes::new(),
         })
         .await
         .unwrap()
         .into_inner();
-    let p = &r.partitions[0];
-    assert_eq!(
-        (p.leader_id, p.leader_epoch, p.partition_epoch, &p.isr[..]),
-        (2, 5, 9, &[2, 3][..])
-    );
-    assert_eq!(&p.topic_id[..], &TOPIC_ID);
-
-    let r = controller
-        .allocate_producer_ids(ctl::AllocateProducerIdsRequest {
-            broker_id: 2,
-            broker_epoch: 102,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!((r.first_producer_id, r.count), (2000, 1000));
-
-    let mut updates = controller
-        .watch_metadata(ctl::WatchMetadataRequest {
-            node_id: 2,
-            from_offset: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut seen = Vec::new();
-    while let Some(update) = updates.message().await.unwrap() {
-        seen.push(update.update.unwrap());
-    }
-    use ctl::metadata_update::Update;
-    assert!(
-        matches!(&seen[0], Update::Snapshot(s) if s.last_offset == 4 && &s.payload[..] == b"image")
-    );
-    assert!(matches!(&seen[1], Update::Record(r) if r.offset == 5));
-    assert!(matches!(&seen[2], Update::Record(r) if r.offset == 6));
-    assert_eq!(seen.len(), 3);
+    assert_eq!(r.error_code, 41);
+    assert_eq!(r.controller.unwrap().node_id, 1);
 
     // Replication: one bidirectional fetch stream with two requests, the second answered with
     // more than tonic's default 4 MiB limit.

@@ -4,18 +4,21 @@
 //! - [`network`]: the client side, openraft's network factory over tonic channels.
 //! - [`service`]: the server side, the `RaftService` answering peers with the local Raft.
 //!
-//! Every controller is started with the same voter set (`--voters`). On the very first start
+//! Every node is started with the same voter set (`--voters`). On the very first start
 //! (nothing in the log, no vote) the voter with the lowest id initializes the cluster with
 //! that set; the others wait to be contacted. A restarted controller finds its log, vote and
-//! membership on disk and rejoins without initializing anything.
+//! membership on disk and rejoins without initializing anything. A node that is not a voter
+//! starts the same Raft without initializing it: the active controller adds it as a learner
+//! when it registers, and from then on it receives the metadata log like the voters.
+//!
+//! The controller does not own a server: the node serves [`Controller::raft_service`] beside
+//! its other gRPC services on one listener ([`crate::rpc_server`]).
 
 pub mod network;
 pub mod service;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use openraft::error::ClientWriteError;
 use openraft::error::Fatal;
@@ -25,10 +28,8 @@ use openraft::storage::RaftLogStorage;
 use openraft::Raft;
 use openraft::RaftMetrics;
 use openraft::SnapshotPolicy;
-use tokio::sync::oneshot;
+use runnel_rpc::controller::v1::raft_service_server::RaftServiceServer;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 
 use crate::command::CommandResult;
 use crate::command::ControllerCommand;
@@ -48,8 +49,6 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 150;
 pub const ELECTION_TIMEOUT_MS: (u64, u64) = (1000, 2000);
 /// A snapshot of the image is taken every this many log entries.
 pub const SNAPSHOT_EVERY_LOGS: u64 = 10_000;
-/// How long [`Controller::shutdown`] waits for the gRPC server to drain.
-const SERVER_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The openraft configuration every controller runs with (constant, checked by openraft's
 /// `validate` and by a unit test).
@@ -80,9 +79,6 @@ pub enum StartError {
     /// No voters were given.
     #[error("the controller needs at least one voter")]
     NoVoters,
-    /// The RPC listener's address could not be read.
-    #[error("Raft RPC listener: {0}")]
-    Listener(#[from] std::io::Error),
     /// Raft stopped while starting.
     #[error("controller Raft stopped: {0}")]
     Fatal(#[from] Fatal<u64>),
@@ -91,7 +87,16 @@ pub enum StartError {
     Initialize(String),
 }
 
-/// Why a command was not applied.
+/// A command committed to the metadata log: what applying it answered (a refusal is an
+/// answer too, the same on every node) and the log index it was committed at. A node that
+/// has applied `offset` sees the change.
+#[derive(Debug)]
+pub struct Committed {
+    pub result: Result<CommandResult, ControllerError>,
+    pub offset: u64,
+}
+
+/// Why a command was not committed.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// This controller is not the leader; send the command to `leader_id` at `leader_addr`
@@ -103,10 +108,6 @@ pub enum WriteError {
         /// Its Raft RPC address.
         leader_addr: Option<String>,
     },
-    /// The command was committed and applied, and applying it refused it (the same on every
-    /// controller).
-    #[error(transparent)]
-    Rejected(#[from] ControllerError),
     /// This controller's Raft has stopped (shut down, or a storage failure).
     #[error("controller Raft stopped: {0}")]
     Fatal(Fatal<u64>),
@@ -115,39 +116,32 @@ pub enum WriteError {
     Raft(String),
 }
 
-/// A running controller: its Raft, the gRPC server answering its peers, and the applied
-/// metadata image.
+/// A running controller: its Raft and the applied metadata image.
 pub struct Controller {
     node_id: u64,
     raft: Raft<TypeConfig>,
     applied: watch::Receiver<AppliedState>,
-    rpc_addr: SocketAddr,
-    stop_server: Option<oneshot::Sender<()>>,
-    server: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
 impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Controller")
             .field("node_id", &self.node_id)
-            .field("rpc_addr", &self.rpc_addr)
             .finish_non_exhaustive()
     }
 }
 
 impl Controller {
     /// Starts controller `node_id`: opens (creating it) the Raft storage in `data_dir` (the
-    /// node passes `<data-dir>/controller`), serves Raft RPCs on `rpc_listener`, and, if this
-    /// is the first start and `node_id` is the lowest of `voters`, initializes the cluster
-    /// with `voters`.
+    /// node passes `<data-dir>/controller`) and, if this is the first start and `node_id` is
+    /// the lowest of `voters`, initializes the cluster with `voters`. Raft RPCs reach it once
+    /// the node serves [`Controller::raft_service`].
     pub async fn start(
         node_id: u64,
         data_dir: &Path,
-        rpc_listener: tokio::net::TcpListener,
         voters: BTreeMap<u64, RaftNode>,
     ) -> Result<Controller, StartError> {
         let lowest = *voters.keys().next().ok_or(StartError::NoVoters)?;
-        let rpc_addr = rpc_listener.local_addr()?;
         let config = std::sync::Arc::new(raft_config());
         let (mut log, state_machine) = crate::store::open(data_dir)?;
         let fresh =
@@ -161,27 +155,15 @@ impl Controller {
             state_machine,
         )
         .await?;
-
-        let (stop_server, stopped) = oneshot::channel::<()>();
-        let incoming = TcpIncoming::from(rpc_listener).with_nodelay(Some(true));
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(RaftGrpcService::new(raft.clone()).into_server())
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stopped.await;
-                }),
-        );
         let controller = Controller {
             node_id,
             raft,
             applied,
-            rpc_addr,
-            stop_server: Some(stop_server),
-            server,
         };
-        tracing::info!(node_id, %rpc_addr, fresh, "controller Raft started");
+        let voter = voters.contains_key(&node_id);
+        tracing::info!(node_id, fresh, voter, "controller Raft started");
 
-        if fresh && node_id == lowest {
+        if fresh && voter && node_id == lowest {
             match controller.raft.initialize(voters).await {
                 Ok(()) => tracing::info!(node_id, "initialized the controller cluster"),
                 Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
@@ -197,14 +179,14 @@ impl Controller {
         Ok(controller)
     }
 
+    /// The gRPC service answering this controller's Raft peers.
+    pub fn raft_service(&self) -> RaftServiceServer<RaftGrpcService> {
+        RaftGrpcService::new(self.raft.clone()).into_server()
+    }
+
     /// This controller's id.
     pub fn node_id(&self) -> u64 {
         self.node_id
-    }
-
-    /// The address the Raft RPC server listens on.
-    pub fn rpc_addr(&self) -> SocketAddr {
-        self.rpc_addr
     }
 
     /// The local openraft handle.
@@ -214,9 +196,12 @@ impl Controller {
 
     /// Proposes `cmd` and waits until it is committed and applied here. Only the leader can
     /// propose: elsewhere this answers [`WriteError::NotLeader`] naming the leader.
-    pub async fn write(&self, cmd: ControllerCommand) -> Result<CommandResult, WriteError> {
+    pub async fn write(&self, cmd: ControllerCommand) -> Result<Committed, WriteError> {
         match self.raft.client_write(cmd).await {
-            Ok(response) => response.data.map_err(WriteError::Rejected),
+            Ok(response) => Ok(Committed {
+                result: response.data,
+                offset: response.log_id.index,
+            }),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Err(WriteError::NotLeader {
                     leader_id: forward.leader_id,
@@ -247,9 +232,12 @@ impl Controller {
     }
 
     /// Whether this node is the leader now (by its metrics; a leader that has just lost its
-    /// quorum may not know yet).
+    /// quorum may not know yet). A restarted node may name itself leader from its stored vote
+    /// before it is one again, so the Raft state must say Leader too.
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.node_id)
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.state == openraft::ServerState::Leader && m.current_leader == Some(self.node_id)
     }
 
     /// The applied metadata image now and after every change.
@@ -257,38 +245,12 @@ impl Controller {
         self.applied.clone()
     }
 
-    /// Stops Raft (its storage is closed when its tasks end) and the RPC server.
-    pub async fn shutdown(mut self) {
+    /// Stops Raft; its storage is closed when its tasks end.
+    pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(node_id = self.node_id, %e, "controller Raft ended abnormally");
         }
-        if let Some(stop) = self.stop_server.take() {
-            let _ = stop.send(());
-        }
-        match tokio::time::timeout(SERVER_DRAIN_TIMEOUT, &mut self.server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(node_id = self.node_id, %e, "Raft RPC server failed"),
-            Ok(Err(e)) => tracing::warn!(node_id = self.node_id, %e, "Raft RPC server panicked"),
-            Err(_) => {
-                tracing::warn!(
-                    node_id = self.node_id,
-                    "Raft RPC server did not drain; aborting"
-                );
-                self.server.abort();
-                let _ = (&mut self.server).await;
-            }
-        }
         tracing::info!(node_id = self.node_id, "controller stopped");
-    }
-}
-
-impl Drop for Controller {
-    /// A controller dropped without [`Controller::shutdown`] (a failing test) still stops
-    /// serving; Raft stops when its last handle is dropped.
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop_server.take() {
-            let _ = stop.send(());
-        }
     }
 }
 

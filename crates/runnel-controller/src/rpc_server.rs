@@ -1,0 +1,64 @@
+//! The node's one gRPC server: every service a node answers (Raft, controller requests, later
+//! replica fetches) on one listener (`--rpc-listen`), stopped by [`RpcServer::shutdown`].
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+
+/// How long [`RpcServer::shutdown`] waits for in-flight calls to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running gRPC server.
+pub struct RpcServer {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl RpcServer {
+    /// Serves `routes` on `listener` (with TCP_NODELAY: Raft heartbeats are small and
+    /// latency-bound).
+    pub fn start(listener: TcpListener, routes: Routes) -> RpcServer {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                }),
+        );
+        RpcServer {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Stops accepting calls and waits (bounded) for the running ones.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match tokio::time::timeout(DRAIN_TIMEOUT, &mut self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(%e, "gRPC server failed"),
+            Ok(Err(e)) => tracing::warn!(%e, "gRPC server panicked"),
+            Err(_) => {
+                tracing::warn!("gRPC server did not drain; aborting");
+                self.task.abort();
+            }
+        }
+    }
+}
+
+impl Drop for RpcServer {
+    /// A server dropped without [`RpcServer::shutdown`] (a failing test) still stops serving.
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

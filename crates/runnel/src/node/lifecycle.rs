@@ -1,0 +1,211 @@
+//! The broker's side of liveness (Kafka's BrokerLifecycleManager): register with the active
+//! controller, send a heartbeat every `broker.heartbeat.interval.ms` carrying how far this
+//! node has applied the metadata log, register again when told the epoch is stale, and on
+//! SIGTERM ask for a controlled shutdown so leadership moves away before the process exits.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use runnel_controller::client::ControllerClient;
+use runnel_controller::error::codes;
+use runnel_rpc::controller::v1 as pb;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// Where this broker stands with the controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BrokerState {
+    /// Not registered yet (no quorum, or no answer).
+    Registering,
+    /// Registered but fenced: catching up with the metadata log, or its session expired.
+    Fenced,
+    /// May lead partitions and serve clients.
+    Unfenced,
+}
+
+/// What a broker tells the controller about itself.
+pub(crate) struct Registration {
+    pub(crate) node_id: i32,
+    pub(crate) kafka_host: String,
+    pub(crate) kafka_port: i32,
+    pub(crate) rpc_address: String,
+    pub(crate) rack: Option<String>,
+}
+
+pub(crate) struct Lifecycle {
+    client: ControllerClient,
+    registration: Registration,
+    incarnation: Uuid,
+    heartbeat_interval: Duration,
+    /// The metadata offset this broker has applied (set by the node's apply loop).
+    applied: Arc<AtomicU64>,
+    state: watch::Sender<BrokerState>,
+    epoch: std::sync::atomic::AtomicI64,
+}
+
+impl Lifecycle {
+    pub(crate) fn new(
+        client: ControllerClient,
+        registration: Registration,
+        heartbeat_interval: Duration,
+        applied: Arc<AtomicU64>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            registration,
+            incarnation: Uuid::new_v4(),
+            heartbeat_interval,
+            applied,
+            state: watch::channel(BrokerState::Registering).0,
+            epoch: std::sync::atomic::AtomicI64::new(-1),
+        })
+    }
+
+    pub(crate) fn state(&self) -> watch::Receiver<BrokerState> {
+        self.state.subscribe()
+    }
+
+    fn set_state(&self, state: BrokerState) {
+        self.state.send_if_modified(|s| {
+            let changed = *s != state;
+            if changed {
+                tracing::info!(from = ?*s, to = ?state, "broker state");
+            }
+            *s = state;
+            changed
+        });
+    }
+
+    /// Registers (retrying until it works), then sends heartbeats until `shutdown`.
+    pub(crate) async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut registered = false;
+        let mut warned_at = Instant::now();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if !registered {
+                registered = self.register().await;
+                if !registered && warned_at.elapsed() > Duration::from_secs(10) {
+                    tracing::warn!(
+                        "still waiting to register with the controller quorum; check --voters and that a majority of voters is up"
+                    );
+                    warned_at = Instant::now();
+                }
+            } else {
+                registered = self.heartbeat(false).await.is_some();
+            }
+            let pause = if registered {
+                self.heartbeat_interval
+            } else {
+                Duration::from_millis(500)
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// One registration attempt; true when registered.
+    async fn register(&self) -> bool {
+        let r = &self.registration;
+        let request = pb::RegisterBrokerRequest {
+            node_id: r.node_id,
+            incarnation_id: self.incarnation.as_bytes().to_vec().into(),
+            kafka_host: r.kafka_host.clone(),
+            kafka_port: r.kafka_port,
+            rpc_address: r.rpc_address.clone(),
+            rack: r.rack.clone(),
+            cluster_id: String::new(),
+        };
+        match self.client.register(request, self.heartbeat_interval).await {
+            Ok(resp) if resp.error_code == 0 => {
+                tracing::info!(
+                    broker_epoch = resp.broker_epoch,
+                    "registered with the controller"
+                );
+                self.epoch.store(resp.broker_epoch, Ordering::Relaxed);
+                self.set_state(BrokerState::Fenced);
+                // Heartbeat at once: that is what unfences a caught-up broker.
+                self.heartbeat(false).await.is_some()
+            }
+            Ok(resp) => {
+                tracing::warn!(
+                    code = resp.error_code,
+                    "registration refused: {}",
+                    resp.error_message
+                );
+                false
+            }
+            Err(e) => {
+                tracing::debug!(%e, "registration failed");
+                false
+            }
+        }
+    }
+
+    /// One heartbeat; `None` when the broker must register again. A heartbeat that gets no
+    /// answer keeps the state: the controller decides about fencing, not the broker.
+    async fn heartbeat(&self, wants_shutdown: bool) -> Option<pb::BrokerHeartbeatResponse> {
+        let request = pb::BrokerHeartbeatRequest {
+            node_id: self.registration.node_id,
+            broker_epoch: self.epoch.load(Ordering::Relaxed),
+            current_metadata_offset: i64::try_from(self.applied.load(Ordering::Acquire))
+                .unwrap_or(i64::MAX),
+            wants_fence: false,
+            wants_shutdown,
+        };
+        match self
+            .client
+            .heartbeat(request, self.heartbeat_interval)
+            .await
+        {
+            Ok(resp) if resp.error_code == i32::from(codes::STALE_BROKER_EPOCH) => {
+                tracing::warn!(
+                    "the controller no longer knows this broker's epoch; registering again"
+                );
+                self.set_state(BrokerState::Registering);
+                None
+            }
+            Ok(resp) if resp.error_code == 0 => {
+                self.set_state(if resp.is_fenced {
+                    BrokerState::Fenced
+                } else {
+                    BrokerState::Unfenced
+                });
+                Some(resp)
+            }
+            Ok(resp) => {
+                tracing::warn!(code = resp.error_code, "heartbeat refused");
+                Some(resp)
+            }
+            Err(e) => {
+                tracing::debug!(%e, "heartbeat got no answer");
+                Some(pb::BrokerHeartbeatResponse::default())
+            }
+        }
+    }
+
+    /// Controlled shutdown: asks the controller to move this broker's leaderships away and
+    /// waits (at most `limit`) until it says the broker may stop.
+    pub(crate) async fn controlled_shutdown(&self, limit: Duration) {
+        if *self.state.borrow() == BrokerState::Registering {
+            return;
+        }
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            match self.heartbeat(true).await {
+                Some(resp) if resp.should_shut_down => {
+                    tracing::info!("controlled shutdown: leadership moved away");
+                    return;
+                }
+                None => return,
+                Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        tracing::warn!("controlled shutdown did not complete within {limit:?}; stopping anyway");
+    }
+}
