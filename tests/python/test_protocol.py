@@ -100,6 +100,8 @@ def test_internal_topics_are_protected(node):
     results = produce_raw(node, "__consumer_offsets")
     assert [r.error_code for r in results] == [INVALID_TOPIC_EXCEPTION]
     a = util.admin(node.bootstrap)
+    # Like Kafka, the first FindCoordinator creates the topic.
+    a.describe_consumer_groups(["g"])["g"].result(timeout=20)
     for future in [
         a.delete_topics(["__consumer_offsets"])["__consumer_offsets"],
         a.create_partitions([NewPartitions("__consumer_offsets", 60)])["__consumer_offsets"],

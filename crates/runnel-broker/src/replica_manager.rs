@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use runnel_controller::command::{CommandResult, ControllerCommand};
+use runnel_controller::command::{
+    CommandResult, ControllerCommand, ElectionResult, ElectionType, PartitionRef,
+};
 use runnel_controller::error::ControllerError;
 use runnel_storage::{AppendInfo, PartitionLog, ReadResult};
 use tokio::sync::watch;
@@ -782,6 +784,24 @@ impl ReplicaManager {
         self.submit(cmd).await?;
         tracing::info!(topic = name, total, "added partitions");
         Ok(())
+    }
+
+    /// Elects leaders (Kafka's ElectLeaders): the preferred replica, or for a leaderless
+    /// partition any live replica when `election` is unclean. `None` means every partition;
+    /// then only partitions that needed an election are in the answer.
+    pub async fn elect_leaders(
+        &self,
+        partitions: Option<Vec<PartitionRef>>,
+        election: ElectionType,
+    ) -> Result<Vec<ElectionResult>, BrokerError> {
+        let cmd = ControllerCommand::ElectLeaders {
+            topic_partitions: partitions,
+            election,
+        };
+        match self.submit(cmd).await? {
+            CommandResult::LeadersElected(results) => Ok(results),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Replaces a topic's config overrides; every replica applies them to its open logs.

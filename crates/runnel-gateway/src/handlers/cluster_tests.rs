@@ -183,3 +183,33 @@ async fn metadata_lists_live_brokers_and_leaderless_partitions() {
     ctx.broker.set_active_controller(None);
     assert_eq!(described(2, false).controller_id.0, -1);
 }
+
+#[tokio::test]
+async fn elect_leaders_answers_per_partition() {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    let dir = tempfile::tempdir().unwrap();
+    let (_controller, ctx) = cluster(dir.path());
+    let request = |election_type: i8, partitions: Vec<i32>| {
+        ElectLeadersRequest::default()
+            .with_election_type(election_type)
+            .with_topic_partitions(Some(vec![TopicPartitions::default()
+                .with_topic(topic_name())
+                .with_partitions(partitions)]))
+    };
+    let response = super::elect_leaders::handle(&ctx, request(0, vec![0, 7]), 1).await;
+    assert_eq!(response.error_code, 0);
+    let codes: Vec<(i32, i16)> = response.replica_election_results[0]
+        .partition_result
+        .iter()
+        .map(|p| (p.partition_id, p.error_code))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            (0, ResponseError::ElectionNotNeeded.code()),
+            (7, ResponseError::UnknownTopicOrPartition.code())
+        ]
+    );
+    let bad = super::elect_leaders::handle(&ctx, request(5, vec![0]), 1).await;
+    assert_eq!(bad.error_code, ResponseError::InvalidRequest.code());
+}

@@ -9,6 +9,7 @@ mod delete_groups;
 mod delete_topics;
 mod describe_cluster;
 mod describe_groups;
+mod elect_leaders;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -65,6 +66,7 @@ static APIS: &[(ApiKey, VersionRange)] = &[
     (ApiKey::DeleteGroups, delete_groups::VERSIONS),
     (ApiKey::OffsetDelete, offset_delete::VERSIONS),
     (ApiKey::InitProducerId, init_producer_id::VERSIONS),
+    (ApiKey::ElectLeaders, elect_leaders::VERSIONS),
 ];
 
 /// Every implemented API with its version range.
@@ -160,6 +162,9 @@ pub(crate) async fn handle(
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(&ctx, r, version).await)
+        }
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(elect_leaders::handle(&ctx, r, version).await)
         }
         other => {
             // Unreachable while APIS and this match agree; the decode step only lets through

@@ -553,6 +553,36 @@ mod tests {
         assert!(parse_voters(&["1@a".into()]).is_err());
     }
 
+    fn args(flags: &[&str]) -> NodeArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            node: NodeArgs,
+        }
+        let argv = std::iter::once("runnel").chain(flags.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(argv).unwrap().node
+    }
+
+    #[test]
+    fn roles_must_match_the_voters() {
+        let me = "127.0.0.1:9093";
+        // No flags: a one-node cluster of this node.
+        let voters = quorum(&args(&[]), me).unwrap();
+        assert_eq!(voters.len(), 1);
+        assert_eq!(voters[&1].rpc_addr, me);
+        let three = "1@127.0.0.1:9093,2@h2:9093,3@h3:9093";
+        assert_eq!(quorum(&args(&["--voters", three]), me).unwrap().len(), 3);
+        // A controller missing from the voters, a broker-only node among them, a voter
+        // advertising another address, a broker-only node without voters.
+        let err = |flags: &[&str], addr: &str| quorum(&args(flags), addr).unwrap_err().to_string();
+        assert!(err(&["--node-id", "4", "--voters", three], me).contains("not in --voters"));
+        assert!(err(&["--roles", "broker", "--voters", three], me).contains("controller role"));
+        assert!(err(&["--voters", three], "127.0.0.1:9999").contains("--advertised-rpc"));
+        assert!(err(&["--roles", "broker"], me).contains("needs --voters"));
+        let learner = ["--node-id", "4", "--roles", "broker", "--voters", three];
+        assert_eq!(quorum(&args(&learner), me).unwrap().len(), 3);
+    }
+
     #[test]
     fn configs_parse_and_reject_typos() {
         assert!(parse_configs(&["num.partitions=3".into()]).is_ok());
