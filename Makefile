@@ -1,6 +1,6 @@
 # Runnel: build, run and test.
 #
-#   make run    build the release binary and run one node with defaults (data under ./data)
+#   make run    build the release binary and run a local 3-node cluster (data under ./data/node-N)
 #   make test   formatting, clippy, Rust tests and the end-to-end pytest suite
 #
 # `make test` installs what it needs by itself, idempotently: a Python venv under .venv
@@ -21,7 +21,7 @@ VENV_STAMP  := $(VENV)/.requirements.installed
 # The binary the Python tests run (relative paths are taken from the repository root).
 RUNNEL_BIN  ?= target/release/runnel
 export RUNNEL_BIN
-# Extra arguments for `make run` (e.g. make run ARGS="--node-id 2 --config num.partitions=3").
+# Extra arguments for `make run`, i.e. `runnel dev` (e.g. make run ARGS="--base-port 19092 --config num.partitions=3").
 ARGS        ?=
 # Extra arguments for pytest (e.g. make test-e2e PYTEST_ARGS="-k kcat -x").
 # By default the suite runs on 2 workers (pytest-xdist); every test starts its own node
@@ -45,8 +45,8 @@ help: ## Show this help
 build: ## Build the release binary (target/release/runnel)
 	$(CARGO) build --release --bin runnel
 
-run: build ## Run one node with defaults (Kafka on 127.0.0.1:9092, data under ./data)
-	./target/release/runnel node $(ARGS)
+run: build ## Run a local 3-node cluster (Kafka on 127.0.0.1:9092,9192,9292; data under ./data)
+	./target/release/runnel dev --nodes 3 $(ARGS)
 
 fmt: ## Format all Rust code
 	$(CARGO) fmt --all
@@ -77,7 +77,7 @@ test-e2e: build venv kcat ## End-to-end tests: pytest on tests/python against RU
 bench: build ## Benchmark with librdkafka (tests/bench): throughput, latency, RSS; writes target/bench/
 	$(CARGO) run --release --manifest-path tests/bench/Cargo.toml -- --runnel-bin $(RUNNEL_BIN) $(BENCH_ARGS)
 
-clean-data: ## Delete the data directory of `make run` (./data)
+clean-data: ## Delete the data directories of `make run` (./data)
 	rm -rf ./data
 
 # --- tools the end-to-end tests need ------------------------------------------------------

@@ -120,6 +120,12 @@ class Node:
 
     # -- lifecycle --
     def start(self) -> "Node":
+        self.spawn()
+        self.wait_ready()
+        return self
+
+    def spawn(self) -> "Node":
+        """Starts the process without waiting for it to be ready."""
         assert self.proc is None or self.proc.poll() is not None, "node already running"
         if not self.bin.is_file():
             pytest.fail(f"runnel binary not found at {self.bin} (build it: make build, or set RUNNEL_BIN)")
@@ -143,7 +149,6 @@ class Node:
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
         _LIVE_NODES.add(self)
-        self.wait_ready()
         return self
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
@@ -252,6 +257,21 @@ def node_factory(request, tmp_path):
 @pytest.fixture
 def node(node_factory) -> Node:
     return node_factory()
+
+
+@pytest.fixture
+def cluster3(request, tmp_path):
+    """Three `runnel node` processes forming one cluster (all controllers and brokers), with
+    short broker session timeouts; see cluster.py. All are stopped at teardown."""
+    from cluster import Cluster  # imported here: cluster.py imports this module
+
+    c = Cluster(3, tmp_path / "cluster")
+    request.node._runnel_nodes = c.nodes
+    try:
+        c.start()
+        yield c
+    finally:
+        c.close()
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,11 @@ enum Command {
     /// List, describe, reset and delete consumer groups.
     #[command(subcommand)]
     Group(commands::group::GroupCommand),
+    /// Run a local development cluster: N nodes of this binary on consecutive ports.
+    Dev(commands::dev::DevArgs),
+    /// Inspect the cluster through the nodes' HTTP endpoints.
+    #[command(subcommand)]
+    Cluster(commands::cluster::ClusterCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +57,8 @@ fn main() -> std::process::ExitCode {
             Command::Produce(args) => commands::produce::run(args).await,
             Command::Consume(args) => commands::consume::run(args).await,
             Command::Group(cmd) => commands::group::run(cmd).await,
+            Command::Dev(args) => commands::dev::run(args).await,
+            Command::Cluster(cmd) => commands::cluster::run(cmd).await,
         }
     });
     match result {

@@ -1,6 +1,8 @@
 //! CLI commands that talk to a cluster over the Kafka protocol, like any other client.
 
+pub(crate) mod cluster;
 pub(crate) mod consume;
+pub(crate) mod dev;
 pub(crate) mod group;
 pub(crate) mod produce;
 pub(crate) mod table;
