@@ -73,7 +73,12 @@ fn main() -> std::process::ExitCode {
 /// Logs go to stderr through `tracing`; `RUST_LOG` sets the level. A node logs at info by
 /// default, CLI commands only warnings so their stdout stays clean for pipes.
 fn init_tracing(is_node: bool) {
-    let default = if is_node { "info" } else { "warn" };
+    // openraft logs every election step at info; its warnings are what an operator needs.
+    let default = if is_node {
+        "info,openraft=warn"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

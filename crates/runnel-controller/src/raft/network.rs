@@ -105,6 +105,7 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetworkFactory {
             target,
             node: node.clone(),
             client,
+            reachable: true,
         }
     }
 }
@@ -115,6 +116,9 @@ pub struct GrpcNetwork {
     node: RaftNode,
     /// The client, or why none could be made (an unparsable address).
     client: Result<RaftServiceClient<Channel>, String>,
+    /// Whether the last call reached the peer: a change is logged once, not every retry
+    /// (openraft's own per-retry logs are filtered out by default).
+    reachable: bool,
 }
 
 /// A transport failure as a plain error type, for openraft's `AnyError` wrappers.
@@ -131,8 +135,35 @@ enum Method {
 }
 
 impl GrpcNetwork {
-    /// Sends `request` with `method` and decodes the peer's `Result<Resp, RaftError<E>>`.
+    /// Sends `request` with `method` and decodes the peer's `Result<Resp, RaftError<E>>`,
+    /// logging when the peer becomes unreachable and when it is back.
     async fn call<Req, Resp, E>(
+        &mut self,
+        method: Method,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, Rpc<RaftError<u64, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: Error + DeserializeOwned,
+    {
+        let result = self.call_once(method, request, option).await;
+        match &result {
+            Err(RPCError::Unreachable(e)) if self.reachable => {
+                self.reachable = false;
+                tracing::warn!(peer = self.target, addr = %self.node.rpc_addr, error = %e, "controller peer unreachable");
+            }
+            Ok(_) | Err(RPCError::RemoteError(_)) if !self.reachable => {
+                self.reachable = true;
+                tracing::info!(peer = self.target, addr = %self.node.rpc_addr, "controller peer reachable again");
+            }
+            _ => {}
+        }
+        result
+    }
+
+    async fn call_once<Req, Resp, E>(
         &mut self,
         method: Method,
         request: &Req,

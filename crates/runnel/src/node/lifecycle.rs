@@ -95,7 +95,7 @@ impl Lifecycle {
                     warned_at = Instant::now();
                 }
             } else {
-                registered = self.heartbeat(false).await.is_some();
+                registered = self.heartbeat().await.is_some();
             }
             let pause = if registered {
                 self.heartbeat_interval
@@ -130,7 +130,7 @@ impl Lifecycle {
                 self.epoch.store(resp.broker_epoch, Ordering::Relaxed);
                 self.set_state(BrokerState::Fenced);
                 // Heartbeat at once: that is what unfences a caught-up broker.
-                self.heartbeat(false).await.is_some()
+                self.heartbeat().await.is_some()
             }
             Ok(resp) => {
                 tracing::warn!(
@@ -147,17 +147,22 @@ impl Lifecycle {
         }
     }
 
-    /// One heartbeat; `None` when the broker must register again. A heartbeat that gets no
-    /// answer keeps the state: the controller decides about fencing, not the broker.
-    async fn heartbeat(&self, wants_shutdown: bool) -> Option<pb::BrokerHeartbeatResponse> {
-        let request = pb::BrokerHeartbeatRequest {
+    /// A heartbeat with this broker's epoch and how far it has applied the metadata log.
+    fn heartbeat_request(&self, wants_shutdown: bool) -> pb::BrokerHeartbeatRequest {
+        pb::BrokerHeartbeatRequest {
             node_id: self.registration.node_id,
             broker_epoch: self.epoch.load(Ordering::Relaxed),
             current_metadata_offset: i64::try_from(self.applied.load(Ordering::Acquire))
                 .unwrap_or(i64::MAX),
             wants_fence: false,
             wants_shutdown,
-        };
+        }
+    }
+
+    /// One heartbeat; `None` when the broker must register again. A heartbeat that gets no
+    /// answer keeps the state: the controller decides about fencing, not the broker.
+    async fn heartbeat(&self) -> Option<pb::BrokerHeartbeatResponse> {
+        let request = self.heartbeat_request(false);
         match self
             .client
             .heartbeat(request, self.heartbeat_interval)
@@ -190,20 +195,38 @@ impl Lifecycle {
     }
 
     /// Controlled shutdown: asks the controller to move this broker's leaderships away and
-    /// waits (at most `limit`) until it says the broker may stop.
+    /// waits (at most `limit`) until it says the broker may stop. Without an answer (no
+    /// quorum left, e.g. the whole cluster is stopping) it gives up at once: the session
+    /// timeout will fence this broker instead.
     pub(crate) async fn controlled_shutdown(&self, limit: Duration) {
         if *self.state.borrow() == BrokerState::Registering {
             return;
         }
         let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            match self.heartbeat(true).await {
-                Some(resp) if resp.should_shut_down => {
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let request = self.heartbeat_request(true);
+            match self
+                .client
+                .heartbeat(request, left.min(self.heartbeat_interval))
+                .await
+            {
+                Ok(resp) if resp.should_shut_down => {
+                    self.set_state(BrokerState::Fenced);
                     tracing::info!("controlled shutdown: leadership moved away");
                     return;
                 }
-                None => return,
-                Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Ok(resp) if resp.error_code != 0 => {
+                    tracing::warn!(
+                        code = resp.error_code,
+                        "controlled shutdown refused; stopping anyway"
+                    );
+                    return;
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => {
+                    tracing::warn!(%e, "controlled shutdown: no active controller answered; stopping anyway");
+                    return;
+                }
             }
         }
         tracing::warn!("controlled shutdown did not complete within {limit:?}; stopping anyway");

@@ -39,7 +39,7 @@ use lifecycle::{BrokerState, Lifecycle, Registration};
 /// How long a metadata command sent for a Kafka client may wait for the active controller.
 const WRITE_DEADLINE: Duration = Duration::from_secs(15);
 /// How long SIGTERM waits for leadership to move away before stopping anyway.
-const CONTROLLED_SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
+const CONTROLLED_SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct NodeArgs {
