@@ -110,6 +110,15 @@ impl ControllerGrpcService {
                 ),
             ));
         }
+        if image.cluster_id.is_empty() {
+            // The first registration of a new cluster: set the cluster id first, so no broker
+            // is ever unfenced (and serving clients) without one. A race with the timer's
+            // InitCluster is harmless: the second is a refused no-op.
+            self.write(ControllerCommand::InitCluster {
+                cluster_id: crate::liveness::new_cluster_id(),
+            })
+            .await?;
+        }
         self.ensure_member(r.node_id, &r.rpc_address).await?;
         let committed = self
             .write(ControllerCommand::RegisterBroker {
