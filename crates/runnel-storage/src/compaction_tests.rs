@@ -1021,3 +1021,40 @@ fn a_segment_retention_made_first_is_kept_and_holds_the_checkpoint() {
     assert_eq!(contents(&log).range(..active).count(), 0);
     assert!(contents(&log).contains_key(&29));
 }
+
+#[test]
+fn compaction_leaves_the_leader_epoch_cache_alone() {
+    // Cleaning keeps the base offsets and epochs of the batches it keeps, so the epoch
+    // cache stays valid even when an epoch's first batch is cleaned away (Kafka too).
+    let tmp = TempDir::new().unwrap();
+    let mut log = PartitionLog::open(tmp.path(), config(), T0).unwrap();
+    let put_at = |log: &mut PartitionLog, epoch: i32, key: &str| {
+        let mut b = build_batch_with(&BatchSpec {
+            base_timestamp: T0,
+            records: vec![rec(Some(key), Some("value-value"))],
+            ..BatchSpec::default()
+        });
+        log.append(&mut b, epoch, T0).unwrap();
+    };
+    put_at(&mut log, 1, "a");
+    put_at(&mut log, 1, "b");
+    put_at(&mut log, 2, "a");
+    put_at(&mut log, 2, "b");
+    for i in 0..20 {
+        put_at(&mut log, 3, &format!("k{}", i % 3));
+    }
+    put_at(&mut log, 3, "a");
+    put_at(&mut log, 3, "b");
+    let before = log.leader_epochs();
+    assert_eq!(before, vec![(1, 0), (2, 2), (3, 4)]);
+    let stats = compact(&mut log, T0);
+    assert!(stats.cleaned_to > 4, "{stats:?}");
+    let c = contents(&log);
+    assert!((0..4).all(|o| !c.contains_key(&o)), "{c:?}");
+    assert_eq!(log.leader_epochs(), before);
+    assert_eq!(log.end_offset_for_epoch(1), Some((1, 2)));
+    assert_eq!(log.end_offset_for_epoch(2), Some((2, 4)));
+    drop(log);
+    let log = PartitionLog::open(tmp.path(), config(), T0).unwrap();
+    assert_eq!(log.leader_epochs(), before);
+}

@@ -10,6 +10,7 @@
 pub mod batch;
 mod compaction;
 mod config;
+mod epochs;
 mod error;
 mod log;
 mod segment;
@@ -18,10 +19,13 @@ pub use compaction::{
     Cleaned, CompactionCodec, CompactionPlan, CompactionStats, RecordKey, DEFAULT_MAX_MAP_KEYS,
 };
 pub use config::{LogConfig, TimestampType};
+pub use epochs::{LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use error::StorageError;
 pub use log::{AppendInfo, PartitionLog, ReadResult, SNAPSHOT_SUFFIX};
 
 #[cfg(test)]
 mod compaction_tests;
+#[cfg(test)]
+mod epochs_tests;
 #[cfg(test)]
 mod tests;

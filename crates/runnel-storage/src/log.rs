@@ -10,13 +10,12 @@ use bytes::Bytes;
 use crate::batch::{self, BatchHeader, BatchInfo};
 use crate::compaction::{self, CleanerCheckpoint};
 use crate::config::{LogConfig, TimestampType};
+use crate::epochs::{self, LeaderEpochCache};
 use crate::error::{IoContext, StorageError};
 use crate::segment::{self, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 
 const RECOVERY_POINT_FILE: &str = "recovery-point";
 const RECOVERY_POINT_TMP: &str = "recovery-point.tmp";
-/// Reserved for the leader epoch cache (a later issue); recognised, not touched.
-const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
 /// Suffix of files the broker keeps beside the segments (producer-state snapshots,
 /// `<20-digit offset>.snapshot`); the log leaves them alone.
 pub const SNAPSHOT_SUFFIX: &str = "snapshot";
@@ -66,6 +65,11 @@ pub struct PartitionLog {
     pub(crate) generation: u64,
     /// A cleaning pass (plan to install) is under way; at most one at a time.
     pub(crate) cleaning: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Leader epoch → start offset, mirrored in `leader-epoch-checkpoint`.
+    epochs: LeaderEpochCache,
+    /// The checkpoint on disk is behind `epochs` (a write failed or is pending);
+    /// written before the next append.
+    epochs_dirty: bool,
     /// Tests make compaction stop ("crash") at the n-th step of a segment swap.
     #[cfg(test)]
     pub(crate) crash_at: Option<compaction::CrashPoint>,
@@ -120,8 +124,13 @@ impl PartitionLog {
             match (name, parse_segment_name(name)) {
                 (RECOVERY_POINT_FILE, _) => checkpoint_present = true,
                 (compaction::CLEANER_CHECKPOINT_FILE, _) => cleaner_checkpoint_present = true,
-                (LEADER_EPOCH_FILE, _) => {}
-                (RECOVERY_POINT_TMP | compaction::CLEANER_CHECKPOINT_TMP, _)
+                (epochs::LEADER_EPOCH_FILE, _) => {}
+                (
+                    RECOVERY_POINT_TMP
+                    | compaction::CLEANER_CHECKPOINT_TMP
+                    | epochs::LEADER_EPOCH_TMP,
+                    _,
+                )
                 | (
                     _,
                     Some((
@@ -246,6 +255,7 @@ impl PartitionLog {
         } else {
             CleanerCheckpoint::default()
         };
+        let epochs = load_epochs(dir, &segments, log_start_offset, log_end)?;
         Ok(PartitionLog {
             dir: dir.to_path_buf(),
             config,
@@ -261,6 +271,8 @@ impl PartitionLog {
             cleaner,
             generation: 0,
             cleaning: Default::default(),
+            epochs,
+            epochs_dirty: false,
             #[cfg(test)]
             crash_at: None,
         })
@@ -372,6 +384,7 @@ impl PartitionLog {
             b.partition_leader_epoch = leader_epoch;
             next = b.last_offset() + 1;
         }
+        self.assign_epochs(&infos)?;
         let record_count = self.write(batches, &infos, now_ms)?;
         Ok(AppendInfo {
             base_offset: first,
@@ -406,6 +419,7 @@ impl PartitionLog {
         let last = infos.last().expect("validated non-empty").last_offset();
         let now_ms = self.last_now_ms;
         self.maybe_roll(batches.len() as u64, last, now_ms)?;
+        self.assign_epochs(&infos)?;
         let record_count = self.write(batches, &infos, now_ms)?;
         Ok(AppendInfo {
             base_offset: first,
@@ -415,6 +429,26 @@ impl PartitionLog {
         })
     }
 
+    /// Records the epochs of batches about to be written. Like Kafka, before the data:
+    /// a checkpoint ahead of the log is cut back on open, one behind it would be wrong.
+    fn assign_epochs(&mut self, infos: &[BatchInfo]) -> Result<(), StorageError> {
+        let mut changed = false;
+        for b in infos {
+            changed |= self.epochs.assign(b.partition_leader_epoch, b.base_offset);
+        }
+        self.persist_epochs(changed)
+    }
+
+    /// Writes the epoch checkpoint if entries changed or an earlier write is pending.
+    fn persist_epochs(&mut self, changed: bool) -> Result<(), StorageError> {
+        if changed || self.epochs_dirty {
+            self.epochs_dirty = true;
+            epochs::write_checkpoint(&self.dir, &self.epochs)?;
+            self.epochs_dirty = false;
+        }
+        Ok(())
+    }
+
     fn write(
         &mut self,
         bytes: &[u8],
@@ -422,7 +456,13 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<i64, StorageError> {
         let interval = self.config.index_interval_bytes;
-        self.active_mut().append(bytes, infos, interval, now_ms)?;
+        if let Err(e) = self.active_mut().append(bytes, infos, interval, now_ms) {
+            // Epochs recorded for batches that never made it must not outlive them.
+            if self.epochs.truncate_from_end(self.log_end_offset()) {
+                self.epochs_dirty = true;
+            }
+            return Err(e);
+        }
         let records: i64 = infos.iter().map(|b| i64::from(b.record_count)).sum();
         self.unflushed_records = self.unflushed_records.saturating_add(records as u64);
         if self.unflushed_records >= self.config.flush_messages {
@@ -593,6 +633,7 @@ impl PartitionLog {
                 deleted += 1;
             }
         }
+        self.persist_epochs(false)?;
         Ok(deleted)
     }
 
@@ -601,12 +642,18 @@ impl PartitionLog {
         tracing::info!(dir = %self.dir.display(), base_offset = seg.base_offset(), bytes = seg.size(), reason, "deleting segment");
         self.log_start_offset = self.segments[0].base_offset();
         self.recovery_point = self.recovery_point.max(self.log_start_offset);
+        // Persisted by the caller once the files are gone: a checkpoint ahead of the
+        // deletion would lose the epochs of a segment that survives a crash.
+        if self.epochs.truncate_from_start(self.log_start_offset) {
+            self.epochs_dirty = true;
+        }
         seg.delete_files()
     }
 
     /// fsyncs every segment holding data at or above the recovery point,
     /// then records the log end offset as the new recovery point.
     pub fn flush(&mut self) -> Result<(), StorageError> {
+        self.persist_epochs(false)?;
         let log_end = self.log_end_offset();
         if log_end == self.recovery_point && !self.dir_dirty {
             return Ok(());
@@ -657,6 +704,10 @@ impl PartitionLog {
             compaction::write_cleaner_checkpoint(&self.dir, &self.cleaner)?;
         }
         if offset < self.log_start_offset {
+            // Cleared first: a crash before the log is emptied then leaves a non-empty log
+            // with no epochs, which open detects and rebuilds.
+            let changed = self.epochs.clear();
+            self.persist_epochs(changed)?;
             while let Some(seg) = self.segments.pop() {
                 seg.delete_files()?;
             }
@@ -677,7 +728,34 @@ impl PartitionLog {
             active.truncate_to_position(b.position, b.base_offset)?;
         }
         active.init_roll_base(now_ms)?;
-        Ok(())
+        // The new end, not `offset`: a batch straddling `offset` went entirely.
+        let changed = self.epochs.truncate_from_end(self.log_end_offset());
+        self.persist_epochs(changed)
+    }
+
+    /// The latest leader epoch with data in the log (or assigned by an append).
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    /// OffsetsForLeaderEpoch: `(largest epoch <= epoch, offset where it ends)`; see
+    /// [`LeaderEpochCache::end_offset_for`] for the UNDEFINED (-1, -1) and `None` cases.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// Leader epoch of the batch holding `offset`; `None` outside
+    /// `[log start, log end)` or before the first batch with an epoch.
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        if offset < self.log_start_offset || offset >= self.log_end_offset() {
+            return None;
+        }
+        self.epochs.epoch_for_offset(offset)
+    }
+
+    /// The leader epoch cache's `(epoch, start offset)` entries, oldest first.
+    pub fn leader_epochs(&self) -> Vec<(i32, i64)> {
+        self.epochs.entries().to_vec()
     }
 
     /// Flushes and closes the log so the next open has nothing to scan.
@@ -709,6 +787,82 @@ fn whole_batches_below(buf: &[u8], max_offset: i64) -> usize {
         }
     }
     pos
+}
+
+/// Loads the leader epoch checkpoint and makes it agree with the recovered log,
+/// rewriting it if that changed anything. A missing, unreadable or lagging
+/// checkpoint is rebuilt from the batch headers.
+fn load_epochs(
+    dir: &Path,
+    segments: &[Segment],
+    log_start: i64,
+    log_end: i64,
+) -> Result<LeaderEpochCache, StorageError> {
+    let stored = epochs::read_checkpoint(dir)?;
+    let has_data = segments.iter().any(|s| !s.is_empty());
+    let mut cache = match &stored {
+        Some(Some(c)) => {
+            let mut c = c.clone();
+            c.truncate_from_end(log_end);
+            c.truncate_from_start(log_start);
+            if last_batch_epoch_agrees(segments, &c)? {
+                c
+            } else {
+                tracing::warn!(dir = %dir.display(), "leader epoch checkpoint is behind the log; rebuilding it from the batch headers");
+                rebuild_epochs(segments)?
+            }
+        }
+        Some(None) => {
+            tracing::warn!(dir = %dir.display(), "unreadable leader epoch checkpoint; rebuilding it from the batch headers");
+            rebuild_epochs(segments)?
+        }
+        None if has_data => {
+            tracing::warn!(dir = %dir.display(), "no leader epoch checkpoint; rebuilding it from the batch headers");
+            rebuild_epochs(segments)?
+        }
+        None => LeaderEpochCache::new(),
+    };
+    cache.truncate_from_start(log_start);
+    let unchanged = match &stored {
+        Some(Some(c)) => *c == cache,
+        Some(None) => false,
+        None => cache.is_empty(),
+    };
+    if !unchanged {
+        epochs::write_checkpoint(dir, &cache)?;
+    }
+    Ok(cache)
+}
+
+/// Header-only scan of every segment, collapsing consecutive batches of one epoch.
+fn rebuild_epochs(segments: &[Segment]) -> Result<LeaderEpochCache, StorageError> {
+    let mut cache = LeaderEpochCache::new();
+    for seg in segments {
+        seg.walk_headers(0, |s| {
+            cache.assign(s.leader_epoch, s.base_offset);
+            true
+        })?;
+    }
+    Ok(cache)
+}
+
+/// Cheap check that the checkpoint knows the epoch of the log's last batch: it is
+/// written before data, so it lags only if it was lost or cleared under live data.
+fn last_batch_epoch_agrees(
+    segments: &[Segment],
+    cache: &LeaderEpochCache,
+) -> Result<bool, StorageError> {
+    let Some(seg) = segments.iter().rev().find(|s| !s.is_empty()) else {
+        return Ok(true);
+    };
+    let Some(last) = seg.find_batch(seg.next_offset() - 1)? else {
+        return Ok(true);
+    };
+    // `>=`: a batch with an older epoch than the latest is ignored by `assign`.
+    Ok(last.leader_epoch < 0
+        || cache
+            .epoch_for_offset(last.base_offset)
+            .is_some_and(|e| e >= last.leader_epoch))
 }
 
 fn read_checkpoint(dir: &Path) -> Result<Option<i64>, StorageError> {

@@ -44,6 +44,7 @@ pub(crate) struct HeaderSummary {
     pub(crate) last_offset: i64,
     pub(crate) size: u64,
     pub(crate) max_timestamp: i64,
+    pub(crate) leader_epoch: i32,
 }
 
 impl HeaderSummary {
@@ -54,6 +55,7 @@ impl HeaderSummary {
             last_offset: h.last_offset(),
             size: h.total_size()? as u64,
             max_timestamp: h.max_timestamp(),
+            leader_epoch: h.partition_leader_epoch(),
         })
     }
 }
@@ -471,6 +473,7 @@ impl Segment {
                 last_offset: b.last_offset(),
                 size: b.size as u64,
                 max_timestamp: b.max_timestamp,
+                leader_epoch: b.partition_leader_epoch,
             };
             let (idx, tidx) = self.track(&s, index_interval);
             if let Some(e) = idx {

@@ -500,7 +500,8 @@ fn open_handles_strays_unknown_files_and_missing_dirs() {
     assert!(!seg_file(&dir, 500, "timeindex").exists());
     assert!(!dir.join("recovery-point.tmp").exists());
     assert!(dir.join("notes.txt").exists());
-    assert!(!dir.join("leader-epoch-checkpoint").exists());
+    // The append at epoch 0 started the leader epoch checkpoint.
+    assert!(dir.join("leader-epoch-checkpoint").exists());
     // Empty existing directory.
     let empty = tmp.path().join("empty");
     fs::create_dir(&empty).unwrap();
