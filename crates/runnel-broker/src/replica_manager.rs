@@ -18,7 +18,9 @@ use runnel_controller::command::{
     CommandResult, ControllerCommand, ElectionResult, ElectionType, PartitionRef,
 };
 use runnel_controller::error::ControllerError;
-use runnel_storage::{AppendInfo, PartitionLog, ReadResult};
+use runnel_storage::{
+    AppendInfo, PartitionLog, ReadResult, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET,
+};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -54,6 +56,17 @@ pub struct Partition {
 }
 
 impl Partition {
+    /// Where leader epoch `epoch` ends in this log: `(largest epoch <= epoch, its end
+    /// offset)`, `(-1, -1)` when the log holds nothing of that epoch or before (Kafka's
+    /// OffsetForLeaderEpoch answer).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Result<(i32, i64), BrokerError> {
+        self.with_log(|log| {
+            Ok(log
+                .end_offset_for_epoch(epoch)
+                .unwrap_or((UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)))
+        })
+    }
+
     fn with_log<T>(
         &self,
         f: impl FnOnce(&mut PartitionLog) -> Result<T, BrokerError>,

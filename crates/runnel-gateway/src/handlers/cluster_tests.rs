@@ -213,3 +213,43 @@ async fn elect_leaders_answers_per_partition() {
     let bad = super::elect_leaders::handle(&ctx, request(5, vec![0]), 1).await;
     assert_eq!(bad.error_code, ResponseError::InvalidRequest.code());
 }
+
+#[tokio::test]
+async fn offset_for_leader_epoch_answers_from_the_leaders_epochs() {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, ctx) = cluster(dir.path());
+    // Partition 1 gets 2 records at its first epoch; then broker 2's fencing moves
+    // partition 0 here and bumps its epoch, and partition 0 gets 2 records at that epoch.
+    produce_codes(&ctx).await;
+    controller
+        .apply(ControllerCommand::FenceBroker { id: 2 })
+        .unwrap();
+    produce_codes(&ctx).await;
+    let (_, epoch0) = ctx.broker.leader_partition("t", 0).unwrap();
+    let (_, epoch1) = ctx.broker.leader_partition("t", 1).unwrap();
+    let ask = |partition: i32, current: i32, epoch: i32| {
+        let request = OffsetForLeaderEpochRequest::default().with_topics(vec![
+            OffsetForLeaderTopic::default()
+                .with_topic(topic_name())
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(partition)
+                    .with_current_leader_epoch(current)
+                    .with_leader_epoch(epoch)]),
+        ]);
+        let response = super::offset_for_leader_epoch::handle(&ctx, request);
+        let p = &response.topics[0].partitions[0];
+        (p.error_code, p.leader_epoch, p.end_offset)
+    };
+    assert_eq!(ask(1, -1, epoch1), (0, epoch1, 4));
+    assert_eq!(ask(0, epoch0, epoch0), (0, epoch0, 2));
+    // Nothing was written in partition 0 before its current epoch.
+    assert_eq!(ask(0, -1, epoch0 - 1), (0, -1, -1));
+    let fenced = ResponseError::FencedLeaderEpoch.code();
+    let unknown = ResponseError::UnknownLeaderEpoch.code();
+    assert_eq!(ask(0, epoch0 - 1, epoch0).0, fenced);
+    assert_eq!(ask(0, epoch0 + 1, epoch0).0, unknown);
+    assert_eq!(ask(2, -1, 0).0, NOT_LEADER);
+}
