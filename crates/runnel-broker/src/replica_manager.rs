@@ -18,9 +18,7 @@ use runnel_controller::command::{
     CommandResult, ControllerCommand, ElectionResult, ElectionType, PartitionRef,
 };
 use runnel_controller::error::ControllerError;
-use runnel_storage::{
-    AppendInfo, PartitionLog, ReadResult, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET,
-};
+use runnel_storage::{AppendInfo, PartitionLog, ReadResult};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -60,11 +58,7 @@ impl Partition {
     /// offset)`, `(-1, -1)` when the log holds nothing of that epoch or before (Kafka's
     /// OffsetForLeaderEpoch answer).
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Result<(i32, i64), BrokerError> {
-        self.with_log(|log| {
-            Ok(log
-                .end_offset_for_epoch(epoch)
-                .unwrap_or((UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)))
-        })
+        self.with_log(|log| Ok(log.end_offset_for_epoch(epoch)))
     }
 
     fn with_log<T>(

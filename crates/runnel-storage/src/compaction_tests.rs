@@ -1052,8 +1052,8 @@ fn compaction_leaves_the_leader_epoch_cache_alone() {
     let c = contents(&log);
     assert!((0..4).all(|o| !c.contains_key(&o)), "{c:?}");
     assert_eq!(log.leader_epochs(), before);
-    assert_eq!(log.end_offset_for_epoch(1), Some((1, 2)));
-    assert_eq!(log.end_offset_for_epoch(2), Some((2, 4)));
+    assert_eq!(log.end_offset_for_epoch(1), (1, 2));
+    assert_eq!(log.end_offset_for_epoch(2), (2, 4));
     drop(log);
     let log = PartitionLog::open(tmp.path(), config(), T0).unwrap();
     assert_eq!(log.leader_epochs(), before);

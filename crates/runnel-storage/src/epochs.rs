@@ -86,24 +86,9 @@ impl LeaderEpochCache {
         self.entries.last().map(|e| e.0)
     }
 
-    /// Where `requested` epoch ends: `(largest known epoch <= requested, start offset of
-    /// the next larger epoch)`, or `(latest epoch, log_end_offset)` when `requested` is
-    /// the latest epoch or above it. `requested` below the first known epoch (or
-    /// negative) gives `(UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)`: the log holds nothing
-    /// written in it. `None` when no epoch is known at all (the caller answers
-    /// UNDEFINED too). Unlike modern Kafka, which answers `(requested, first start)`
-    /// below the first epoch, the caller then falls back to its high watermark.
-    pub fn end_offset_for(&self, requested: i32, log_end_offset: i64) -> Option<(i32, i64)> {
-        let &(latest, _) = self.entries.last()?;
-        if requested >= latest {
-            return Some((latest, log_end_offset));
-        }
-        // Index of the first entry with a larger epoch; exists since requested < latest.
-        let next = self.entries.partition_point(|e| e.0 <= requested);
-        if next == 0 {
-            return Some((UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET));
-        }
-        Some((self.entries[next - 1].0, self.entries[next].1))
+    /// Where `requested` epoch ends in this log: [`end_offset_for`] over this cache.
+    pub fn end_offset_for(&self, requested: i32, log_end_offset: i64) -> (i32, i64) {
+        end_offset_for(&self.entries, requested, log_end_offset)
     }
 
     /// Epoch of the batch holding `offset`: the largest entry starting at or before it.
@@ -214,6 +199,31 @@ pub(crate) fn write_checkpoint(dir: &Path, cache: &LeaderEpochCache) -> Result<(
     sync_dir(dir)
 }
 
+/// Kafka's `LeaderEpochFileCache.endOffsetFor` over `(epoch, start offset)` entries: the
+/// newest epoch at or below `requested` and the offset where it ends.
+/// - the latest epoch ends at the log end;
+/// - an older epoch ends where the next larger epoch starts; a missing epoch maps to the
+///   newest one below it, or to itself when there is none (ending at the first start, so a
+///   follower truncates to where the leader's log begins);
+/// - an epoch above every known one, a negative one, or any epoch of an empty cache is
+///   UNDEFINED `(-1, -1)`: the asker falls back to its high watermark.
+pub fn end_offset_for(entries: &[(i32, i64)], requested: i32, log_end_offset: i64) -> (i32, i64) {
+    const UNDEFINED: (i32, i64) = (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET);
+    if requested < 0 {
+        return UNDEFINED;
+    }
+    if entries.last().is_some_and(|&(e, _)| e == requested) {
+        return (requested, log_end_offset);
+    }
+    // The first entry with a larger epoch; none means `requested` is above them all.
+    let next = entries.partition_point(|&(e, _)| e <= requested);
+    let Some(&(_, next_start)) = entries.get(next) else {
+        return UNDEFINED;
+    };
+    let epoch = next.checked_sub(1).map_or(requested, |i| entries[i].0);
+    (epoch, next_start)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,8 +241,8 @@ mod tests {
         let mut c = LeaderEpochCache::new();
         assert!(c.is_empty());
         assert_eq!(c.latest_epoch(), None);
-        assert_eq!(c.end_offset_for(0, 10), None);
-        assert_eq!(c.end_offset_for(-1, 10), None);
+        assert_eq!(c.end_offset_for(0, 10), (-1, -1));
+        assert_eq!(c.end_offset_for(-1, 10), (-1, -1));
         assert_eq!(c.epoch_for_offset(0), None);
         assert!(!c.truncate_from_end(0));
         assert!(!c.truncate_from_start(5));
@@ -264,28 +274,25 @@ mod tests {
     fn end_offset_for_with_gaps_in_epochs() {
         let c = cache(&[(0, 0), (2, 10), (5, 20)]);
         let leo = 30;
-        assert_eq!(c.end_offset_for(5, leo), Some((5, 30)));
-        assert_eq!(c.end_offset_for(9, leo), Some((5, 30)), "above latest");
-        assert_eq!(c.end_offset_for(4, leo), Some((2, 20)));
-        assert_eq!(c.end_offset_for(3, leo), Some((2, 20)));
-        assert_eq!(c.end_offset_for(2, leo), Some((2, 20)));
-        assert_eq!(c.end_offset_for(1, leo), Some((0, 10)));
-        assert_eq!(c.end_offset_for(0, leo), Some((0, 10)));
-        assert_eq!(c.end_offset_for(-1, leo), Some((-1, -1)));
+        assert_eq!(c.end_offset_for(5, leo), (5, 30));
+        assert_eq!(c.end_offset_for(9, leo), (-1, -1), "above latest");
+        assert_eq!(c.end_offset_for(4, leo), (2, 20));
+        assert_eq!(c.end_offset_for(3, leo), (2, 20));
+        assert_eq!(c.end_offset_for(2, leo), (2, 20));
+        assert_eq!(c.end_offset_for(1, leo), (0, 10));
+        assert_eq!(c.end_offset_for(0, leo), (0, 10));
+        assert_eq!(c.end_offset_for(-1, leo), (-1, -1));
     }
 
     #[test]
-    fn end_offset_for_below_first_epoch_is_undefined() {
+    fn end_offset_for_below_first_epoch_ends_at_the_first_start() {
         let c = cache(&[(3, 100), (4, 150)]);
-        assert_eq!(
-            c.end_offset_for(2, 200),
-            Some((UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET))
-        );
-        assert_eq!(c.end_offset_for(3, 200), Some((3, 150)));
-        assert_eq!(c.end_offset_for(4, 200), Some((4, 200)));
+        assert_eq!(c.end_offset_for(2, 200), (2, 100));
+        assert_eq!(c.end_offset_for(3, 200), (3, 150));
+        assert_eq!(c.end_offset_for(4, 200), (4, 200));
         let single = cache(&[(3, 100)]);
-        assert_eq!(single.end_offset_for(2, 120), Some((-1, -1)));
-        assert_eq!(single.end_offset_for(3, 120), Some((3, 120)));
+        assert_eq!(single.end_offset_for(2, 120), (2, 100));
+        assert_eq!(single.end_offset_for(3, 120), (3, 120));
     }
 
     #[test]

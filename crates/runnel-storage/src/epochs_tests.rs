@@ -93,21 +93,19 @@ fn check_against_log(log: &PartitionLog) {
     assert_eq!(log.latest_epoch(), latest);
     let top = latest.unwrap_or(0) + 2;
     for r in -1..=top {
-        let want = latest.map(|latest| {
-            if r >= latest {
-                (latest, leo)
-            } else if r < epochs[0] {
-                (-1, -1)
-            } else {
-                let e = epochs.iter().copied().filter(|&e| e <= r).max().unwrap();
-                let end = batches
-                    .iter()
-                    .find(|b| b.partition_leader_epoch > r)
-                    .unwrap()
-                    .base_offset;
-                (e, end)
-            }
-        });
+        // Kafka's rules, from the batches actually in the log.
+        let want = match latest {
+            None => (-1, -1),
+            Some(_) if r < 0 => (-1, -1),
+            Some(latest) if r == latest => (latest, leo),
+            Some(_) => match model.iter().find(|&&(e, _)| e > r) {
+                None => (-1, -1),
+                Some(&(_, next_start)) => {
+                    let floor = model.iter().map(|&(e, _)| e).filter(|&e| e <= r).max();
+                    (floor.unwrap_or(r), next_start)
+                }
+            },
+        };
         assert_eq!(
             log.end_offset_for_epoch(r),
             want,
@@ -129,7 +127,7 @@ fn leader_and_follower_appends_assign_epochs() {
     let tmp = TempDir::new().unwrap();
     let mut log = open(tmp.path());
     assert_eq!(log.latest_epoch(), None);
-    assert_eq!(log.end_offset_for_epoch(0), None);
+    assert_eq!(log.end_offset_for_epoch(0), (-1, -1));
     assert_eq!(log.leader_epochs(), vec![]);
     assert_eq!(lead(&mut log, -1, 2), 0); // no epoch: ignored
     assert_eq!(log.leader_epochs(), vec![]);
@@ -149,11 +147,11 @@ fn leader_and_follower_appends_assign_epochs() {
     // An older epoch is ignored (and logged).
     lead(&mut log, 3, 1);
     assert_eq!(log.leader_epochs(), vec![(0, 2), (2, 7), (5, 10)]);
-    assert_eq!(log.end_offset_for_epoch(5), Some((5, 14)));
-    assert_eq!(log.end_offset_for_epoch(9), Some((5, 14)));
-    assert_eq!(log.end_offset_for_epoch(4), Some((2, 10)));
-    assert_eq!(log.end_offset_for_epoch(1), Some((0, 7)));
-    assert_eq!(log.end_offset_for_epoch(-1), Some((-1, -1)));
+    assert_eq!(log.end_offset_for_epoch(5), (5, 14));
+    assert_eq!(log.end_offset_for_epoch(9), (-1, -1));
+    assert_eq!(log.end_offset_for_epoch(4), (2, 10));
+    assert_eq!(log.end_offset_for_epoch(1), (0, 7));
+    assert_eq!(log.end_offset_for_epoch(-1), (-1, -1));
     assert_eq!(log.epoch_for_offset(0), None, "batch without an epoch");
     assert_eq!(log.epoch_for_offset(2), Some(0));
     assert_eq!(log.epoch_for_offset(9), Some(2));
@@ -241,7 +239,12 @@ fn torn_tail_truncation_removes_epochs_beyond_the_new_end() {
         checkpoint_on_disk(tmp.path()).unwrap().entries(),
         &[(1, 0), (2, 2)]
     );
-    assert_eq!(log.end_offset_for_epoch(3), Some((2, 4)));
+    assert_eq!(log.end_offset_for_epoch(2), (2, 4));
+    assert_eq!(
+        log.end_offset_for_epoch(3),
+        (-1, -1),
+        "gone with the torn batch"
+    );
     check_against_log(&log);
     // The torn epoch's offsets are reused by a later epoch.
     lead(&mut log, 4, 1);
@@ -299,7 +302,7 @@ fn retention_moves_the_first_epoch_start() {
     // Below the log start the log restarts empty, without epochs.
     log.truncate_to(3).unwrap();
     assert_eq!((log.log_start_offset(), log.leader_epochs()), (3, vec![]));
-    assert_eq!(log.end_offset_for_epoch(2), None);
+    assert_eq!(log.end_offset_for_epoch(2), (-1, -1));
     lead(&mut log, 2, 1);
     assert_eq!(log.leader_epochs(), vec![(2, 3)]);
     check_against_log(&log);

@@ -19,7 +19,7 @@ pub use compaction::{
     Cleaned, CompactionCodec, CompactionPlan, CompactionStats, RecordKey, DEFAULT_MAX_MAP_KEYS,
 };
 pub use config::{LogConfig, TimestampType};
-pub use epochs::{LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
+pub use epochs::{end_offset_for, LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use error::StorageError;
 pub use log::{AppendInfo, PartitionLog, ReadResult, SNAPSHOT_SUFFIX};
 

@@ -738,9 +738,9 @@ impl PartitionLog {
         self.epochs.latest_epoch()
     }
 
-    /// OffsetsForLeaderEpoch: `(largest epoch <= epoch, offset where it ends)`; see
-    /// [`LeaderEpochCache::end_offset_for`] for the UNDEFINED (-1, -1) and `None` cases.
-    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+    /// OffsetForLeaderEpoch: `(largest epoch <= epoch, offset where it ends)`; see
+    /// [`crate::epochs::end_offset_for`] for the UNDEFINED (-1, -1) cases.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
         self.epochs.end_offset_for(epoch, self.log_end_offset())
     }
 

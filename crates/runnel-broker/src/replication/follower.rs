@@ -50,23 +50,9 @@ pub fn end_offset_for_epoch(
     log_end_offset: i64,
     requested_epoch: i32,
 ) -> EpochEndOffset {
-    if requested_epoch == UNDEFINED_EPOCH {
-        return EpochEndOffset::UNDEFINED;
-    }
-    if epochs.last().is_some_and(|&(e, _)| e == requested_epoch) {
-        return EpochEndOffset {
-            epoch: requested_epoch,
-            end_offset: log_end_offset,
-        };
-    }
-    let Some(&(_, next_start)) = epochs.iter().find(|&&(e, _)| e > requested_epoch) else {
-        return EpochEndOffset::UNDEFINED;
-    };
-    let floor = epochs.iter().rev().find(|&&(e, _)| e <= requested_epoch);
-    EpochEndOffset {
-        epoch: floor.map_or(requested_epoch, |&(e, _)| e),
-        end_offset: next_start,
-    }
+    let (epoch, end_offset) =
+        runnel_storage::end_offset_for(epochs, requested_epoch, log_end_offset);
+    EpochEndOffset { epoch, end_offset }
 }
 
 /// Where a follower truncates given the leader's answer to OffsetForLeaderEpoch for the

@@ -245,8 +245,10 @@ async fn offset_for_leader_epoch_answers_from_the_leaders_epochs() {
     };
     assert_eq!(ask(1, -1, epoch1), (0, epoch1, 4));
     assert_eq!(ask(0, epoch0, epoch0), (0, epoch0, 2));
-    // Nothing was written in partition 0 before its current epoch.
-    assert_eq!(ask(0, -1, epoch0 - 1), (0, -1, -1));
+    // Nothing was written in partition 0 before its current epoch: an older epoch ends where
+    // the log's first epoch starts; a newer one is unknown.
+    assert_eq!(ask(0, -1, epoch0 - 1), (0, epoch0 - 1, 0));
+    assert_eq!(ask(0, -1, epoch0 + 1), (0, -1, -1));
     let fenced = ResponseError::FencedLeaderEpoch.code();
     let unknown = ResponseError::UnknownLeaderEpoch.code();
     assert_eq!(ask(0, epoch0 - 1, epoch0).0, fenced);
