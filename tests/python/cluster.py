@@ -333,10 +333,13 @@ def metadata(bootstrap: str, topics: list[str] | None = None, timeout: float = 5
 
 
 def ports_free(ports) -> bool:
+    """Whether a listener could bind every port now. SO_REUSEADDR as the nodes use it: closed
+    connections linger in TIME_WAIT on these ports and must not count as held."""
     import socket
 
     for p in ports:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", p))
         except OSError:
