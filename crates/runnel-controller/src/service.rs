@@ -149,12 +149,25 @@ impl ControllerGrpcService {
     async fn ensure_member(&self, node_id: i32, rpc_address: &str) -> Result<(), Refusal> {
         let id = u64::try_from(node_id)
             .map_err(|_| Refusal::new(codes::INVALID_REQUEST, "broker ids are not negative"))?;
-        let known = {
+        let (known, voter) = {
             let metrics = self.controller().metrics();
             let m = metrics.borrow();
-            m.membership_config.membership().get_node(&id).cloned()
+            let membership = m.membership_config.membership();
+            let voter = membership.voter_ids().any(|v| v == id);
+            (membership.get_node(&id).cloned(), voter)
         };
-        if known.is_some_and(|n| n.rpc_addr == rpc_address) {
+        if known.as_ref().is_some_and(|n| n.rpc_addr == rpc_address) {
+            return Ok(());
+        }
+        if voter {
+            // Voters keep the address the quorum was formed with (membership changes are not
+            // supported yet); the broker registers all the same.
+            tracing::warn!(
+                node = node_id,
+                registered = rpc_address,
+                quorum = known.map(|n| n.rpc_addr).unwrap_or_default(),
+                "a voter registered with another RPC address than the quorum knows; its peers keep using the old one"
+            );
             return Ok(());
         }
         tracing::info!(
