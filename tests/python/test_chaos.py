@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
+from cluster import ports_free
 from conftest import _die_with_parent, runnel_bin
-from util import ports_free
 
 RUN_TIMEOUT_S = 180
 
@@ -25,10 +25,9 @@ def free_base_port(nodes: int = 3) -> int:
 
 
 def test_chaos_without_faults_loses_nothing(tmp_path):
-    binary = runnel_bin()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNEL_")}
     proc = subprocess.run(
-        [str(binary), "chaos", "--schedule", "none", "--duration", "5", "--json",
+        [str(runnel_bin()), "chaos", "--schedule", "none", "--duration", "5", "--json",
          "--base-port", str(free_base_port()), "--data-dir", str(tmp_path / "chaos")],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, cwd=tmp_path,
         timeout=RUN_TIMEOUT_S, preexec_fn=_die_with_parent,

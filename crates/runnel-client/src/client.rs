@@ -885,6 +885,26 @@ impl Client {
         .await
     }
 
+    /// Like [`Client::produce`] but a single attempt: no retries, so a caller that counts
+    /// acknowledgements knows exactly which attempts were sent. After a retriable error,
+    /// [`Client::topic_metadata`] reloads the leaders.
+    pub async fn produce_attempt(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        records: &[ProducerRecord],
+        acks: i16,
+        compression: Compression,
+    ) -> Result<i64> {
+        if !matches!(acks, -1..=1) {
+            return Err(Error::InvalidArgument(format!(
+                "acks must be -1 (all), 0 or 1, not {acks}"
+            )));
+        }
+        let batch = encode_record_batch(records, compression)?;
+        self.produce_once(topic, partition, batch, acks).await
+    }
+
     async fn produce_once(
         &mut self,
         topic: &str,

@@ -32,6 +32,8 @@ enum Command {
     Group(commands::group::GroupCommand),
     /// Run a local development cluster: N nodes of this binary on consecutive ports.
     Dev(commands::dev::DevArgs),
+    /// Run a local cluster under a fault schedule and check that acknowledged records survive.
+    Chaos(commands::chaos::ChaosArgs),
     /// Inspect the cluster through the nodes' HTTP endpoints.
     #[command(subcommand)]
     Cluster(commands::cluster::ClusterCommand),
@@ -59,6 +61,7 @@ fn main() -> std::process::ExitCode {
             Command::Group(cmd) => commands::group::run(cmd).await,
             Command::Dev(args) => commands::dev::run(args).await,
             Command::Cluster(cmd) => commands::cluster::run(cmd).await,
+            Command::Chaos(args) => commands::chaos::run(args).await,
         }
     });
     match result {

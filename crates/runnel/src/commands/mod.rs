@@ -1,9 +1,11 @@
 //! CLI commands that talk to a cluster over the Kafka protocol, like any other client.
 
+pub(crate) mod chaos;
 pub(crate) mod cluster;
 pub(crate) mod consume;
 pub(crate) mod dev;
 pub(crate) mod group;
+pub(crate) mod local_cluster;
 pub(crate) mod produce;
 pub(crate) mod table;
 pub(crate) mod topic;

@@ -1,0 +1,398 @@
+//! The verdict on one chaos run, from what the producers saw acknowledged and what the
+//! partitions hold afterwards. Pure: no I/O, no clock; times are seconds since the workload
+//! started.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+/// How many lost sequence numbers a verdict lists by name.
+const SAMPLE: usize = 10;
+
+/// One partition's history: the records its producer had acknowledged and what was read back.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PartitionHistory {
+    /// Sequence numbers in the order their produce responses arrived without error.
+    pub(crate) acked: Vec<u64>,
+    /// Sequence numbers that were sent in an attempt that failed or timed out: without
+    /// idempotence such an attempt may have been written, so a copy of it is not a bug.
+    pub(crate) retried: HashSet<u64>,
+    /// Sequence numbers read from the partition, in offset order.
+    pub(crate) read: Vec<u64>,
+}
+
+/// What went right and wrong in one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct PartitionVerdict {
+    pub(crate) acked: usize,
+    pub(crate) read: usize,
+    /// Acknowledged records that are not in the partition.
+    pub(crate) lost: usize,
+    /// The first few lost sequence numbers, in ack order.
+    pub(crate) lost_sample: Vec<u64>,
+    /// Acknowledged records never sent in a failed attempt that appear more than once.
+    pub(crate) duplicated: usize,
+    /// Records sent in a failed attempt that appear more than once (retry duplicates).
+    pub(crate) retry_duplicates: usize,
+    /// Acknowledged records that appear before a record acknowledged earlier.
+    pub(crate) reordered: usize,
+    /// Distinct records that appear although their produce was never acknowledged.
+    pub(crate) unacked_appeared: usize,
+}
+
+impl PartitionVerdict {
+    /// Whether this partition broke a guarantee of acks=all.
+    pub(crate) fn violated(&self) -> bool {
+        self.lost > 0 || self.duplicated > 0 || self.reordered > 0
+    }
+}
+
+pub(crate) fn check_partition(history: &PartitionHistory) -> PartitionVerdict {
+    let mut first_pos: HashMap<u64, usize> = HashMap::new();
+    let mut copies: HashMap<u64, usize> = HashMap::new();
+    for (pos, &seq) in history.read.iter().enumerate() {
+        first_pos.entry(seq).or_insert(pos);
+        *copies.entry(seq).or_default() += 1;
+    }
+    let acked: HashSet<u64> = history.acked.iter().copied().collect();
+
+    let mut lost_seqs = Vec::new();
+    let mut reordered = 0;
+    // The furthest position of any record acknowledged so far: a record found before it
+    // was overtaken by one acknowledged earlier.
+    let mut furthest: Option<usize> = None;
+    let mut seen = HashSet::new();
+    for &seq in &history.acked {
+        if !seen.insert(seq) {
+            continue;
+        }
+        match first_pos.get(&seq) {
+            None => lost_seqs.push(seq),
+            Some(&pos) => {
+                if furthest.is_some_and(|f| pos < f) {
+                    reordered += 1;
+                }
+                furthest = Some(furthest.map_or(pos, |f| f.max(pos)));
+            }
+        }
+    }
+
+    let mut duplicated = 0;
+    let mut retry_duplicates = 0;
+    let mut unacked_appeared = 0;
+    for (&seq, &n) in &copies {
+        let is_acked = acked.contains(&seq);
+        if !is_acked {
+            unacked_appeared += 1;
+        }
+        if n > 1 {
+            if is_acked && !history.retried.contains(&seq) {
+                duplicated += 1;
+            } else {
+                retry_duplicates += 1;
+            }
+        }
+    }
+
+    PartitionVerdict {
+        acked: seen.len(),
+        read: history.read.len(),
+        lost: lost_seqs.len(),
+        lost_sample: lost_seqs.into_iter().take(SAMPLE).collect(),
+        duplicated,
+        retry_duplicates,
+        reordered,
+        unacked_appeared,
+    }
+}
+
+/// The longest stretch within `[start, end]` without a successful produce; `acks` are the
+/// times of successful produces in any order.
+pub(crate) fn longest_gap(acks: &[f64], start: f64, end: f64) -> f64 {
+    let mut times: Vec<f64> = acks
+        .iter()
+        .copied()
+        .filter(|t| (start..=end).contains(t))
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let mut previous = start;
+    let mut longest: f64 = 0.0;
+    for t in times.into_iter().chain([end]) {
+        longest = longest.max(t - previous);
+        previous = t;
+    }
+    longest
+}
+
+/// Seconds from the last fault action to the first successful produce after it; `None` when
+/// nothing succeeded after it.
+pub(crate) fn time_to_recover(acks: &[f64], last_fault: f64) -> Option<f64> {
+    acks.iter()
+        .copied()
+        .filter(|&t| t >= last_fault)
+        .min_by(f64::total_cmp)
+        .map(|t| t - last_fault)
+}
+
+/// How many produces were acknowledged inside any of `windows` (`[from, to]` stretches in
+/// which acks=all must not succeed, e.g. while a majority of the replicas is down).
+pub(crate) fn acks_within(acks: &[f64], windows: &[(f64, f64)]) -> usize {
+    acks.iter()
+        .filter(|&&t| windows.iter().any(|&(from, to)| from <= t && t <= to))
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng as _, SeedableRng as _};
+
+    fn history(acked: &[u64], retried: &[u64], read: &[u64]) -> PartitionHistory {
+        PartitionHistory {
+            acked: acked.to_vec(),
+            retried: retried.iter().copied().collect(),
+            read: read.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_clean_partition_has_no_findings() {
+        let v = check_partition(&history(&[0, 1, 2, 3], &[], &[0, 1, 2, 3]));
+        assert_eq!(
+            v,
+            PartitionVerdict {
+                acked: 4,
+                read: 4,
+                ..PartitionVerdict::default()
+            }
+        );
+        assert!(!v.violated());
+    }
+
+    #[test]
+    fn nothing_produced_and_nothing_read() {
+        let v = check_partition(&PartitionHistory::default());
+        assert_eq!(v, PartitionVerdict::default());
+        assert!(!v.violated());
+    }
+
+    #[test]
+    fn an_empty_partition_loses_everything_acknowledged() {
+        let v = check_partition(&history(&[5, 6, 7], &[], &[]));
+        assert_eq!((v.lost, v.lost_sample.clone()), (3, vec![5, 6, 7]));
+        assert!(v.violated());
+    }
+
+    #[test]
+    fn a_lost_tail_and_a_lost_middle_are_both_counted() {
+        let v = check_partition(&history(&[0, 1, 2, 3, 4], &[], &[0, 2, 3]));
+        assert_eq!(v.lost, 2);
+        assert_eq!(v.lost_sample, vec![1, 4]);
+        assert_eq!(v.reordered, 0);
+    }
+
+    #[test]
+    fn the_lost_sample_is_bounded() {
+        let acked: Vec<u64> = (0..100).collect();
+        let v = check_partition(&history(&acked, &[], &[]));
+        assert_eq!(v.lost, 100);
+        assert_eq!(v.lost_sample, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn unacknowledged_records_may_appear_but_are_counted() {
+        let v = check_partition(&history(&[0, 2], &[1], &[0, 1, 2, 3]));
+        assert_eq!(v.unacked_appeared, 2);
+        assert_eq!(v.read, 4);
+        assert!(!v.violated());
+    }
+
+    #[test]
+    fn a_duplicate_of_a_retried_record_is_allowed() {
+        // 1 timed out, was written anyway, then retried and acknowledged.
+        let v = check_partition(&history(&[0, 1, 2], &[1], &[0, 1, 1, 2]));
+        assert_eq!((v.duplicated, v.retry_duplicates), (0, 1));
+        assert!(!v.violated());
+    }
+
+    #[test]
+    fn a_duplicate_of_an_unacknowledged_record_is_a_retry_duplicate() {
+        let v = check_partition(&history(&[0], &[1], &[0, 1, 1]));
+        assert_eq!(
+            (v.duplicated, v.retry_duplicates, v.unacked_appeared),
+            (0, 1, 1)
+        );
+    }
+
+    #[test]
+    fn a_duplicate_of_a_record_acknowledged_first_time_is_a_violation() {
+        let v = check_partition(&history(&[0, 1], &[], &[0, 1, 0]));
+        assert_eq!(v.duplicated, 1);
+        // The copy comes after 1, but the first copy is in order.
+        assert_eq!(v.reordered, 0);
+        assert!(v.violated());
+    }
+
+    #[test]
+    fn a_record_overtaken_by_an_earlier_ack_is_reordered() {
+        let v = check_partition(&history(&[0, 1, 2, 3], &[], &[0, 2, 1, 3]));
+        // 2 was acknowledged after 1 but stands before it: 1 is out of place.
+        assert_eq!(v.reordered, 1);
+        assert!(v.violated());
+    }
+
+    #[test]
+    fn a_fully_reversed_partition_counts_every_record_but_the_first_acked() {
+        let v = check_partition(&history(&[0, 1, 2, 3], &[], &[3, 2, 1, 0]));
+        assert_eq!(v.reordered, 3);
+    }
+
+    #[test]
+    fn the_ack_order_matters_not_the_sequence_numbers() {
+        // Batches from concurrent attempts may be acknowledged out of numeric order.
+        let v = check_partition(&history(&[1, 0], &[], &[1, 0]));
+        assert_eq!(v.reordered, 0);
+    }
+
+    #[test]
+    fn lost_records_do_not_count_as_reordered() {
+        let v = check_partition(&history(&[0, 1, 2], &[], &[0, 2]));
+        assert_eq!((v.lost, v.reordered), (1, 0));
+    }
+
+    #[test]
+    fn an_ack_repeated_in_the_ack_list_counts_once() {
+        let v = check_partition(&history(&[0, 0, 1], &[], &[0, 1]));
+        assert_eq!(v.acked, 2);
+        assert!(!v.violated());
+    }
+
+    #[test]
+    fn longest_gap_includes_the_edges() {
+        assert_eq!(longest_gap(&[], 0.0, 10.0), 10.0);
+        assert_eq!(longest_gap(&[1.0, 2.0, 9.0], 0.0, 10.0), 7.0);
+        assert_eq!(longest_gap(&[9.0, 1.0, 2.0], 0.0, 10.0), 7.0);
+        assert_eq!(longest_gap(&[4.0], 0.0, 5.0), 4.0);
+        assert_eq!(longest_gap(&[1.0, 2.0], 0.0, 3.0), 1.0);
+        // Times outside the window are ignored.
+        assert_eq!(longest_gap(&[-1.0, 12.0], 0.0, 10.0), 10.0);
+    }
+
+    #[test]
+    fn recovery_is_measured_from_the_last_fault() {
+        assert_eq!(time_to_recover(&[1.0, 6.5, 7.0], 5.0), Some(1.5));
+        assert_eq!(time_to_recover(&[7.0, 6.5, 1.0], 5.0), Some(1.5));
+        assert_eq!(time_to_recover(&[1.0, 2.0], 5.0), None);
+        assert_eq!(time_to_recover(&[], 0.0), None);
+    }
+
+    #[test]
+    fn acks_inside_windows_are_counted() {
+        let acks = [0.5, 2.0, 3.0, 4.5, 8.0];
+        assert_eq!(acks_within(&acks, &[]), 0);
+        assert_eq!(acks_within(&acks, &[(2.0, 4.5)]), 3);
+        assert_eq!(acks_within(&acks, &[(0.0, 1.0), (7.0, 9.0)]), 2);
+    }
+
+    /// The definitions, written the slow and obvious way.
+    fn brute_force(h: &PartitionHistory) -> PartitionVerdict {
+        let mut acked_once: Vec<u64> = Vec::new();
+        for &s in &h.acked {
+            if !acked_once.contains(&s) {
+                acked_once.push(s);
+            }
+        }
+        let pos = |s: u64| h.read.iter().position(|&r| r == s);
+        let count = |s: u64| h.read.iter().filter(|&&r| r == s).count();
+        let lost: Vec<u64> = acked_once
+            .iter()
+            .copied()
+            .filter(|&s| pos(s).is_none())
+            .collect();
+        let mut reordered = 0;
+        for (i, &b) in acked_once.iter().enumerate() {
+            let Some(pb) = pos(b) else { continue };
+            if acked_once[..i]
+                .iter()
+                .any(|&a| pos(a).is_some_and(|pa| pa > pb))
+            {
+                reordered += 1;
+            }
+        }
+        let mut distinct: Vec<u64> = h.read.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let is_acked = |s: u64| acked_once.contains(&s);
+        PartitionVerdict {
+            acked: acked_once.len(),
+            read: h.read.len(),
+            lost: lost.len(),
+            lost_sample: lost.into_iter().take(SAMPLE).collect(),
+            duplicated: distinct
+                .iter()
+                .filter(|&&s| count(s) > 1 && is_acked(s) && !h.retried.contains(&s))
+                .count(),
+            retry_duplicates: distinct
+                .iter()
+                .filter(|&&s| count(s) > 1 && (!is_acked(s) || h.retried.contains(&s)))
+                .count(),
+            reordered,
+            unacked_appeared: distinct.iter().filter(|&&s| !is_acked(s)).count(),
+        }
+    }
+
+    /// A random history: records acknowledged roughly in order, some retried, then a
+    /// partition that lost, duplicated, swapped and gained records.
+    fn random_history(rng: &mut StdRng) -> PartitionHistory {
+        let n = rng.random_range(0..40u64);
+        let mut acked = Vec::new();
+        let mut retried = HashSet::new();
+        for s in 0..n {
+            if rng.random_bool(0.2) {
+                retried.insert(s);
+            }
+            if rng.random_bool(0.8) {
+                acked.push(s);
+            }
+        }
+        if acked.len() > 1 && rng.random_bool(0.3) {
+            let i = rng.random_range(1..acked.len());
+            acked.swap(i - 1, i);
+        }
+        let mut read: Vec<u64> = (0..n).filter(|_| rng.random_bool(0.9)).collect();
+        for _ in 0..rng.random_range(0..4) {
+            if read.is_empty() {
+                break;
+            }
+            match rng.random_range(0..3) {
+                0 => {
+                    let i = rng.random_range(0..read.len());
+                    read.insert(rng.random_range(0..=read.len()), read[i]);
+                }
+                1 => {
+                    let (i, j) = (
+                        rng.random_range(0..read.len()),
+                        rng.random_range(0..read.len()),
+                    );
+                    read.swap(i, j);
+                }
+                _ => read.push(n + rng.random_range(0..3)),
+            }
+        }
+        PartitionHistory {
+            acked,
+            retried,
+            read,
+        }
+    }
+
+    #[test]
+    fn agrees_with_the_brute_force_model_on_random_histories() {
+        let mut rng = StdRng::seed_from_u64(0x5eed);
+        for case in 0..2000 {
+            let h = random_history(&mut rng);
+            assert_eq!(check_partition(&h), brute_force(&h), "case {case}: {h:?}");
+        }
+    }
+}

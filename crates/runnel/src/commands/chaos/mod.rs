@@ -1,0 +1,388 @@
+//! `runnel chaos`: starts a local cluster, produces to it with acks=all while a named fault
+//! schedule kills, pauses and restarts nodes, then reads everything back and reports whether
+//! every acknowledged record survived, once and in order.
+
+mod checker;
+mod faults;
+mod probe;
+mod report;
+mod workload;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use tokio::sync::{watch, Mutex};
+use tokio::task::JoinSet;
+
+use self::faults::{FaultLog, Injector, Schedule};
+use self::report::{PartitionRow, Report};
+use self::workload::{Counters, ProducerLog};
+use super::local_cluster::{bootstrap, plan, LocalCluster, NodeLogs};
+use super::outln;
+
+const TOPIC: &str = "chaos";
+/// The liveness settings of the nodes: short, so faults are noticed within a run.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(3);
+const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+/// Bounds on starting the cluster and on it settling after the run.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ChaosArgs {
+    /// The fault schedule to apply.
+    #[arg(long, value_enum)]
+    schedule: Schedule,
+    /// Seed of the random choices (which node, how long); default: from the clock.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How long to produce, in seconds (longer if the schedule needs it to finish).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    duration: u64,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=64))]
+    partitions: i32,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i16).range(1..=9))]
+    replication_factor: i16,
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=9))]
+    min_insync_replicas: u16,
+    /// How many nodes to run (1 to 9); every node is a controller and a broker.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=9))]
+    nodes: u16,
+    /// Where the nodes keep their data and logs (node-i/, node-i.log); must be empty or
+    /// absent. Default: a new directory under the system's temporary directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Node 1's Kafka port; ports are laid out as for `runnel dev`.
+    #[arg(long, default_value_t = 19092, value_name = "PORT")]
+    base_port: u16,
+    /// Print the report as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Keep the data directory after a passing run (a failing run always keeps it).
+    #[arg(long)]
+    keep_data: bool,
+}
+
+pub(crate) async fn run(args: ChaosArgs) -> anyhow::Result<()> {
+    if i32::from(args.replication_factor) > i32::from(args.nodes) {
+        bail!(
+            "--replication-factor {} needs at least that many --nodes (got {})",
+            args.replication_factor,
+            args.nodes
+        );
+    }
+    let data_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("runnel-chaos-{}", std::process::id())),
+    };
+    if std::fs::read_dir(&data_dir).is_ok_and(|mut d| d.next().is_some()) {
+        bail!(
+            "--data-dir {} is not empty; chaos starts from a fresh cluster",
+            data_dir.display()
+        );
+    }
+    let seed = args.seed.unwrap_or_else(clock_seed);
+    let configs = vec![
+        format!("broker.session.timeout.ms={}", SESSION_TIMEOUT.as_millis()),
+        format!(
+            "broker.heartbeat.interval.ms={}",
+            HEARTBEAT_INTERVAL.as_millis()
+        ),
+    ];
+    let plan = plan(args.nodes, args.base_port, &data_dir)?;
+    let cluster = LocalCluster::new("runnel chaos", plan, configs, NodeLogs::Files)?;
+    let cluster = Arc::new(Mutex::new(cluster));
+    eprintln!(
+        "runnel chaos: schedule {}, seed {seed}, {} node(s), data and node logs under {}",
+        args.schedule.name(),
+        args.nodes,
+        data_dir.display()
+    );
+
+    // Ctrl-C drops the run (and with it the producers); the teardown below kills the nodes.
+    let outcome = tokio::select! {
+        r = execute(&args, seed, &cluster) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    };
+    cluster.lock().await.kill_all().await;
+
+    let report = outcome?;
+    if args.json {
+        outln!("{}", serde_json::to_string(&report)?);
+    } else {
+        super::emit(&report::render(&report));
+    }
+    if !report.passed {
+        bail!(
+            "chaos run failed its checks; data and node logs kept in {}",
+            data_dir.display()
+        );
+    }
+    if args.keep_data {
+        eprintln!("runnel chaos: data kept in {}", data_dir.display());
+    } else if let Err(e) = std::fs::remove_dir_all(&data_dir) {
+        eprintln!("runnel chaos: cannot remove {}: {e}", data_dir.display());
+    }
+    Ok(())
+}
+
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Starts the cluster, runs the workload under the schedule, lets the cluster settle, reads
+/// everything back and judges it.
+async fn execute(
+    args: &ChaosArgs,
+    seed: u64,
+    cluster: &Arc<Mutex<LocalCluster>>,
+) -> anyhow::Result<Report> {
+    let (bootstrap, ids) = {
+        let mut c = cluster.lock().await;
+        c.start_all().await?;
+        (bootstrap(c.plan()), c.ids())
+    };
+    wait_settled(cluster, START_TIMEOUT)
+        .await
+        .with_context(|| format!("the cluster did not start within {START_TIMEOUT:?}"))?;
+    let mut admin = workload::connect(&bootstrap).await?;
+    admin
+        .create_topics(
+            TOPIC,
+            args.partitions,
+            args.replication_factor,
+            &[(
+                "min.insync.replicas".to_owned(),
+                args.min_insync_replicas.to_string(),
+            )],
+        )
+        .await
+        .context("cannot create the chaos topic")?;
+    admin.topic_metadata(TOPIC).await?;
+
+    let started = Instant::now();
+    let duration = Duration::from_secs(args.duration);
+    let counters = Arc::new(Counters::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut producers = JoinSet::new();
+    for partition in 0..args.partitions {
+        let log = workload::produce_partition(
+            bootstrap.clone(),
+            TOPIC.to_owned(),
+            partition,
+            started,
+            stop_rx.clone(),
+            Arc::clone(&counters),
+        );
+        producers.spawn(async move { (partition, log.await) });
+    }
+    let injector = Injector::new(
+        Arc::clone(cluster),
+        started,
+        bootstrap.clone(),
+        TOPIC.to_owned(),
+        seed,
+        SESSION_TIMEOUT,
+    );
+    // Production lasts the duration and at least until the schedule has restored every node.
+    let faults_then_stop = async {
+        let (faults, ()) = tokio::join!(
+            injector.run(args.schedule, duration),
+            tokio::time::sleep(duration)
+        );
+        let _ = stop_tx.send(true);
+        faults
+    };
+    let (faults, ()) = tokio::join!(
+        faults_then_stop,
+        show_progress(cluster, &counters, started, stop_rx.clone(), ids.len())
+    );
+    let produced_for = started.elapsed().as_secs_f64();
+
+    let mut logs: Vec<(i32, ProducerLog)> = Vec::new();
+    let drain = async {
+        while let Some(joined) = producers.join_next().await {
+            logs.push(joined.context("a producer task failed")?);
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(workload::ATTEMPT_TIMEOUT * 3, drain)
+        .await
+        .map_err(|_| anyhow!("the producers did not stop in time"))??;
+    logs.sort_by_key(|(p, _)| *p);
+
+    let settle_started = Instant::now();
+    restart_exited(cluster).await;
+    let settled_after = wait_settled(cluster, SETTLE_TIMEOUT)
+        .await
+        .ok()
+        .map(|()| settle_started.elapsed().as_secs_f64());
+    let ack_times: Vec<f64> = logs
+        .iter()
+        .flat_map(|(_, log)| log.ack_times.iter().copied())
+        .collect();
+    let rows = read_back(&bootstrap, logs, produced_for).await;
+    Ok(Report::judge(
+        args,
+        seed,
+        rows,
+        &ack_times,
+        faults,
+        produced_for,
+        settled_after,
+    ))
+}
+
+/// Prints the progress line once a second until `stop` turns true.
+async fn show_progress(
+    cluster: &Mutex<LocalCluster>,
+    counters: &Counters,
+    started: Instant,
+    mut stop: watch::Receiver<bool>,
+    nodes: usize,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let up = {
+            let mut c = cluster.lock().await;
+            c.ids().into_iter().filter(|&id| c.is_running(id)).count()
+        };
+        eprintln!(
+            "{}",
+            report::progress(
+                started.elapsed().as_secs_f64(),
+                counters.acked.load(Ordering::Relaxed),
+                counters.errors.load(Ordering::Relaxed),
+                up,
+                nodes
+            )
+        );
+    }
+}
+
+/// Starts again any node that died by itself, so the read-back sees the whole cluster.
+async fn restart_exited(cluster: &Mutex<LocalCluster>) {
+    let mut c = cluster.lock().await;
+    while let Some((id, status)) = c.exited() {
+        eprintln!(
+            "runnel chaos: node {id} had exited ({}); starting it again",
+            super::local_cluster::describe_exit(status)
+        );
+        if let Err(e) = c.start(id) {
+            eprintln!("runnel chaos: {e:#}");
+            return;
+        }
+    }
+}
+
+/// Waits until every node answers /health and one of them sees every broker unfenced, a
+/// controller, and a leader for every partition.
+async fn wait_settled(cluster: &Mutex<LocalCluster>, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (ids, https) = {
+            let c = cluster.lock().await;
+            (c.ids(), c.plan().iter().map(|n| n.http).collect::<Vec<_>>())
+        };
+        let unhealthy = cluster.lock().await.unhealthy(&ids).await;
+        if unhealthy.is_empty() {
+            for http in https {
+                if probe::cluster_view(http)
+                    .await
+                    .is_some_and(|v| v.is_settled(ids.len()))
+                {
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("nodes not healthy: {unhealthy:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Reads every partition back and judges it against what its producer saw.
+async fn read_back(
+    bootstrap: &str,
+    logs: Vec<(i32, ProducerLog)>,
+    produced_for: f64,
+) -> Vec<PartitionRow> {
+    let mut client = workload::connect(bootstrap).await;
+    let mut rows = Vec::with_capacity(logs.len());
+    for (partition, log) in logs {
+        let read = match client.as_mut() {
+            Ok(c) => workload::read_partition(c, TOPIC, partition)
+                .await
+                .map_err(|e| format!("{e:#}")),
+            Err(e) => Err(format!("{e:#}")),
+        };
+        let (read, read_error) = match read {
+            Ok(seqs) => (seqs, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        let (errors, abandoned, last_error) = (log.errors, log.abandoned, log.last_error.clone());
+        let longest_unavailable_s = checker::longest_gap(&log.ack_times, 0.0, produced_for);
+        let verdict = checker::check_partition(&log.into_history(read));
+        rows.push(PartitionRow {
+            partition,
+            verdict,
+            produce_errors: errors,
+            abandoned_batches: abandoned,
+            last_produce_error: last_error,
+            read_error,
+            longest_unavailable_s,
+        });
+    }
+    rows
+}
+
+impl Report {
+    fn judge(
+        args: &ChaosArgs,
+        seed: u64,
+        per_partition: Vec<PartitionRow>,
+        ack_times: &[f64],
+        faults: FaultLog,
+        produced_for: f64,
+        settled_after: Option<f64>,
+    ) -> Self {
+        let totals = report::totals(&per_partition);
+        let acks_during_quorum_loss = checker::acks_within(ack_times, &faults.quorum_loss);
+        let passed =
+            !per_partition.iter().any(|r| r.verdict.violated()) && acks_during_quorum_loss == 0;
+        Report {
+            schedule: args.schedule,
+            seed,
+            nodes: args.nodes,
+            partitions: args.partitions,
+            replication_factor: args.replication_factor,
+            min_insync_replicas: args.min_insync_replicas,
+            idempotent: false,
+            note: report::NO_IDEMPOTENCE,
+            produced_for_s: produced_for,
+            produce_errors: per_partition.iter().map(|r| r.produce_errors).sum(),
+            totals,
+            longest_unavailable_s: checker::longest_gap(ack_times, 0.0, produced_for),
+            time_to_recover_s: faults
+                .events
+                .last()
+                .and_then(|e| checker::time_to_recover(ack_times, e.at)),
+            acks_during_quorum_loss,
+            settled_after_s: settled_after,
+            faults: faults.events,
+            per_partition,
+            passed,
+        }
+    }
+}
