@@ -373,6 +373,20 @@ def test_runnel_dev_smoke(tmp_path, topic):
         assert all(n["reachable"] for n in j["nodes"]), j["nodes"]
         assert j["controller"] is not None and j["controller"]["id"] in (1, 2, 3)
 
+        # A node killed under `runnel dev` is restarted from its data dir.
+        os.kill(children[1], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+            "restarting it" in err_path.read_text(errors="replace")
+            and len(children_of(dev.pid)) == 3
+            and "nodes: 3 of 3 reachable" in cluster_status(binary, http).stdout
+        ):
+            time.sleep(0.5)
+        assert "restarting it with its data dir" in err_path.read_text(errors="replace"), logs()
+        assert dev.poll() is None, logs()
+        children = children_of(dev.pid)
+        assert len(children) == 3, f"runnel dev's children after the restart: {children}"
+
         dev.send_signal(signal.SIGTERM)
         rc = dev.wait(timeout=20)
         assert rc == 0, f"runnel dev exited {rc} after SIGTERM\n{logs()}"

@@ -15,6 +15,9 @@ use super::local_cluster::{bootstrap, describe_exit, plan, LocalCluster, NodeLog
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the children are checked.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// A node that dies this many times within `RESTART_WINDOW` is not restarted again.
+const MAX_RESTARTS: usize = 3;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct DevArgs {
@@ -58,6 +61,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let mut pending: Vec<u16> = plan.iter().map(|n| n.id).collect();
+    let mut restarts: Vec<(u16, Instant)> = Vec::new();
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let outcome = loop {
@@ -66,7 +70,23 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
             _ = &mut ctrl_c => break Outcome::Stopped,
             _ = tick.tick() => {
                 if let Some((id, status)) = cluster.exited() {
-                    break Outcome::NodeExited(id, status);
+                    // Once the cluster is up, a node that dies (killed to watch a failover,
+                    // say) is restarted from its data dir, as a supervisor would; one that
+                    // keeps dying, or dies while starting, stops the whole cluster.
+                    restarts.retain(|(_, at): &(u16, Instant)| at.elapsed() < RESTART_WINDOW);
+                    let recent = restarts.iter().filter(|(n, _)| *n == id).count();
+                    if !pending.is_empty() || recent >= MAX_RESTARTS {
+                        break Outcome::NodeExited(id, status);
+                    }
+                    eprintln!(
+                        "runnel dev: node {id} exited ({}); restarting it with its data dir",
+                        describe_exit(status)
+                    );
+                    if let Err(e) = cluster.start(id) {
+                        eprintln!("runnel dev: cannot restart node {id}: {e:#}");
+                        break Outcome::NodeExited(id, status);
+                    }
+                    restarts.push((id, Instant::now()));
                 }
                 if pending.is_empty() {
                     continue;
@@ -90,7 +110,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     match &outcome {
         Outcome::Stopped => eprintln!("runnel dev: stopping the nodes"),
         Outcome::NodeExited(id, status) => eprintln!(
-            "runnel dev: node {id} exited unexpectedly ({}); stopping the others",
+            "runnel dev: node {id} exited ({}) and is not restarted again; stopping the others",
             describe_exit(*status)
         ),
         Outcome::NotHealthy(ids) => eprintln!(
