@@ -871,12 +871,7 @@ impl Client {
         acks: i16,
         compression: Compression,
     ) -> Result<i64> {
-        if !matches!(acks, -1..=1) {
-            return Err(Error::InvalidArgument(format!(
-                "acks must be -1 (all), 0 or 1, not {acks}"
-            )));
-        }
-        let batch = encode_record_batch(records, compression)?;
+        let batch = encode_batch_for(records, acks, compression)?;
         self.with_partition_retries(topic, async |client| {
             client
                 .produce_once(topic, partition, batch.clone(), acks)
@@ -896,12 +891,7 @@ impl Client {
         acks: i16,
         compression: Compression,
     ) -> Result<i64> {
-        if !matches!(acks, -1..=1) {
-            return Err(Error::InvalidArgument(format!(
-                "acks must be -1 (all), 0 or 1, not {acks}"
-            )));
-        }
-        let batch = encode_record_batch(records, compression)?;
+        let batch = encode_batch_for(records, acks, compression)?;
         self.produce_once(topic, partition, batch, acks).await
     }
 
@@ -1274,6 +1264,20 @@ fn convert_metadata(r: MetadataResponse) -> Metadata {
         brokers,
         topics,
     }
+}
+
+/// Checks `acks` and encodes `records` as one batch for a produce request.
+fn encode_batch_for(
+    records: &[ProducerRecord],
+    acks: i16,
+    compression: Compression,
+) -> Result<Bytes> {
+    if !matches!(acks, -1..=1) {
+        return Err(Error::InvalidArgument(format!(
+            "acks must be -1 (all), 0 or 1, not {acks}"
+        )));
+    }
+    encode_record_batch(records, compression)
 }
 
 /// The request versions this client speaks, as `(api, min, max)`; for diagnostics.
