@@ -874,16 +874,21 @@ impl GroupCoordinator {
         Ok(removed)
     }
 
-    /// Expires committed offsets past `offsets.retention.minutes` (KIP-211) as of `now` and
-    /// drops empty groups left without offsets. Returns how many offsets were removed.
-    pub fn expire_offsets(&self, now: i64) -> usize {
-        let shards: Vec<Arc<Shard>> = self
-            .shards
+    /// The partitions loaded now, taken out of the map so no map lock is held while each
+    /// shard is worked on.
+    fn loaded_shards(&self) -> Vec<Arc<Shard>> {
+        self.shards
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Expires committed offsets past `offsets.retention.minutes` (KIP-211) as of `now` and
+    /// drops empty groups left without offsets. Returns how many offsets were removed.
+    pub fn expire_offsets(&self, now: i64) -> usize {
+        let shards = self.loaded_shards();
         let mut removed = 0;
         for shard in shards {
             let mut st = lock(&shard);
@@ -984,13 +989,7 @@ impl GroupCoordinator {
     /// ListGroups: every group this node coordinates. The error is
     /// COORDINATOR_LOAD_IN_PROGRESS while any partition is still loading.
     pub fn list_groups(&self) -> (Option<ResponseError>, Vec<GroupOverview>) {
-        let shards: Vec<Arc<Shard>> = self
-            .shards
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let shards = self.loaded_shards();
         let mut error = None;
         let mut groups = Vec::new();
         for shard in shards {
@@ -1061,13 +1060,7 @@ impl GroupCoordinator {
     /// Fires due deadlines of every group (sessions, rebalance timeouts, pending syncs).
     pub fn poll_groups(&self) {
         let now = self.now();
-        let shards: Vec<Arc<Shard>> = self
-            .shards
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let shards = self.loaded_shards();
         for shard in shards {
             let deliveries = {
                 let mut st = lock(&shard);
