@@ -294,6 +294,30 @@ pub static BROKER_ONLY_CONFIGS: &[(&str, ConfigType, &str, &str)] = &[
         "How often a broker heartbeats to the active controller.",
     ),
     (
+        "replica.lag.time.max.ms",
+        ConfigType::Long,
+        "30000",
+        "A follower that has not caught up with the leader's log end for this long leaves the ISR.",
+    ),
+    (
+        "replica.fetch.wait.max.ms",
+        ConfigType::Int,
+        "500",
+        "How long a leader holds a follower's fetch when it has no new records.",
+    ),
+    (
+        "replica.fetch.max.bytes",
+        ConfigType::Int,
+        "1048576",
+        "Records per partition in one follower fetch (the first batch is sent even if larger).",
+    ),
+    (
+        "replica.fetch.response.max.bytes",
+        ConfigType::Int,
+        "10485760",
+        "Records in one follower fetch response over all its partitions.",
+    ),
+    (
         "auto.leader.rebalance.enable",
         ConfigType::Boolean,
         "true",
@@ -542,6 +566,22 @@ impl BrokerConfig {
         self.get_parsed("broker.heartbeat.interval.ms", 2000)
     }
 
+    pub fn replica_lag_time_max_ms(&self) -> u64 {
+        self.get_parsed("replica.lag.time.max.ms", 30_000)
+    }
+
+    pub fn replica_fetch_wait_max_ms(&self) -> u64 {
+        self.get_parsed("replica.fetch.wait.max.ms", 500)
+    }
+
+    pub fn replica_fetch_max_bytes(&self) -> usize {
+        self.get_parsed("replica.fetch.max.bytes", 1_048_576)
+    }
+
+    pub fn replica_fetch_response_max_bytes(&self) -> usize {
+        self.get_parsed("replica.fetch.response.max.bytes", 10_485_760)
+    }
+
     pub fn auto_leader_rebalance_enable(&self) -> bool {
         self.get_parsed("auto.leader.rebalance.enable", true)
     }
@@ -737,6 +777,8 @@ mod tests {
         assert!(d.auto_leader_rebalance_enable());
         assert_eq!(d.leader_imbalance_check_interval_seconds(), 300);
         assert_eq!(d.broker_rack(), None);
+        assert_eq!(d.replica_lag_time_max_ms(), 30_000);
+        assert_eq!(d.replica_fetch_wait_max_ms(), 500);
         let c = BrokerConfig::from_pairs([
             ("broker.rack", "r1"),
             ("broker.session.timeout.ms", "500"),

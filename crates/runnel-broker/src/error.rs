@@ -30,6 +30,9 @@ pub enum BrokerError {
     /// This node does not lead the partition (it may follow it, or hold no replica).
     #[error("this node is not the leader of partition {partition} of topic '{topic}'")]
     NotLeader { topic: String, partition: i32 },
+    /// An acks=all produce was not replicated to the in-sync replicas in time.
+    #[error("{0}")]
+    RequestTimedOut(String),
     /// No active controller answered in time; the client retries.
     #[error("no active controller answered: {0}")]
     ControllerUnavailable(String),
@@ -72,7 +75,9 @@ impl BrokerError {
             },
             BrokerError::Producer(e) => e.code(),
             BrokerError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
-            BrokerError::ControllerUnavailable(_) => ResponseError::RequestTimedOut,
+            BrokerError::ControllerUnavailable(_) | BrokerError::RequestTimedOut(_) => {
+                ResponseError::RequestTimedOut
+            }
             BrokerError::Controller(e) => {
                 ResponseError::try_from_code(e.code()).unwrap_or(ResponseError::UnknownServerError)
             }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod group;
 pub mod metadata;
+pub mod partition;
 pub mod producer_ids;
 pub mod producer_state;
 pub mod replica_manager;
@@ -22,5 +23,6 @@ pub use metadata::{
     is_internal_topic, BrokerInfo, MetadataImage, MetadataWriter, PartitionInfo, TopicInfo,
     Written, NO_LEADER,
 };
+pub use partition::{now_ms, Partition, ReplicaView};
 pub use producer_ids::{ControllerBlockSource, ProducerIdManager};
-pub use replica_manager::{has_partition_logs, now_ms, Partition, ReplicaManager};
+pub use replica_manager::{has_partition_logs, ReplicaManager};

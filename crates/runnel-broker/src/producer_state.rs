@@ -401,31 +401,42 @@ impl ProducerStateManager {
             if buf.is_empty() {
                 break;
             }
-            let mut pos = 0;
-            while let Some(h) = BatchHeader::new(&buf[pos..]) {
-                let Some(size) = h.total_size().filter(|s| pos + s <= buf.len()) else {
-                    break;
-                };
-                if h.last_offset() >= next {
-                    let append_time = if h.attributes() & TIMESTAMP_TYPE_BIT != 0 {
-                        h.max_timestamp()
-                    } else {
-                        -1
-                    };
-                    self.update(
-                        &ProducerBatch::from_header(&h),
-                        h.base_offset(),
-                        append_time,
-                    );
-                    next = h.last_offset() + 1;
-                }
-                pos += size;
-            }
-            if pos == 0 {
+            let (consumed, after) = self.apply_stored_batches(buf, next);
+            next = after;
+            if consumed == 0 {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// Applies the producer fields of stored batches (offsets already assigned) that end at
+    /// or after `from`, as replayed from the log or copied from a leader by a follower.
+    /// Returns the bytes of whole batches consumed and the offset after the last batch
+    /// applied (`from` when none was).
+    pub fn apply_stored_batches(&mut self, buf: &[u8], from: i64) -> (usize, i64) {
+        let mut next = from;
+        let mut pos = 0;
+        while let Some(h) = buf.get(pos..).and_then(BatchHeader::new) {
+            let Some(size) = h.total_size().filter(|s| pos + s <= buf.len()) else {
+                break;
+            };
+            if h.last_offset() >= next {
+                let append_time = if h.attributes() & TIMESTAMP_TYPE_BIT != 0 {
+                    h.max_timestamp()
+                } else {
+                    -1
+                };
+                self.update(
+                    &ProducerBatch::from_header(&h),
+                    h.base_offset(),
+                    append_time,
+                );
+                next = h.last_offset() + 1;
+            }
+            pos += size;
+        }
+        (pos, next)
     }
 }
 

@@ -12,266 +12,35 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use runnel_controller::command::{
     CommandResult, ControllerCommand, ElectionResult, ElectionType, PartitionRef,
 };
 use runnel_controller::error::ControllerError;
-use runnel_storage::{AppendInfo, PartitionLog, ReadResult};
-use tokio::sync::watch;
+use runnel_storage::PartitionLog;
+use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
 use crate::config::{validate_topic_configs, BrokerConfig};
 use crate::error::BrokerError;
-use crate::metadata::{validate_topic_name, MetadataImage, MetadataWriter, TopicInfo};
-use crate::producer_state::{CheckOutcome, ProducerBatch, ProducerStateManager};
+use crate::metadata::{validate_topic_name, MetadataImage, MetadataWriter, TopicInfo, NO_LEADER};
+use crate::partition::RoleChange;
+pub use crate::partition::{now_ms, Partition, ReplicaView};
+use crate::replication::{checkpoint, IsrChange};
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+pub type TopicPartition = (String, i32);
+
+/// A partition this node follows: what its fetcher for `leader` needs.
+#[derive(Clone)]
+pub struct FollowAssignment {
+    pub partition: Arc<Partition>,
+    pub leader: i32,
+    pub leader_epoch: i32,
 }
 
-/// One partition replica hosted on this node.
-pub struct Partition {
-    topic: String,
-    /// Tells this log from that of a re-created topic of the same name.
-    topic_id: Uuid,
-    index: i32,
-    /// `None` once the topic is deleted: requests still holding this `Arc` get
-    /// UNKNOWN_TOPIC_OR_PARTITION instead of writing into a removed directory.
-    log: Mutex<Option<PartitionLog>>,
-    /// Idempotent-producer state. Lock order: only ever locked while `log` is held, so the
-    /// checks and the state update are atomic with the append.
-    producers: Mutex<ProducerStateManager>,
-    /// The high watermark: the offset below which records are visible to consumers. For now
-    /// it is the leader's log end offset (followers keep empty logs until replication exists;
-    /// then the ISR will advance it).
-    high_watermark: watch::Sender<i64>,
-}
-
-impl Partition {
-    /// Where leader epoch `epoch` ends in this log: `(largest epoch <= epoch, its end
-    /// offset)`, `(-1, -1)` when the log holds nothing of that epoch or before (Kafka's
-    /// OffsetForLeaderEpoch answer).
-    pub fn end_offset_for_epoch(&self, epoch: i32) -> Result<(i32, i64), BrokerError> {
-        self.with_log(|log| Ok(log.end_offset_for_epoch(epoch)))
-    }
-
-    fn with_log<T>(
-        &self,
-        f: impl FnOnce(&mut PartitionLog) -> Result<T, BrokerError>,
-    ) -> Result<T, BrokerError> {
-        let mut guard = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        match guard.as_mut() {
-            Some(log) => f(log),
-            None => Err(BrokerError::UnknownPartition {
-                topic: self.topic.clone(),
-                partition: self.index,
-            }),
-        }
-    }
-
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
-    pub fn index(&self) -> i32 {
-        self.index
-    }
-
-    /// Validates and appends one or more v2 record batches; offsets are assigned here.
-    ///
-    /// Batches with a producer id are first checked against the producer state (inside the
-    /// log mutex): a retry of one of the producer's last five batches appends nothing and
-    /// returns the original offsets with `record_count == 0`; an old epoch or a sequence gap
-    /// is an error. Batches without a producer id only pay a header read.
-    pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, BrokerError> {
-        // Compacted topics need a key on every record. The records are decoded here, before
-        // the log is locked for the append (only the config flag is read under the lock);
-        // the CRC is left to the log's own validation.
-        if self.with_log(|log| Ok(log.config().cleanup_compact))? {
-            crate::compaction::reject_null_keys(batches)?;
-        }
-        let info = self.with_log(|log| {
-            let now = now_ms();
-            let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
-            let headers = producer_batches(batches);
-            if let Some(headers) = &headers {
-                match producers.check(headers)? {
-                    CheckOutcome::Append => {}
-                    CheckOutcome::Duplicate { producer_id, batch } => {
-                        // A corrupt retry is still corrupt.
-                        runnel_storage::batch::validate_batches(batches)?;
-                        tracing::info!(
-                            topic = self.topic,
-                            partition = self.index,
-                            producer_id,
-                            first_seq = batch.first_seq,
-                            last_seq = batch.last_seq,
-                            base_offset = batch.first_offset,
-                            "dropped a duplicate batch from an idempotent producer; answering with its original offset"
-                        );
-                        return Ok(AppendInfo {
-                            base_offset: batch.first_offset,
-                            last_offset: batch.last_offset,
-                            log_append_time: batch.log_append_time,
-                            record_count: 0,
-                        });
-                    }
-                }
-            }
-            let info = log.append(batches, leader_epoch, now)?;
-            if let Some(headers) = &headers {
-                let mut offset = info.base_offset;
-                for b in headers {
-                    producers.update(b, offset, info.log_append_time);
-                    offset += i64::from(b.last_offset_delta) + 1;
-                }
-            }
-            if producers.note_appended(batches.len()) {
-                if let Err(e) = producers.write_snapshot(info.last_offset + 1, now, false) {
-                    tracing::warn!(topic = self.topic, partition = self.index, error = %e, "cannot write a producer-state snapshot");
-                }
-            }
-            Ok(info)
-        })?;
-        if info.record_count > 0 {
-            self.high_watermark.send_replace(info.last_offset + 1);
-        }
-        Ok(info)
-    }
-
-    /// Writes a producer-state snapshot at the log end offset (fsynced when `sync`).
-    pub fn snapshot_producer_state(&self, sync: bool) -> Result<(), BrokerError> {
-        self.with_log(|log| {
-            let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
-            producers
-                .write_snapshot(log.log_end_offset(), now_ms(), sync)
-                .map_err(|e| {
-                    BrokerError::DataDir(format!(
-                        "cannot write a producer-state snapshot in {}: {e}",
-                        log.dir().display()
-                    ))
-                })
-        })
-    }
-
-    /// Reads whole batches from `offset`, at most up to the high watermark.
-    pub fn read(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        min_one: bool,
-    ) -> Result<ReadResult, BrokerError> {
-        let hw = self.high_watermark();
-        self.with_log(|log| Ok(log.read(offset, max_bytes, hw, min_one)?))
-    }
-
-    pub fn high_watermark(&self) -> i64 {
-        *self.high_watermark.borrow()
-    }
-
-    /// A receiver that changes whenever the high watermark moves (new records are visible).
-    pub fn watch_high_watermark(&self) -> watch::Receiver<i64> {
-        self.high_watermark.subscribe()
-    }
-
-    pub fn log_start_offset(&self) -> Result<i64, BrokerError> {
-        self.with_log(|log| Ok(log.log_start_offset()))
-    }
-
-    pub fn log_end_offset(&self) -> Result<i64, BrokerError> {
-        self.with_log(|log| Ok(log.log_end_offset()))
-    }
-
-    /// The first record with a timestamp at or after `ts`: (offset, timestamp). The log finds
-    /// the batch; its records are decoded (decompressing if needed) to find the exact record,
-    /// as Kafka does. Only ListOffsets pays this, never the produce/fetch path.
-    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, BrokerError> {
-        let hw = self.high_watermark();
-        self.with_log(|log| {
-            let Some((base, max_ts)) = log.offset_for_timestamp(ts)? else {
-                return Ok(None);
-            };
-            let batch = log.read(base, 1, hw, true)?.records;
-            Ok(Some(
-                first_record_at_or_after(batch, ts).unwrap_or((base, max_ts)),
-            ))
-        })
-    }
-
-    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, BrokerError> {
-        self.with_log(|log| Ok(log.max_timestamp_offset()?))
-    }
-
-    pub fn size_bytes(&self) -> Result<u64, BrokerError> {
-        self.with_log(|log| Ok(log.size_bytes()))
-    }
-
-    /// Runs one log-cleaner pass if the topic is compacted and one is due. The log is locked
-    /// only to plan the pass and to swap its result in; the reading, decoding and writing of
-    /// cleaned segments happens without it, so appends and fetches of this partition go on
-    /// meanwhile (see `runnel_storage::compaction`). Records at or above the high watermark
-    /// are neither cleaned nor used to supersede older ones. Call on a blocking thread.
-    pub fn compact(&self) -> Result<runnel_storage::CompactionStats, BrokerError> {
-        let hw = self.high_watermark();
-        let plan = self.with_log(|log| {
-            Ok(log.compaction_plan(now_ms(), hw, runnel_storage::DEFAULT_MAX_MAP_KEYS)?)
-        })?;
-        let Some(plan) = plan else {
-            return Ok(runnel_storage::CompactionStats::default());
-        };
-        let cleaned = plan.execute(&crate::compaction::KafkaCodec)?;
-        self.with_log(|log| Ok(log.install(cleaned)?))
-    }
-}
-
-/// The producer fields of every batch in `buf` when at least one has a producer id; `None`
-/// when none has (or the headers are malformed, which the log's validation then rejects).
-/// Costs one 8-byte read per batch for non-idempotent producers.
-fn producer_batches(buf: &[u8]) -> Option<Vec<ProducerBatch>> {
-    use runnel_storage::batch::BatchHeader;
-    let mut pos = 0;
-    let mut any = false;
-    while let Some(h) = buf.get(pos..).and_then(BatchHeader::new) {
-        any |= h.producer_id() >= 0;
-        pos += h.total_size()?;
-    }
-    if !any || pos != buf.len() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(1);
-    let mut pos = 0;
-    while let Some(h) = buf.get(pos..).and_then(BatchHeader::new) {
-        out.push(ProducerBatch::from_header(&h));
-        pos += h.total_size()?;
-    }
-    Some(out)
-}
-
-/// Scans the first batch in `batch` for the first record with timestamp >= `ts`. `None` if the
-/// batch cannot be decoded or (LogAppendTime) carries one timestamp for all its records, in
-/// which case the batch's own base offset and max timestamp are the answer.
-fn first_record_at_or_after(mut batch: bytes::Bytes, ts: i64) -> Option<(i64, i64)> {
-    let header = runnel_storage::batch::validate_batches(&batch)
-        .ok()?
-        .into_iter()
-        .next()?;
-    if header.is_log_append_time() {
-        return None;
-    }
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut batch).ok()?;
-    set.records
-        .iter()
-        .find(|r| r.timestamp >= ts)
-        .map(|r| (r.offset, r.timestamp))
-}
-
-type TopicPartition = (String, i32);
+/// Every partition this node follows, by partition.
+pub type FollowAssignments = BTreeMap<TopicPartition, FollowAssignment>;
 
 /// How long an admin operation waits for its committed command to be applied on this node, so
 /// the client's next request here sees the change.
@@ -280,10 +49,10 @@ const APPLY_WAIT: Duration = Duration::from_secs(30);
 /// Which partition logs exist on this node, and the metadata image they follow.
 pub struct ReplicaManager {
     data_dir: PathBuf,
-    config: BrokerConfig,
-    node_id: i32,
+    pub(crate) config: BrokerConfig,
+    pub(crate) node_id: i32,
     /// Sends admin commands to the active controller.
-    writer: Arc<dyn MetadataWriter>,
+    pub(crate) writer: Arc<dyn MetadataWriter>,
     /// Published image, swapped whole on every change so readers never wait on a writer.
     image: RwLock<Arc<MetadataImage>>,
     /// Metadata-log offset of the published image; admin operations wait on it.
@@ -293,6 +62,16 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// The active controller's id, -1 when unknown; the node keeps it current from Raft.
     active_controller: AtomicI32,
+    /// High watermarks from the checkpoint at start, each used when its partition opens.
+    checkpointed_hws: Mutex<checkpoint::Checkpoint>,
+    /// The checkpoint last written, so an unchanged one is not rewritten.
+    written_hws: Mutex<checkpoint::Checkpoint>,
+    /// The partitions this node follows; the replica fetchers watch it.
+    followed: watch::Sender<Arc<FollowAssignments>>,
+    /// ISR changes for the controller, at most one per partition, and the wake-up of the
+    /// task that sends them.
+    pub(crate) isr_outbox: Mutex<HashMap<TopicPartition, IsrChange>>,
+    pub(crate) isr_notify: Notify,
 }
 
 impl ReplicaManager {
@@ -313,6 +92,7 @@ impl ReplicaManager {
         fs::create_dir_all(data_dir).map_err(|e| io("cannot create data dir", e))?;
         remove_deleted_dirs(data_dir);
         let (applied, _) = watch::channel(offset);
+        let (followed, _) = watch::channel(Arc::new(FollowAssignments::new()));
         let manager = Self {
             data_dir: data_dir.to_path_buf(),
             config,
@@ -323,12 +103,18 @@ impl ReplicaManager {
             apply_lock: Mutex::new(()),
             partitions: RwLock::new(HashMap::new()),
             active_controller: AtomicI32::new(-1),
+            checkpointed_hws: Mutex::new(checkpoint::read(data_dir)),
+            written_hws: Mutex::new(checkpoint::Checkpoint::new()),
+            followed,
+            isr_outbox: Mutex::new(HashMap::new()),
+            isr_notify: Notify::new(),
         };
         let mut opened = 0;
         for (topic, p) in image.partitions_replicated_on(node_id) {
             manager.open_partition(topic, p.index)?;
             opened += 1;
         }
+        manager.sync_roles(&image);
         tracing::info!(
             topics = image.topics.len(),
             partitions = opened,
@@ -383,7 +169,7 @@ impl ReplicaManager {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|(key, p)| wanted.get(*key).is_none_or(|t| t.id != p.topic_id))
+            .filter(|(key, p)| wanted.get(*key).is_none_or(|t| t.id != p.topic_id()))
             .map(|(key, _)| key.clone())
             .collect();
         for (topic, index) in &doomed {
@@ -425,9 +211,101 @@ impl ReplicaManager {
                 tracing::info!(topic = topic.name, "applied changed topic configs");
             }
         }
+        self.sync_roles(&image);
         *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
         self.applied.send_replace(offset);
         Ok(())
+    }
+
+    /// Gives every local replica the role `image` names (leader or follower; Kafka's
+    /// `makeLeaders` / `makeFollowers`) and publishes the partitions to follow.
+    fn sync_roles(&self, image: &MetadataImage) {
+        let now = now_ms();
+        let mut followed = FollowAssignments::new();
+        for partition in self.all_partitions() {
+            let Some(info) = image
+                .topic(partition.topic())
+                .filter(|t| t.id == partition.topic_id())
+                .and_then(|t| t.partition(partition.index()))
+            else {
+                continue;
+            };
+            match partition.sync_role(info, self.node_id, now) {
+                Ok(RoleChange::BecameLeader) => tracing::info!(
+                    topic = partition.topic(),
+                    partition = partition.index(),
+                    leader_epoch = info.leader_epoch,
+                    isr = ?info.isr,
+                    "became the leader"
+                ),
+                Ok(RoleChange::BecameFollower) => tracing::info!(
+                    topic = partition.topic(),
+                    partition = partition.index(),
+                    leader = info.leader,
+                    leader_epoch = info.leader_epoch,
+                    "became a follower"
+                ),
+                Ok(RoleChange::Unchanged) => {}
+                Err(e) => tracing::error!(
+                    topic = partition.topic(),
+                    partition = partition.index(),
+                    error = %e,
+                    "cannot take the role the metadata gives this replica"
+                ),
+            }
+            if info.leader != self.node_id && info.leader != NO_LEADER {
+                followed.insert(
+                    (partition.topic().to_string(), partition.index()),
+                    FollowAssignment {
+                        partition: partition.clone(),
+                        leader: info.leader,
+                        leader_epoch: info.leader_epoch,
+                    },
+                );
+            }
+        }
+        self.followed.send_replace(Arc::new(followed));
+    }
+
+    /// The partitions this node follows, changing with every metadata image.
+    pub fn watch_followed(&self) -> watch::Receiver<Arc<FollowAssignments>> {
+        self.followed.subscribe()
+    }
+
+    /// The local replica of partition `index` of the topic with id `topic_id`.
+    pub fn partition_by_id(&self, topic_id: Uuid, index: i32) -> Option<Arc<Partition>> {
+        let name = self.image().topic_by_id(topic_id)?.name.clone();
+        self.partition(&name, index)
+            .ok()
+            .filter(|p| p.topic_id() == topic_id)
+    }
+
+    /// Queues an ISR change for the controller (replacing an older one of the partition).
+    pub(crate) fn submit_isr_change(&self, partition: &Partition, change: IsrChange) {
+        self.isr_outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((partition.topic().to_string(), partition.index()), change);
+        self.isr_notify.notify_one();
+    }
+
+    /// Writes the high-watermark checkpoint when a high watermark moved since the last one.
+    pub fn checkpoint_high_watermarks(&self) {
+        let current: checkpoint::Checkpoint = self
+            .all_partitions()
+            .iter()
+            .map(|p| ((p.topic().to_string(), p.index()), p.high_watermark()))
+            .collect();
+        let mut written = self.written_hws.lock().unwrap_or_else(|p| p.into_inner());
+        if *written == current {
+            return;
+        }
+        match checkpoint::write(&self.data_dir, &current) {
+            Ok(()) => *written = current,
+            Err(e) => {
+                tracing::warn!(dir = %self.data_dir.display(), error = %e, "cannot write the high-watermark checkpoint")
+            }
+        }
     }
 
     /// Waits until this node has applied the metadata log up to `offset`.
@@ -535,16 +413,19 @@ impl ReplicaManager {
         if let Err(e) = fs::write(&id_file, &id) {
             tracing::warn!(file = %id_file.display(), error = %e, "cannot record the topic id of a partition log");
         }
-        let (hw, _) = watch::channel(log.log_end_offset());
-        let producers = ProducerStateManager::load(&log, self.config.producer_id_expiration_ms());
-        let partition = Arc::new(Partition {
-            topic: topic.name.clone(),
-            topic_id: topic.id,
+        let checkpointed = self
+            .checkpointed_hws
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(topic.name.clone(), index));
+        let partition = Arc::new(Partition::new(
+            topic.name.clone(),
+            topic.id,
             index,
-            log: Mutex::new(Some(log)),
-            producers: Mutex::new(producers),
-            high_watermark: hw,
-        });
+            log,
+            self.config.producer_id_expiration_ms(),
+            checkpointed,
+        ));
         self.partitions
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -573,12 +454,7 @@ impl ReplicaManager {
         let Some(partition) = removed else {
             return;
         };
-        let log = partition
-            .log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(log) = log {
+        if let Some(log) = partition.take_log() {
             let dir = log.dir().to_path_buf();
             drop(log);
             remove_partition_dir(&dir);
@@ -833,7 +709,7 @@ impl ReplicaManager {
         tracing::info!(topic = name, "altered topic configs");
         Ok(())
     }
-    fn all_partitions(&self) -> Vec<Arc<Partition>> {
+    pub(crate) fn all_partitions(&self) -> Vec<Arc<Partition>> {
         self.partitions
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -850,8 +726,8 @@ impl ReplicaManager {
             match partition.with_log(|log| Ok(log.enforce_retention(now)?)) {
                 Ok(n) => deleted += n,
                 Err(e) => tracing::warn!(
-                    topic = partition.topic,
-                    partition = partition.index,
+                    topic = partition.topic(),
+                    partition = partition.index(),
                     error = %e,
                     "retention failed"
                 ),
@@ -865,7 +741,7 @@ impl ReplicaManager {
         let now = now_ms();
         for partition in self.all_partitions() {
             if let Err(e) = partition.with_log(|log| Ok(log.flush_if_due(now)?)) {
-                tracing::warn!(topic = partition.topic, partition = partition.index, error = %e, "flush failed");
+                tracing::warn!(topic = partition.topic(), partition = partition.index(), error = %e, "flush failed");
             }
         }
     }
@@ -874,13 +750,14 @@ impl ReplicaManager {
     pub fn flush_all(&self) {
         for partition in self.all_partitions() {
             if let Err(e) = partition.with_log(|log| Ok(log.flush()?)) {
-                tracing::warn!(topic = partition.topic, partition = partition.index, error = %e, "flush failed");
+                tracing::warn!(topic = partition.topic(), partition = partition.index(), error = %e, "flush failed");
             }
             // So the next start does not rescan the log for producer state.
             if let Err(e) = partition.snapshot_producer_state(true) {
-                tracing::warn!(topic = partition.topic, partition = partition.index, error = %e, "producer-state snapshot failed");
+                tracing::warn!(topic = partition.topic(), partition = partition.index(), error = %e, "producer-state snapshot failed");
             }
         }
+        self.checkpoint_high_watermarks();
     }
 
     /// One log-cleaner sweep: compacts, one partition at a time, every partition whose topic's
@@ -900,15 +777,15 @@ impl ReplicaManager {
             let started = std::time::Instant::now();
             match partition.compact() {
                 Ok(s) if s.discarded => tracing::info!(
-                    topic = partition.topic,
-                    partition = partition.index,
+                    topic = partition.topic(),
+                    partition = partition.index(),
                     "log cleaner pass discarded: the log changed meanwhile; retrying next time"
                 ),
                 Ok(s) if s.cleaned => {
                     cleaned += 1;
                     tracing::info!(
-                        topic = partition.topic,
-                        partition = partition.index,
+                        topic = partition.topic(),
+                        partition = partition.index(),
                         bytes_before = s.bytes_before,
                         bytes_after = s.bytes_after,
                         records_removed = s.records_removed,
@@ -928,8 +805,8 @@ impl ReplicaManager {
                 // Deleted while the pass ran.
                 Err(BrokerError::UnknownPartition { .. }) => {}
                 Err(e) => tracing::warn!(
-                    topic = partition.topic,
-                    partition = partition.index,
+                    topic = partition.topic(),
+                    partition = partition.index(),
                     error = %e,
                     "log cleaner failed"
                 ),
@@ -957,7 +834,11 @@ impl ReplicaManager {
             tokio::select! {
                 _ = flush_tick.tick() => {
                     let me = self.clone();
-                    let _ = tokio::task::spawn_blocking(move || me.flush_due()).await;
+                    let _ = tokio::task::spawn_blocking(move || {
+                        me.flush_due();
+                        me.checkpoint_high_watermarks();
+                    })
+                    .await;
                 }
                 _ = retention_tick.tick() => {
                     let me = self.clone();
@@ -1338,9 +1219,11 @@ mod tests {
 
     mod idempotence {
         use super::*;
+        use crate::partition::producer_batches;
         use crate::producer_state::ProducerEntry;
         use kafka_protocol::ResponseError;
         use runnel_storage::batch::testing::{build_batch_with, BatchSpec, TestRecord};
+        use runnel_storage::AppendInfo;
 
         fn idem(pid: i64, epoch: i16, seq: i32, records: usize) -> Vec<u8> {
             build_batch_with(&BatchSpec {

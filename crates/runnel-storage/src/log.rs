@@ -733,6 +733,14 @@ impl PartitionLog {
         self.persist_epochs(changed)
     }
 
+    /// A broker that becomes leader records its new epoch at the log end before its first
+    /// append (Kafka's `assignEpochStartOffset` in `makeLeader`), so the previous epoch
+    /// ends where this leader's log ended even before it writes anything.
+    pub fn assign_leader_epoch(&mut self, epoch: i32) -> Result<(), StorageError> {
+        let changed = self.epochs.assign(epoch, self.log_end_offset());
+        self.persist_epochs(changed)
+    }
+
     /// The latest leader epoch with data in the log (or assigned by an append).
     pub fn latest_epoch(&self) -> Option<i32> {
         self.epochs.latest_epoch()

@@ -56,13 +56,16 @@ impl Replayed {
     }
 }
 
-/// Reads the partition from its log start to its high watermark and replays every record.
+/// Reads the partition from its log start to its log end and replays every record. The end,
+/// not the high watermark: a new leader's high watermark can lag until its followers fetch,
+/// and everything in its log was written by a leader of the partition (Kafka loads to the
+/// log end too).
 /// A record that cannot be decoded is logged and skipped (the state its key had before stays),
 /// so one bad record does not keep the partition's groups from loading.
 pub(crate) fn replay_partition(partition: &Partition) -> Result<Replayed, BrokerError> {
     let mut replayed = Replayed::default();
     let mut offset = partition.log_start_offset()?;
-    let end = partition.high_watermark();
+    let end = partition.log_end_offset()?;
     let corrupt = |what: String| {
         BrokerError::DataDir(format!(
             "{}-{} cannot be loaded: {what}",
@@ -71,7 +74,7 @@ pub(crate) fn replay_partition(partition: &Partition) -> Result<Replayed, Broker
         ))
     };
     while offset < end {
-        let read = partition.read(offset, LOAD_READ_BYTES, true)?;
+        let read = partition.read_to_log_end(offset, LOAD_READ_BYTES, true)?;
         if read.records.is_empty() {
             break;
         }

@@ -199,12 +199,15 @@ impl LeaderState {
 
     /// A fetch by `replica` from `fetch_offset`, served when the leader's LEO was
     /// `leader_leo`. Fetches by brokers that are not followers of this partition are ignored.
+    /// `may_join_isr` is false while the metadata has the replica fenced (Kafka's
+    /// `isReplicaIsrEligible`): the controller would refuse it, so no expansion is proposed.
     pub fn on_follower_fetch(
         &mut self,
         replica: i32,
         fetch_offset: i64,
         leader_leo: i64,
         now_ms: i64,
+        may_join_isr: bool,
     ) -> Result<FetchOutcome, FetchError> {
         // A LEO read before a concurrent append may be stale; the log only grows while leading.
         let log_end_offset = self.log_end_offset.max(leader_leo);
@@ -220,7 +223,11 @@ impl LeaderState {
         follower.on_fetch(fetch_offset, leader_leo, now_ms);
         self.log_end_offset = log_end_offset;
         // Kafka expands before moving the HW, so a joining member holds the HW at its LEO.
-        let isr_change = self.maybe_expand(replica);
+        let isr_change = if may_join_isr {
+            self.maybe_expand(replica)
+        } else {
+            None
+        };
         let high_watermark = self.maybe_increment_hw();
         Ok(FetchOutcome {
             high_watermark,
@@ -399,7 +406,8 @@ mod tests {
 
     fn fetch(s: &mut LeaderState, replica: i32, offset: i64, now: i64) -> FetchOutcome {
         let leo = s.log_end_offset();
-        s.on_follower_fetch(replica, offset, leo, now).unwrap()
+        s.on_follower_fetch(replica, offset, leo, now, true)
+            .unwrap()
     }
 
     fn accepted(change: &IsrChange, partition_epoch: i32) -> Result<PartitionInfo, i16> {
@@ -435,7 +443,7 @@ mod tests {
     #[test]
     fn bad_fetches_are_refused_or_ignored() {
         let mut s = leader();
-        let err = s.on_follower_fetch(2, 11, 10, 1).unwrap_err();
+        let err = s.on_follower_fetch(2, 11, 10, 1, true).unwrap_err();
         assert_eq!(
             err,
             FetchError::OffsetOutOfRange {
@@ -443,11 +451,11 @@ mod tests {
                 log_end_offset: 10
             }
         );
-        assert!(s.on_follower_fetch(2, -1, 10, 1).is_err());
+        assert!(s.on_follower_fetch(2, -1, 10, 1, true).is_err());
         // Not a follower of this partition: the leader itself, or a stranger.
         for r in [1, 9] {
             assert_eq!(
-                s.on_follower_fetch(r, 10, 10, 1),
+                s.on_follower_fetch(r, 10, 10, 1, true),
                 Ok(FetchOutcome::default())
             );
         }

@@ -9,8 +9,12 @@
 //!   and KIP-320's diverging epoch in fetch responses), and the leader-epoch lookup that
 //!   answers OffsetForLeaderEpoch.
 
+pub mod checkpoint;
+pub mod fetcher;
 pub mod follower;
+pub mod isr;
 pub mod leader;
+pub mod service;
 
 #[cfg(test)]
 mod sim_tests;

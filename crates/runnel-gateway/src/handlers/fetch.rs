@@ -9,7 +9,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
-use runnel_broker::{BrokerError, Partition};
+use runnel_broker::{BrokerError, Partition, ReplicaView};
 use runnel_storage::StorageError;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -96,7 +96,7 @@ pub(crate) async fn handle(ctx: &Context, request: FetchRequest, version: i16) -
         request.max_bytes as usize
     };
 
-    let mut watchers: Vec<watch::Receiver<i64>> = topics
+    let mut watchers: Vec<watch::Receiver<ReplicaView>> = topics
         .iter()
         .flat_map(|t| t.partitions.iter())
         .filter_map(|(_, p)| p.as_ref().ok().map(|p| p.watch_high_watermark()))

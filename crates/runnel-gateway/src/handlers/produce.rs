@@ -7,13 +7,21 @@
 //! appended), a sequence gap with OUT_OF_ORDER_SEQUENCE_NUMBER and a fenced epoch with
 //! INVALID_PRODUCER_EPOCH; the "produce rejected" warning below names the producer id, epoch
 //! and expected vs received sequence.
+//!
+//! acks=all: every partition is appended first, then the request waits for all of them
+//! together until the high watermark passes each batch (the ISR has it), at most the
+//! request's `timeout_ms` (REQUEST_TIMED_OUT then). A leader demoted meanwhile answers
+//! NOT_LEADER_OR_FOLLOWER. No lock is held while waiting.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
-use runnel_broker::{is_internal_topic, BrokerError};
+use runnel_broker::{is_internal_topic, BrokerError, Partition};
 use uuid::Uuid;
 
 use super::{str_bytes, CloseConnection};
@@ -46,7 +54,10 @@ pub(crate) async fn handle(
 ) -> Result<Option<ProduceResponse>, CloseConnection> {
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
+    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
     let mut responses = Vec::with_capacity(request.topic_data.len());
+    // acks=all: (topic index in `responses`, partition index in it, what to wait for).
+    let mut pending: Vec<(usize, usize, Commit)> = Vec::new();
     for topic in request.topic_data {
         let name = if version >= 13 {
             ctx.broker
@@ -96,7 +107,11 @@ pub(crate) async fn handle(
                     }
                 }
                 for p in topic.partition_data {
-                    partitions.push(append(ctx, name, p.index, p.records, acks, client));
+                    let (response, commit) = append(ctx, name, p.index, p.records, acks, client);
+                    if let Some(commit) = commit {
+                        pending.push((responses.len(), partitions.len(), commit));
+                    }
+                    partitions.push(response);
                 }
             }
         }
@@ -110,6 +125,25 @@ pub(crate) async fn handle(
                 })
                 .with_partition_responses(partitions),
         );
+    }
+    let waits = pending.iter().map(|(_, _, c)| {
+        c.partition
+            .wait_committed(c.required_offset, c.leader_epoch, timeout)
+    });
+    let outcomes = futures::future::join_all(waits).await;
+    for ((t, p, commit), outcome) in pending.iter().zip(outcomes) {
+        if let Err(e) = outcome {
+            tracing::info!(
+                topic = commit.partition.topic(),
+                partition = commit.partition.index(),
+                client,
+                error = %e,
+                "acks=all produce not acknowledged"
+            );
+            let index = responses[*t].partition_responses[*p].index;
+            responses[*t].partition_responses[*p] =
+                partition_error(index, e.code(), Some(e.to_string()));
+        }
     }
     if acks != 0 {
         return Ok(Some(ProduceResponse::default().with_responses(responses)));
@@ -128,6 +162,13 @@ pub(crate) async fn handle(
     Ok(None)
 }
 
+/// An appended acks=all batch: committed once the high watermark reaches `required_offset`.
+struct Commit {
+    partition: Arc<Partition>,
+    required_offset: i64,
+    leader_epoch: i32,
+}
+
 fn append(
     ctx: &Context,
     topic: &str,
@@ -135,20 +176,20 @@ fn append(
     records: Option<bytes::Bytes>,
     acks: i16,
     client: &str,
-) -> PartitionProduceResponse {
+) -> (PartitionProduceResponse, Option<Commit>) {
     let result = (|| {
         let (partition, leader_epoch) = ctx.broker.leader_partition(topic, index)?;
         let records = records.filter(|r| !r.is_empty()).ok_or_else(|| {
             BrokerError::InvalidRequest("the produce request carries no record batch".into())
         })?;
-        let image = ctx.broker.image();
-        let info = image.topic(topic);
-        let state = info.and_then(|t| t.partition(index));
         // acks=all promises min.insync.replicas copies; refuse before appending if the ISR
         // cannot give them, as Kafka does.
         if acks == -1 {
-            let needed = info.map_or(1, |t| ctx.broker.config().min_insync_replicas(&t.configs));
-            let in_sync = state.map_or(0, |p| p.isr.len());
+            let image = ctx.broker.image();
+            let needed = image
+                .topic(topic)
+                .map_or(1, |t| ctx.broker.config().min_insync_replicas(&t.configs));
+            let in_sync = partition.in_sync_replicas(leader_epoch)?;
             if in_sync < needed {
                 return Err(BrokerError::NotEnoughReplicas { in_sync, needed });
             }
@@ -156,17 +197,27 @@ fn append(
         // The records are a slice of the request frame; patching offsets needs our own copy.
         let mut batches = BytesMut::from(&records[..]);
         let info = partition.append(&mut batches, leader_epoch)?;
-        Ok::<_, BrokerError>((info, partition.log_start_offset()?))
+        let log_start = partition.log_start_offset()?;
+        Ok::<_, BrokerError>((info, log_start, partition, leader_epoch))
     })();
     match result {
-        Ok((info, log_start)) => PartitionProduceResponse::default()
-            .with_index(index)
-            .with_base_offset(info.base_offset)
-            .with_log_append_time_ms(info.log_append_time)
-            .with_log_start_offset(log_start),
+        Ok((info, log_start, partition, leader_epoch)) => {
+            let response = PartitionProduceResponse::default()
+                .with_index(index)
+                .with_base_offset(info.base_offset)
+                .with_log_append_time_ms(info.log_append_time)
+                .with_log_start_offset(log_start);
+            // A retried duplicate waits too: its first attempt may not be committed yet.
+            let commit = (acks == -1).then(|| Commit {
+                partition,
+                required_offset: info.last_offset + 1,
+                leader_epoch,
+            });
+            (response, commit)
+        }
         Err(e) => {
             tracing::warn!(topic, partition = index, client, error = %e, "produce rejected");
-            partition_error(index, e.code(), Some(e.to_string()))
+            (partition_error(index, e.code(), Some(e.to_string())), None)
         }
     }
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use futures::FutureExt as _;
 use runnel_broker::metadata::{MetadataWriter, Written};
+use runnel_broker::replication::service::{ManagerSlot, ReplicaGrpcService};
 use runnel_broker::{
     BrokerConfig, BrokerError, GroupCoordinator, ProducerIdManager, ReplicaManager,
 };
@@ -261,8 +262,11 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let liveness = BrokerLiveness::new(controller.clone(), liveness_settings(&config));
     let liveness_task = tokio::spawn(liveness.clone().run(shutdown_rx.clone()));
+    // The replica service answers "unavailable" until the broker's logs are open.
+    let replica_slot: ManagerSlot = Arc::default();
     let routes = tonic::service::Routes::new(controller.raft_service())
-        .add_service(ControllerGrpcService::new(liveness).into_server());
+        .add_service(ControllerGrpcService::new(liveness).into_server())
+        .add_service(ReplicaGrpcService::new(replica_slot.clone()).into_server());
     let rpc_server = RpcServer::start(rpc, routes);
     let client = ControllerClient::new(
         node_id,
@@ -309,6 +313,16 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
     ));
     let mut tasks = Vec::new();
     if let Some(parts) = &broker {
+        let _ = replica_slot.set(parts.broker.clone());
+        tasks.push(tokio::spawn(
+            parts
+                .broker
+                .clone()
+                .run_replica_fetchers(shutdown_rx.clone()),
+        ));
+        tasks.push(tokio::spawn(
+            parts.broker.clone().run_isr_updates(shutdown_rx.clone()),
+        ));
         tasks.push(tokio::spawn(
             parts.lifecycle.clone().run(shutdown_rx.clone()),
         ));

@@ -1,0 +1,109 @@
+//! The leader's ISR updates: Kafka's ISR expiration (shrinking the ISR of partitions whose
+//! followers stopped catching up) and the AlterPartition requests that carry every ISR change
+//! to the controller. Nothing changes the ISR locally before the controller accepts: the
+//! leader's [`LeaderState`](super::LeaderState) keeps the change pending (and counts the
+//! maximal ISR for the high watermark) until the answer or a newer metadata image arrives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use runnel_controller::command::{CommandResult, ControllerCommand};
+use tokio::sync::watch;
+
+use crate::partition::now_ms;
+use crate::replica_manager::{ReplicaManager, TopicPartition};
+use crate::replication::IsrChange;
+
+/// Pause before re-sending a change whose request got no answer from any controller.
+const RETRY_BACKOFF: Duration = Duration::from_millis(250);
+
+impl ReplicaManager {
+    /// Sends queued ISR changes to the controller and checks for lagging followers every
+    /// half `replica.lag.time.max.ms`, until `shutdown` fires.
+    pub async fn run_isr_updates(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let max_lag_ms = self.config.replica_lag_time_max_ms();
+        let every = Duration::from_millis((max_lag_ms / 2).clamp(100, 5_000));
+        let mut expiry = tokio::time::interval(every);
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.isr_notify.notified() => {}
+                _ = expiry.tick() => self.expire_lagging_followers(max_lag_ms as i64),
+                _ = shutdown.changed() => return,
+            }
+            let changes: Vec<(TopicPartition, IsrChange)> = self
+                .isr_outbox
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain()
+                .collect();
+            if changes.is_empty() {
+                continue;
+            }
+            let sends = changes
+                .into_iter()
+                .map(|(tp, change)| self.alter_partition(tp, change));
+            tokio::select! {
+                _ = futures::future::join_all(sends) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Kafka's `maybeShrinkIsr` over every partition this node leads.
+    fn expire_lagging_followers(&self, max_lag_ms: i64) {
+        let now = now_ms();
+        for partition in self.all_partitions() {
+            if let Some(change) = partition.maybe_shrink_isr(now, max_lag_ms) {
+                self.submit_isr_change(&partition, change);
+            }
+        }
+    }
+
+    /// One AlterPartition round trip; the answer goes to the partition's leader state. A
+    /// request no controller answered is queued again while the change is still pending.
+    async fn alter_partition(&self, (topic, index): TopicPartition, change: IsrChange) {
+        let Ok(partition) = self.partition(&topic, index) else {
+            return;
+        };
+        tracing::info!(
+            topic,
+            partition = index,
+            new_isr = ?change.new_isr,
+            leader_epoch = change.leader_epoch,
+            partition_epoch = change.partition_epoch,
+            "asking the controller to change the ISR"
+        );
+        let cmd = ControllerCommand::AlterPartition {
+            topic: topic.clone(),
+            topic_id: Some(partition.topic_id()),
+            partition: index,
+            leader_id: self.node_id,
+            leader_epoch: change.leader_epoch,
+            partition_epoch: change.partition_epoch,
+            new_isr: change.new_isr.clone(),
+        };
+        match self.writer.write(cmd).await {
+            Ok(written) => match written.result {
+                Ok(CommandResult::PartitionAltered(info)) => {
+                    tracing::info!(topic, partition = index, isr = ?info.isr, partition_epoch = info.partition_epoch, "the controller changed the ISR");
+                    partition.on_alter_result(&change, Ok(info));
+                }
+                Ok(other) => {
+                    tracing::error!(topic, partition = index, result = ?other, "unexpected answer to AlterPartition");
+                }
+                Err(e) => {
+                    tracing::info!(topic, partition = index, error = %e, "the controller refused the ISR change");
+                    partition.on_alter_result(&change, Err(e.code()));
+                }
+            },
+            Err(e) => {
+                tracing::warn!(topic, partition = index, error = %e, "no controller answered an ISR change; retrying");
+                tokio::time::sleep(RETRY_BACKOFF).await;
+                if partition.is_pending(&change) {
+                    self.submit_isr_change(&partition, change);
+                }
+            }
+        }
+    }
+}
