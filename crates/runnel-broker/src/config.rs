@@ -294,6 +294,12 @@ pub static BROKER_ONLY_CONFIGS: &[(&str, ConfigType, &str, &str)] = &[
         "How often a broker heartbeats to the active controller.",
     ),
     (
+        "offsets.commit.timeout.ms",
+        ConfigType::Int,
+        "5000",
+        "How long an offset commit waits for the offsets topic's in-sync replicas.",
+    ),
+    (
         "replica.lag.time.max.ms",
         ConfigType::Long,
         "30000",
@@ -564,6 +570,10 @@ impl BrokerConfig {
 
     pub fn broker_heartbeat_interval_ms(&self) -> u64 {
         self.get_parsed("broker.heartbeat.interval.ms", 2000)
+    }
+
+    pub fn offsets_commit_timeout_ms(&self) -> u64 {
+        self.get_parsed("offsets.commit.timeout.ms", 5_000)
     }
 
     pub fn replica_lag_time_max_ms(&self) -> u64 {

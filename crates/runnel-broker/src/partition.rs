@@ -769,3 +769,7 @@ fn first_record_at_or_after(mut batch: bytes::Bytes, ts: i64) -> Option<(i64, i6
         .find(|r| r.timestamp >= ts)
         .map(|r| (r.offset, r.timestamp))
 }
+
+#[cfg(test)]
+#[path = "partition_tests.rs"]
+mod tests;

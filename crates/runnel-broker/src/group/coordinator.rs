@@ -176,8 +176,25 @@ impl Clock {
 }
 
 /// Serves consumer groups whose `__consumer_offsets` partitions this node leads.
+/// Where coordinator records were appended: committed once the high watermark passes.
+struct Appended {
+    partition: Arc<Partition>,
+    required_offset: i64,
+    leader_epoch: i32,
+}
+
+impl Appended {
+    async fn wait(&self, timeout: Duration) -> Result<(), BrokerError> {
+        self.partition
+            .wait_committed(self.required_offset, self.leader_epoch, timeout)
+            .await
+    }
+}
+
 pub struct GroupCoordinator {
     broker: Arc<ReplicaManager>,
+    /// `offsets.commit.timeout.ms`: how long an OffsetCommit waits for replication.
+    commit_timeout: Duration,
     limits: GroupLimits,
     retention_ms: i64,
     retention_check: Duration,
@@ -199,6 +216,7 @@ impl GroupCoordinator {
                 initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms() as i64,
             },
             retention_ms: config.offsets_retention_ms(),
+            commit_timeout: Duration::from_millis(config.offsets_commit_timeout_ms()),
             retention_check: Duration::from_millis(
                 config.offsets_retention_check_interval_ms().max(1),
             ),
@@ -467,10 +485,14 @@ impl GroupCoordinator {
 
     /// Appends records to partition `p`. Called with the shard lock held, so the log order
     /// is the order of the state changes.
-    fn append(&self, p: i32, records: &[CoordinatorRecord]) -> Result<(), BrokerError> {
-        let (partition, epoch) = self.partition(p)?;
-        store::append(&partition, epoch, records, now_ms())?;
-        Ok(())
+    fn append(&self, p: i32, records: &[CoordinatorRecord]) -> Result<Appended, BrokerError> {
+        let (partition, leader_epoch) = self.partition(p)?;
+        let info = store::append(&partition, leader_epoch, records, now_ms())?;
+        Ok(Appended {
+            partition,
+            required_offset: info.last_offset + 1,
+            leader_epoch,
+        })
     }
 
     /// Persists the group writes `fx` asks for (feeding the outcome back to the group) and
@@ -499,10 +521,15 @@ impl GroupCoordinator {
                     group: group_id.to_string(),
                     value: Some(value),
                 };
-                let result = self.append(shard.partition, &[record]).map_err(|e| {
-                    tracing::warn!(group = group_id, error = %e, "cannot store group metadata");
-                    store_error(&e)
-                });
+                // Not waited on for replication (Kafka waits); a lost assignment makes the
+                // members rejoin, it loses no committed offset.
+                let result = self
+                    .append(shard.partition, &[record])
+                    .map(|_| ())
+                    .map_err(|e| {
+                        tracing::warn!(group = group_id, error = %e, "cannot store group metadata");
+                        store_error(&e)
+                    });
                 fx.extend(group.store_completed(pending, result, now));
             }
         }
@@ -713,11 +740,40 @@ impl GroupCoordinator {
     // ------------------------------------------------------------ offsets
 
     /// OffsetCommit: `Err` applies to every partition, else one result per offset. Offsets
-    /// are acknowledged only after their records are appended.
-    pub fn commit_offsets(
+    /// are acknowledged only once their records are committed (replicated to the ISR of the
+    /// offsets partition, as Kafka's acks=all append), at most `offsets.commit.timeout.ms`;
+    /// the shard lock is not held while waiting.
+    pub async fn commit_offsets(
         &self,
         req: CommitRequest,
     ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
+        let group_id = req.group_id.clone();
+        let (mut results, stored) = self.store_offsets(req)?;
+        if let Some((appended, accepted)) = stored {
+            if let Err(e) = appended.wait(self.commit_timeout).await {
+                tracing::warn!(group = group_id, error = %e, "committed offsets were not replicated");
+                let code = commit_error(&e);
+                for i in accepted {
+                    results[i] = Err(code);
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// Validates and appends an OffsetCommit's offsets and applies them to the group; returns
+    /// the results and, when something was appended, where and for which offsets.
+    #[allow(clippy::type_complexity)]
+    fn store_offsets(
+        &self,
+        req: CommitRequest,
+    ) -> Result<
+        (
+            Vec<Result<(), ResponseError>>,
+            Option<(Appended, Vec<usize>)>,
+        ),
+        ResponseError,
+    > {
         let shard = self.shard_for(&req.group_id)?;
         let p = shard.partition;
         let image = self.broker.image();
@@ -757,7 +813,7 @@ impl GroupCoordinator {
             .filter(|i| results[*i].is_ok())
             .collect();
         if accepted.is_empty() {
-            return Ok(results);
+            return Ok((results, None));
         }
         let values: Vec<OffsetValue> = accepted
             .iter()
@@ -785,14 +841,17 @@ impl GroupCoordinator {
                 }
             })
             .collect();
-        if let Err(e) = self.append(p, &records) {
-            tracing::warn!(group = req.group_id, error = %e, "cannot store committed offsets");
-            let code = commit_error(&e);
-            for i in accepted {
-                results[i] = Err(code);
+        let appended = match self.append(p, &records) {
+            Ok(appended) => appended,
+            Err(e) => {
+                tracing::warn!(group = req.group_id, error = %e, "cannot store committed offsets");
+                let code = commit_error(&e);
+                for i in accepted {
+                    results[i] = Err(code);
+                }
+                return Ok((results, None));
             }
-            return Ok(results);
-        }
+        };
         let group = st
             .groups
             .entry(req.group_id.clone())
@@ -801,7 +860,7 @@ impl GroupCoordinator {
             let o = &req.offsets[*i];
             group.commit_offset(&o.topic, o.partition, v);
         }
-        Ok(results)
+        Ok((results, Some((appended, accepted))))
     }
 
     /// OffsetFetch for one group: the committed offset of each requested partition (`None`:

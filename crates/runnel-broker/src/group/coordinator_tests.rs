@@ -157,17 +157,20 @@ async fn offsets_and_group_metadata_survive_a_reopen() {
     let results = node
         .groups
         .commit_offsets(commit("g", &member, 1, &[("t", 0, 5), ("t", 2, 9)]))
+        .await
         .unwrap();
     assert_eq!(results, vec![Ok(()), Ok(())]);
     // A simple consumer's group is created by its first commit.
     let results = node
         .groups
         .commit_offsets(commit("simple", "", -1, &[("u", 0, 1)]))
+        .await
         .unwrap();
     assert_eq!(results, vec![Ok(())]);
     let again = node
         .groups
         .commit_offsets(commit("g", &member, 1, &[("t", 0, 6)]))
+        .await
         .unwrap();
     assert_eq!(again, vec![Ok(())]);
     node.close();
@@ -221,6 +224,7 @@ async fn deleted_groups_stay_deleted_after_a_reopen() {
     let _ = node
         .groups
         .commit_offsets(commit("gone", "", -1, &[("t", 0, 1), ("t", 1, 2)]))
+        .await
         .unwrap();
     let member = stable_member(&node.groups, "busy", 10_000).await;
     let results = node
@@ -277,11 +281,13 @@ async fn offsets_expire_after_the_retention_of_an_empty_group() {
     let _ = node
         .groups
         .commit_offsets(commit("old", "", -1, &[("t", 0, 1)]))
+        .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(30)).await;
     let _ = node
         .groups
         .commit_offsets(commit("old", "", -1, &[("t", 1, 1)]))
+        .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(31)).await;
     // t-0 was committed 61 s ago, t-1 31 s ago.
@@ -317,6 +323,7 @@ fn expiry_counts_from_when_a_consumer_group_became_empty() {
         let _ = node
             .groups
             .commit_offsets(commit("g", &member, 1, &[("t", 0, 1)]))
+            .await
             .unwrap();
         let now = node.groups.now();
         // Stable and subscribed to t: never expires.
@@ -427,7 +434,7 @@ async fn commit_errors_per_partition_and_per_group() {
     let node = open(dir.path(), &[]);
     let mut req = commit("s", "", -1, &[("t", 0, 1), ("t", 9, 1), ("nope", 0, 1)]);
     req.offsets[0].metadata = Some("x".repeat(OFFSET_METADATA_MAX_BYTES + 1));
-    let results = node.groups.commit_offsets(req).unwrap();
+    let results = node.groups.commit_offsets(req).await.unwrap();
     assert_eq!(
         results,
         vec![
@@ -441,24 +448,27 @@ async fn commit_errors_per_partition_and_per_group() {
     let err = node
         .groups
         .commit_offsets(commit("missing", "m", 1, &[("t", 0, 1)]))
+        .await
         .unwrap_err();
     assert_eq!(err, ResponseError::IllegalGeneration);
     let mut v9 = commit("missing", "m", 1, &[("t", 0, 1)]);
     v9.version = 9;
     assert_eq!(
-        node.groups.commit_offsets(v9).unwrap_err(),
+        node.groups.commit_offsets(v9).await.unwrap_err(),
         ResponseError::GroupIdNotFound
     );
     let member = stable_member(&node.groups, "g", 10_000).await;
     assert_eq!(
         node.groups
             .commit_offsets(commit("g", &member, 0, &[("t", 0, 1)]))
+            .await
             .unwrap_err(),
         ResponseError::IllegalGeneration
     );
     assert_eq!(
         node.groups
             .commit_offsets(commit("g", "", -1, &[("t", 0, 1)]))
+            .await
             .unwrap_err(),
         ResponseError::UnknownMemberId
     );
@@ -473,6 +483,7 @@ async fn offset_delete_refuses_subscribed_topics() {
     let _ = node
         .groups
         .commit_offsets(commit("g", &member, 1, &[("t", 0, 1), ("u", 0, 1)]))
+        .await
         .unwrap();
     let results = node
         .groups
@@ -596,6 +607,7 @@ async fn records_that_cannot_be_decoded_are_skipped_on_load() {
     let results = node
         .groups
         .commit_offsets(commit("g", "", -1, &[("t", 0, 11)]))
+        .await
         .unwrap();
     assert_eq!(results, vec![Ok(())]);
     node.close();

@@ -53,7 +53,7 @@ pub(crate) async fn handle(
         version,
     };
     let count = commit.offsets.len();
-    let codes: Vec<i16> = match ctx.groups.commit_offsets(commit) {
+    let codes: Vec<i16> = match ctx.groups.commit_offsets(commit).await {
         Ok(results) => results
             .into_iter()
             .map(|r| r.err().map_or(0, |e| e.code()))

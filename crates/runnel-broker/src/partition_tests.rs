@@ -1,0 +1,168 @@
+//! A partition's replication roles, driven directly (no gRPC): a leader and a follower
+//! replica in one process, the "fetches" being calls between them as the service and the
+//! fetcher make them.
+
+use std::time::Duration;
+
+use runnel_storage::batch::testing::build_batch;
+use runnel_storage::{LogConfig, PartitionLog};
+use uuid::Uuid;
+
+use super::*;
+
+fn replica(dir: &std::path::Path) -> Partition {
+    let log = PartitionLog::open(dir, LogConfig::default(), now_ms()).unwrap();
+    Partition::new("t".into(), Uuid::nil(), 0, log, 60_000, None)
+}
+
+fn info(leader: i32, leader_epoch: i32, isr: &[i32]) -> PartitionInfo {
+    PartitionInfo {
+        index: 0,
+        replicas: vec![1, 2],
+        isr: isr.to_vec(),
+        leader,
+        leader_epoch,
+        partition_epoch: leader_epoch,
+    }
+}
+
+/// What the follower's fetcher does with one answer of the leader's service.
+fn replicate(leader: &Partition, follower: &Partition, follower_id: i32, epoch: i32) {
+    let pos = follower.fetch_position().unwrap();
+    let outcome = leader
+        .on_follower_fetch(
+            follower_id,
+            epoch,
+            pos.log_end_offset,
+            pos.last_fetched_epoch,
+            now_ms(),
+            true,
+        )
+        .unwrap();
+    assert!(
+        matches!(outcome, FollowerFetch::Serve { .. }),
+        "{outcome:?}"
+    );
+    let read = leader
+        .read_to_log_end(pos.log_end_offset, 1 << 20, true)
+        .unwrap();
+    follower
+        .append_as_follower(epoch, &read.records, leader.high_watermark())
+        .unwrap();
+}
+
+#[tokio::test]
+async fn acks_all_waits_for_the_follower_and_fails_on_demotion() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (leader, follower) = (replica(d1.path()), replica(d2.path()));
+    assert_eq!(
+        leader.sync_role(&info(1, 0, &[1, 2]), 1, now_ms()).unwrap(),
+        RoleChange::BecameLeader
+    );
+    assert_eq!(
+        follower
+            .sync_role(&info(1, 0, &[1, 2]), 2, now_ms())
+            .unwrap(),
+        RoleChange::BecameFollower
+    );
+    assert!(
+        follower.append(&mut build_batch(1, 10), 0).is_err(),
+        "a follower takes no produce"
+    );
+
+    let appended = leader.append(&mut build_batch(3, 10), 0).unwrap();
+    assert_eq!((appended.base_offset, appended.last_offset), (0, 2));
+    assert_eq!(
+        leader.high_watermark(),
+        0,
+        "the follower does not have it yet"
+    );
+    let quick = leader.wait_committed(3, 0, Duration::from_millis(20)).await;
+    assert_eq!(
+        quick.unwrap_err().code(),
+        kafka_protocol::ResponseError::RequestTimedOut
+    );
+
+    // The follower copies the records; its next fetch acknowledges them.
+    replicate(&leader, &follower, 2, 0);
+    assert_eq!(follower.log_end_offset().unwrap(), 3);
+    replicate(&leader, &follower, 2, 0);
+    assert_eq!(leader.high_watermark(), 3);
+    leader
+        .wait_committed(3, 0, Duration::from_secs(5))
+        .await
+        .unwrap();
+    // The answer to that fetch carries the moved high watermark.
+    assert_eq!(follower.high_watermark(), 3);
+
+    // A parked acks=all request fails as soon as the leader is demoted.
+    leader.append(&mut build_batch(1, 10), 0).unwrap();
+    let parked = leader.wait_committed(4, 0, Duration::from_secs(30));
+    let demote = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        leader.sync_role(&info(2, 1, &[2]), 1, now_ms()).unwrap();
+    };
+    let (result, ()) = tokio::join!(parked, demote);
+    assert_eq!(
+        result.unwrap_err().code(),
+        kafka_protocol::ResponseError::NotLeaderOrFollower
+    );
+    assert!(
+        leader.append(&mut build_batch(1, 10), 0).is_err(),
+        "a demoted leader takes no produce"
+    );
+}
+
+#[test]
+fn a_new_leaders_follower_truncates_its_divergent_tail() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (old, new) = (replica(d1.path()), replica(d2.path()));
+    old.sync_role(&info(1, 0, &[1, 2]), 1, now_ms()).unwrap();
+    new.sync_role(&info(1, 0, &[1, 2]), 2, now_ms()).unwrap();
+    old.append(&mut build_batch(2, 10), 0).unwrap();
+    replicate(&old, &new, 2, 0);
+    // The old leader appends two more records nobody copies, then loses leadership.
+    old.append(&mut build_batch(2, 10), 0).unwrap();
+    assert_eq!(
+        new.sync_role(&info(2, 1, &[2]), 2, now_ms()).unwrap(),
+        RoleChange::BecameLeader
+    );
+    new.append(&mut build_batch(1, 10), 1).unwrap();
+    assert_eq!(
+        old.sync_role(&info(2, 1, &[2]), 1, now_ms()).unwrap(),
+        RoleChange::BecameFollower
+    );
+
+    // Epoch 0 ends at offset 2 on the new leader; the old one holds it up to 4.
+    let pos = old.fetch_position().unwrap();
+    assert_eq!((pos.log_end_offset, pos.last_fetched_epoch), (4, 0));
+    let end = new.leader_end_offset_for_epoch(1, 0).unwrap();
+    assert_eq!((end.epoch, end.end_offset), (0, 2));
+    let outcome = new.on_follower_fetch(1, 1, 4, 0, now_ms(), true).unwrap();
+    assert!(
+        matches!(outcome, FollowerFetch::Diverging(e) if e.end_offset == 2),
+        "{outcome:?}"
+    );
+    // Fencing: a stale epoch is refused, a newer one is unknown.
+    assert_eq!(
+        new.on_follower_fetch(1, 0, 2, 0, now_ms(), true)
+            .unwrap_err(),
+        ReplicaRefusal::FencedLeaderEpoch { leader_epoch: 1 }
+    );
+    assert_eq!(
+        new.on_follower_fetch(1, 2, 2, 0, now_ms(), true)
+            .unwrap_err(),
+        ReplicaRefusal::UnknownLeaderEpoch
+    );
+
+    old.truncate_as_follower(1, end.end_offset).unwrap();
+    replicate(&new, &old, 1, 1);
+    assert_eq!(old.log_end_offset().unwrap(), 3);
+    assert_eq!(
+        old.read_to_log_end(0, 1 << 20, true).unwrap().records,
+        new.read_to_log_end(0, 1 << 20, true).unwrap().records,
+        "both logs hold the same batches"
+    );
+    // A write for the superseded epoch never lands in the follower's log.
+    assert!(old.append_as_follower(0, &[], 0).is_err());
+}
