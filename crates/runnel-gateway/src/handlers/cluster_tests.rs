@@ -255,3 +255,28 @@ async fn offset_for_leader_epoch_answers_from_the_leaders_epochs() {
     assert_eq!(ask(0, epoch0 + 1, epoch0).0, unknown);
     assert_eq!(ask(2, -1, 0).0, NOT_LEADER);
 }
+
+#[tokio::test]
+async fn list_offsets_fences_other_leader_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, ctx) = cluster(dir.path());
+    // Fencing broker 2 moves partition 0 here with a bumped leader epoch.
+    controller
+        .apply(ControllerCommand::FenceBroker { id: 2 })
+        .unwrap();
+    let (_, epoch) = ctx.broker.leader_partition("t", 0).unwrap();
+    assert!(epoch > 0);
+    let ask = |current: i32| {
+        let request = ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name())
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-1)
+                .with_current_leader_epoch(current)])]);
+        list_offsets::handle(&ctx, request, 7).topics[0].partitions[0].error_code
+    };
+    assert_eq!(ask(-1), 0);
+    assert_eq!(ask(epoch), 0);
+    assert_eq!(ask(epoch - 1), ResponseError::FencedLeaderEpoch.code());
+    assert_eq!(ask(epoch + 1), ResponseError::UnknownLeaderEpoch.code());
+}

@@ -5,6 +5,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::protocol::VersionRange;
+use kafka_protocol::ResponseError;
 use runnel_broker::BrokerError;
 
 use crate::Context;
@@ -39,6 +40,13 @@ pub(crate) fn handle(
                         .with_timestamp(-1)
                         .with_offset(-1)
                         .with_leader_epoch(-1);
+                    // KIP-320: a client that knows a newer or older leader epoch refreshes.
+                    if let Some(code) =
+                        fenced(ctx, &name, p.partition_index, p.current_leader_epoch)
+                    {
+                        response.error_code = code.code();
+                        return response;
+                    }
                     match lookup(ctx, &name, p.partition_index, p.timestamp) {
                         Ok((offset, timestamp, epoch)) => {
                             response.offset = offset;
@@ -62,6 +70,17 @@ pub(crate) fn handle(
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH when the request names another epoch than the
+/// one this leader holds (-1 skips the check; other errors are left to the lookup).
+fn fenced(ctx: &Context, topic: &str, index: i32, current: i32) -> Option<ResponseError> {
+    let epoch = ctx.broker.leader_epoch(topic, index).ok()?;
+    match current {
+        c if c < 0 || c == epoch => None,
+        c if c < epoch => Some(ResponseError::FencedLeaderEpoch),
+        _ => Some(ResponseError::UnknownLeaderEpoch),
+    }
 }
 
 /// (offset, timestamp, leader epoch); offset -1 when no record matches a timestamp.
