@@ -620,6 +620,32 @@ impl Partition {
         Ok(leo)
     }
 
+    /// Empties a follower's log and restarts it at `offset`, the leader's log start, when
+    /// everything the follower misses was already deleted on the leader.
+    pub(crate) fn reset_as_follower(
+        &self,
+        leader_epoch: i32,
+        offset: i64,
+    ) -> Result<(), BrokerError> {
+        self.as_follower(leader_epoch, |log| {
+            let before = log.log_end_offset();
+            log.truncate_fully_and_start_at(offset)?;
+            let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+            *producers = ProducerStateManager::load(log, self.producer_expiration_ms);
+            tracing::warn!(
+                topic = self.topic,
+                partition = self.index,
+                log_end = before,
+                leader_log_start = offset,
+                "the leader no longer has the records this replica misses; restarting its log at the leader's log start"
+            );
+            Ok(())
+        })?;
+        self.log_end.send_replace(offset);
+        self.publish_high_watermark(offset);
+        Ok(())
+    }
+
     /// Appends batches copied from the leader (offsets and epochs as the leader wrote them)
     /// and takes the leader's high watermark, capped at the local log end.
     pub(crate) fn append_as_follower(

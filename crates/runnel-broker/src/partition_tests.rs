@@ -166,3 +166,38 @@ fn a_new_leaders_follower_truncates_its_divergent_tail() {
     // A write for the superseded epoch never lands in the follower's log.
     assert!(old.append_as_follower(0, &[], 0).is_err());
 }
+
+#[test]
+fn a_follower_behind_the_leaders_log_start_starts_over_there() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (leader, follower) = (replica(d1.path()), replica(d2.path()));
+    leader.sync_role(&info(1, 0, &[1, 2]), 1, now_ms()).unwrap();
+    follower
+        .sync_role(&info(1, 0, &[1, 2]), 2, now_ms())
+        .unwrap();
+    follower
+        .with_log(|log| {
+            Ok(log.append_as_follower(&{
+                let mut b = build_batch(2, 10);
+                runnel_storage::batch::set_partition_leader_epoch(&mut b, 0);
+                b
+            })?)
+        })
+        .unwrap();
+    // Retention on the leader deleted everything below 10.
+    leader
+        .with_log(|log| Ok(log.truncate_fully_and_start_at(10)?))
+        .unwrap();
+    leader.append(&mut build_batch(1, 10), 0).unwrap();
+    let read = leader.read_to_log_end(2, 1 << 20, true);
+    assert_eq!(
+        read.unwrap_err().code(),
+        kafka_protocol::ResponseError::OffsetOutOfRange
+    );
+    follower
+        .reset_as_follower(0, leader.log_start_offset().unwrap())
+        .unwrap();
+    assert_eq!(follower.log_end_offset().unwrap(), 10);
+    replicate(&leader, &follower, 2, 0);
+    assert_eq!(follower.log_end_offset().unwrap(), 11);
+}

@@ -704,18 +704,7 @@ impl PartitionLog {
             compaction::write_cleaner_checkpoint(&self.dir, &self.cleaner)?;
         }
         if offset < self.log_start_offset {
-            // Cleared first: a crash before the log is emptied then leaves a non-empty log
-            // with no epochs, which open detects and rebuilds.
-            let changed = self.epochs.clear();
-            self.persist_epochs(changed)?;
-            while let Some(seg) = self.segments.pop() {
-                seg.delete_files()?;
-            }
-            self.segments.push(Segment::create(&self.dir, offset)?);
-            self.log_start_offset = offset;
-            self.recovery_point = offset;
-            self.dir_dirty = true;
-            return Ok(());
+            return self.truncate_fully_and_start_at(offset);
         }
         // Newest first, so a crash leaves a consistent prefix.
         while self.segments.len() > 1 && self.active().base_offset() >= offset {
@@ -739,6 +728,26 @@ impl PartitionLog {
     pub fn assign_leader_epoch(&mut self, epoch: i32) -> Result<(), StorageError> {
         let changed = self.epochs.assign(epoch, self.log_end_offset());
         self.persist_epochs(changed)
+    }
+
+    /// Deletes every record and restarts the log, empty, at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`). A follower whose log ends before its leader's log start
+    /// (retention deleted what it misses) starts over where the leader's log starts.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
+        self.generation += 1;
+        // Cleared first: a crash before the log is emptied then leaves a non-empty log
+        // with no epochs, which open detects and rebuilds.
+        let changed = self.epochs.clear();
+        self.persist_epochs(changed)?;
+        while let Some(seg) = self.segments.pop() {
+            seg.delete_files()?;
+        }
+        self.segments.push(Segment::create(&self.dir, offset)?);
+        self.log_start_offset = offset;
+        self.recovery_point = offset;
+        write_checkpoint(&self.dir, offset)?;
+        self.dir_dirty = true;
+        Ok(())
     }
 
     /// The latest leader epoch with data in the log (or assigned by an append).

@@ -837,3 +837,25 @@ proptest! {
         prop_assert_eq!(reads(&log), before);
     }
 }
+
+#[test]
+fn truncate_fully_restarts_the_log_past_its_end() {
+    let tmp = TempDir::new().unwrap();
+    let mut log = open(tmp.path(), small_segments());
+    for _ in 0..5 {
+        append(&mut log, 1, 200, T0);
+    }
+    log.truncate_fully_and_start_at(100).unwrap();
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.segment_count(),
+            log.latest_epoch()
+        ),
+        (100, 100, 1, None)
+    );
+    drop(log);
+    let log = open(tmp.path(), small_segments());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 100));
+}

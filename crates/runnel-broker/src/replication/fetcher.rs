@@ -383,7 +383,20 @@ impl Fetcher {
             if p.error_code != 0 {
                 let code = i16::try_from(p.error_code).unwrap_or(-1);
                 if code == ResponseError::OffsetOutOfRange.code() {
-                    state.phase = Phase::Truncating;
+                    let behind = partition
+                        .fetch_position()
+                        .is_ok_and(|pos| pos.log_end_offset < p.log_start_offset);
+                    if behind {
+                        // Retention on the leader deleted what this replica misses.
+                        match partition.reset_as_follower(epoch, p.log_start_offset) {
+                            Ok(()) => continue,
+                            Err(e) => {
+                                tracing::warn!(topic = tp.0, partition = tp.1, error = %e, "cannot restart the log at the leader's log start")
+                            }
+                        }
+                    } else {
+                        state.phase = Phase::Truncating;
+                    }
                 }
                 tracing::debug!(
                     topic = tp.0,

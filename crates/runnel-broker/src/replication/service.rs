@@ -228,7 +228,12 @@ fn read_all(resolved: &[Resolved], max_bytes: usize) -> (Vec<pb::FetchPartitionR
                     records: read.records,
                 }
             }
-            Err(e) => error_response(p, e.code().code(), None),
+            Err(e) => {
+                // With OFFSET_OUT_OF_RANGE the follower needs the log start to start over.
+                let mut response = error_response(p, e.code().code(), None);
+                response.log_start_offset = serve.partition.log_start_offset().unwrap_or(-1);
+                response
+            }
         };
         out.push(response);
     }
