@@ -1,46 +1,176 @@
-"""`runnel chaos` end to end: a fault-free run on its own local cluster passes its checks."""
+"""`runnel chaos` end to end: the real binary starts its own 3-node cluster, produces with
+idempotent acks=all producers while a fault schedule kills, pauses and restarts nodes, then
+reads everything back. Every schedule must lose, duplicate and reorder no acknowledged record.
+
+Each run gets its own process group, so every node it started is killed at teardown even if
+the run hangs or the test fails; ports come from a range of their own per xdist worker.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import random
+import signal
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
 from cluster import ports_free
 from conftest import _die_with_parent, runnel_bin
 
-RUN_TIMEOUT_S = 180
+# A run starts its cluster (seconds), produces for its duration (longer when the schedule
+# needs it to restore every node), lets the cluster settle and reads back.
+RUN_TIMEOUT_S = 120
+# Seconds of load per faulty run.
+LOAD_S = 15
+SEED = 20251123
+# Ports below the ephemeral range (where conftest's free_ports picks), split among workers.
+PORT_RANGE = (11000, 30000)
+# A node's ports are base + 100 * i + {0, 1, 552}.
+PORT_SPAN = 100 * 2 + 553
+
+pytestmark = pytest.mark.timeout(RUN_TIMEOUT_S + 30)
 
 
 def free_base_port(nodes: int = 3) -> int:
-    """A base port whose Kafka, RPC and HTTP ports are free for every node (below the ephemeral range)."""
+    """A base port whose Kafka, RPC and HTTP ports are free for every node, from this xdist
+    worker's own slice of PORT_RANGE (so two workers never race for the same ports)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    width = (PORT_RANGE[1] - PORT_RANGE[0]) // max(workers, 1)
+    low = PORT_RANGE[0] + index * width
     for _ in range(500):
-        base = random.randrange(11000, 30000)
+        base = random.randrange(low, low + width - PORT_SPAN)
         if ports_free([base + 100 * i + off for i in range(nodes) for off in (0, 1, 552)]):
             return base
-    pytest.fail("no base port with all of chaos's ports free")
+    pytest.fail(f"no base port with all of chaos's ports free in {low}..{low + width}")
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live processes in process group `pgid`."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command name: state, ppid, pgrp.
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_chaos(tmp_path: Path, schedule: str, duration: int, *extra: str) -> tuple[dict, str]:
+    """Runs `runnel chaos --json` to completion; returns the report and the stderr. Fails on a
+    non-zero exit, a hang, or a node left running."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNEL_")}
+    cmd = [
+        str(runnel_bin()), "chaos", "--schedule", schedule, "--seed", str(SEED),
+        "--duration", str(duration), "--json", "--base-port", str(free_base_port()),
+        "--data-dir", str(tmp_path / "chaos"), *extra,
+    ]
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, cwd=tmp_path, start_new_session=True, preexec_fn=_die_with_parent,
+    )
+    try:
+        try:
+            stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            kill_group(proc.pid)
+            stdout, stderr = proc.communicate(timeout=10)
+            pytest.fail(f"runnel chaos --schedule {schedule} did not finish within {RUN_TIMEOUT_S} s\n"
+                        f"stderr:\n{stderr[-4000:]}")
+        leftovers = group_members(proc.pid)
+        assert not leftovers, f"runnel chaos left processes running: {leftovers}"
+    finally:
+        kill_group(proc.pid)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    took = time.monotonic() - started
+    assert proc.returncode == 0, (
+        f"runnel chaos --schedule {schedule} exited with {proc.returncode} after {took:.0f} s\n"
+        f"stdout:\n{stdout[-6000:]}\nstderr:\n{stderr[-4000:]}"
+    )
+    return json.loads(stdout), stderr
+
+
+def assert_nothing_acknowledged_went_wrong(report: dict, schedule: str) -> None:
+    totals = report["totals"]
+    assert report["schedule"] == schedule
+    assert report["passed"] is True
+    assert totals["acked"] > 0, "nothing was acknowledged, so nothing was checked"
+    assert totals["lost"] == 0, report["per_partition"]
+    assert totals["duplicated"] == 0, report["per_partition"]
+    assert totals["reordered"] == 0, report["per_partition"]
+    assert len(report["per_partition"]) == report["partitions"]
+    assert all(p["read_error"] is None for p in report["per_partition"]), report["per_partition"]
+
+
+def actions(report: dict) -> list[str]:
+    return [f["action"] for f in report["faults"]]
+
+
+def count(report: dict, prefix: str) -> int:
+    return sum(a.startswith(prefix) for a in actions(report))
 
 
 def test_chaos_without_faults_loses_nothing(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNEL_")}
-    proc = subprocess.run(
-        [str(runnel_bin()), "chaos", "--schedule", "none", "--duration", "5", "--json",
-         "--base-port", str(free_base_port()), "--data-dir", str(tmp_path / "chaos")],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, cwd=tmp_path,
-        timeout=RUN_TIMEOUT_S, preexec_fn=_die_with_parent,
-    )
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
-    report = json.loads(proc.stdout)
-    assert report["schedule"] == "none"
-    assert report["passed"] is True
-    assert report["totals"]["acked"] > 0
-    assert report["totals"]["lost"] == 0
-    assert report["totals"]["duplicated"] == 0
-    assert report["totals"]["reordered"] == 0
-    assert len(report["per_partition"]) == 3
-    assert all(p["read_error"] is None for p in report["per_partition"])
+    report, stderr = run_chaos(tmp_path, "none", 5)
+    assert_nothing_acknowledged_went_wrong(report, "none")
+    assert report["idempotent"] is True
+    assert report["totals"]["retry_duplicates"] == 0
     assert report["faults"] == []
-    assert "acked" in proc.stderr  # the progress lines
+    assert "acked" in stderr  # the progress lines
+
+
+def test_chaos_without_idempotence_still_checks(tmp_path):
+    report, _ = run_chaos(tmp_path, "none", 3, "--no-idempotence")
+    assert_nothing_acknowledged_went_wrong(report, "none")
+    assert report["idempotent"] is False
+    assert "without idempotence" in report["note"]
+
+
+# schedule -> (fault actions that must appear with at least that count)
+SCHEDULES = {
+    "kill-leader": {"SIGKILL node": 1, "restart node": 1},
+    "kill-random": {"SIGKILL node": 1, "restart node": 1},
+    "pause-leader": {"SIGSTOP node": 1, "SIGCONT node": 1},
+    "kill-controller": {"SIGKILL node": 1, "restart node": 1},
+    "rolling-restart": {"SIGTERM node": 3, "restart node": 3},
+    "kill-two": {"SIGKILL node": 2, "restart node": 2},
+}
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_chaos_schedule_keeps_every_acknowledged_record(tmp_path, schedule):
+    report, _ = run_chaos(tmp_path, schedule, LOAD_S)
+    assert_nothing_acknowledged_went_wrong(report, schedule)
+    assert report["idempotent"] is True
+    for prefix, at_least in SCHEDULES[schedule].items():
+        assert count(report, prefix) >= at_least, f"expected {at_least}x '{prefix}...': {actions(report)}"
+    assert not any("failed" in a or "not healthy" in a for a in actions(report)), actions(report)
+    # Every node was back before the read: the cluster settled and produce recovered.
+    assert report["settled_after_s"] is not None
+    assert report["time_to_recover_s"] is not None, "no produce succeeded after the last fault"
+    if schedule == "kill-two":
+        assert len(report["quorum_loss"]) == 1, report["quorum_loss"]
+        # With two of three nodes down acks=all must be refused; none acknowledged may be lost.
+        assert report["acks_during_quorum_loss"] == 0
+        assert report["lost_acked_during_quorum_loss"] == 0
+        assert report["recovered_with_one_node_back_s"] is not None, actions(report)

@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::records::{decode_record_batches, encode_record_batch, ConsumedRecord, ProducerRecord};
 
 mod groups;
+mod idempotent;
 pub use groups::{
     decode_consumer_assignment, decode_consumer_subscription, CommittedOffset, GroupDescription,
     GroupMember, ListedGroup,
@@ -260,6 +261,13 @@ pub struct FetchedPartition {
     pub next_offset: i64,
     /// A partition-level error (e.g. OFFSET_OUT_OF_RANGE); `records` is empty then.
     pub error: Option<Error>,
+}
+
+/// One partition's part of a Produce response.
+struct ProduceAnswer {
+    error_code: i16,
+    base_offset: i64,
+    message: Option<String>,
 }
 
 /// An async Kafka client. Methods take `&mut self`; use one client per task.
@@ -902,6 +910,29 @@ impl Client {
         batch: Bytes,
         acks: i16,
     ) -> Result<i64> {
+        let Some(answer) = self.send_produce(topic, partition, batch, acks).await? else {
+            return Ok(-1);
+        };
+        match Error::from_code(
+            answer.error_code,
+            Some(topic),
+            Some(partition),
+            answer.message.as_deref(),
+        ) {
+            Some(e) => Err(e),
+            None => Ok(answer.base_offset),
+        }
+    }
+
+    /// Sends one Produce request with one batch for one partition to its leader. Returns the
+    /// partition's answer, or `None` with `acks = 0` (no response).
+    async fn send_produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+        acks: i16,
+    ) -> Result<Option<ProduceAnswer>> {
         let leader = self.leader_for(topic, partition).await?;
         let topic_id = self.topics.get(topic).and_then(|t| t.topic_id);
         let timeout_ms = self.timeout_ms();
@@ -927,7 +958,7 @@ impl Client {
             .with_topic_data(vec![topic_data]);
         if acks == 0 {
             conn.send_without_response(&request, version).await?;
-            return Ok(-1);
+            return Ok(None);
         }
         let response = conn.send_versioned(&request, version).await?;
         let p = response
@@ -943,15 +974,11 @@ impl Client {
             .flat_map(|t| t.partition_responses.iter())
             .find(|p| p.index == partition)
             .ok_or_else(|| Error::protocol(conn.addr(), "Produce response lacks the partition"))?;
-        if let Some(e) = Error::from_code(
-            p.error_code,
-            Some(topic),
-            Some(partition),
-            p.error_message.as_deref(),
-        ) {
-            return Err(e);
-        }
-        Ok(p.base_offset)
+        Ok(Some(ProduceAnswer {
+            error_code: p.error_code,
+            base_offset: p.base_offset,
+            message: p.error_message.as_ref().map(|m| m.to_string()),
+        }))
     }
 
     // ---------------------------------------------------------------- fetch
@@ -1315,6 +1342,12 @@ pub fn client_versions() -> Vec<(ApiKey, VersionRange)> {
         (
             ApiKey::ListOffsets,
             range::<ListOffsetsRequest>(LIST_OFFSETS_MAX),
+        ),
+        (
+            ApiKey::InitProducerId,
+            range::<kafka_protocol::messages::InitProducerIdRequest>(
+                idempotent::INIT_PRODUCER_ID_MAX,
+            ),
         ),
         (
             ApiKey::FindCoordinator,

@@ -98,6 +98,32 @@ pub enum Error {
         message: Option<String>,
     },
 
+    /// A partition refused an idempotent batch because of its producer id, epoch or sequence
+    /// number (OUT_OF_ORDER_SEQUENCE_NUMBER, UNKNOWN_PRODUCER_ID, INVALID_PRODUCER_EPOCH).
+    /// Retrying the batch cannot help; the producer has to start over with a new identity.
+    #[error(
+        "topic '{topic}' partition {partition} refused the batch with sequence {base_sequence} \
+         of producer {producer_id} (epoch {producer_epoch}): {} ({})",
+        describe_sequence_error(*error, message.as_deref()),
+        error_name(*error)
+    )]
+    Sequence {
+        /// The error code.
+        error: ResponseError,
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The producer id of the batch.
+        producer_id: i64,
+        /// The producer epoch of the batch.
+        producer_epoch: i16,
+        /// The base sequence of the batch.
+        base_sequence: i32,
+        /// The broker's error message, if it sent one.
+        message: Option<String>,
+    },
+
     /// A partition has no leader (or its leader is not in the broker list).
     #[error("partition {partition} of topic '{topic}' has no available leader")]
     NoLeader {
@@ -117,10 +143,13 @@ pub enum Error {
 }
 
 impl Error {
-    /// The Kafka error code, when this is a [`Error::Kafka`].
+    /// The Kafka error code, when this is a [`Error::Kafka`], [`Error::Group`] or
+    /// [`Error::Sequence`].
     pub fn kafka_error(&self) -> Option<ResponseError> {
         match self {
-            Error::Kafka { error, .. } | Error::Group { error, .. } => Some(*error),
+            Error::Kafka { error, .. }
+            | Error::Group { error, .. }
+            | Error::Sequence { error, .. } => Some(*error),
             _ => None,
         }
     }
@@ -278,6 +307,28 @@ fn describe_kafka_error(
     }
 }
 
+/// What a sequence error means for the producer, or the broker's own words when it sent some.
+fn describe_sequence_error(error: ResponseError, message: Option<&str>) -> String {
+    if let Some(m) = message {
+        return m.to_owned();
+    }
+    match error {
+        ResponseError::OutOfOrderSequenceNumber => {
+            "the broker expected another sequence number: an earlier batch of this producer is \
+             missing from the partition"
+                .to_owned()
+        }
+        ResponseError::UnknownProducerId => {
+            "the partition has no state for this producer id (its records may have been deleted)"
+                .to_owned()
+        }
+        ResponseError::InvalidProducerEpoch => {
+            "a newer epoch of this producer id exists: this producer was fenced".to_owned()
+        }
+        other => lower_desc(other),
+    }
+}
+
 /// A short description of the error derived from its name, e.g. "not leader or follower".
 fn lower_desc(error: ResponseError) -> String {
     error_name(error).replace('_', " ").to_lowercase()
@@ -326,6 +377,30 @@ mod tests {
             "topic 'x' partition 2: not leader or follower (NOT_LEADER_OR_FOLLOWER)"
         );
         assert!(Error::from_code(0, None, None, None).is_none());
+    }
+
+    #[test]
+    fn sequence_error_display() {
+        let e = Error::Sequence {
+            error: ResponseError::OutOfOrderSequenceNumber,
+            topic: "t".into(),
+            partition: 2,
+            producer_id: 7,
+            producer_epoch: 1,
+            base_sequence: 40,
+            message: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "topic 't' partition 2 refused the batch with sequence 40 of producer 7 (epoch 1): \
+             the broker expected another sequence number: an earlier batch of this producer is \
+             missing from the partition (OUT_OF_ORDER_SEQUENCE_NUMBER)"
+        );
+        assert!(!e.is_retriable());
+        assert_eq!(
+            e.kafka_error(),
+            Some(ResponseError::OutOfOrderSequenceNumber)
+        );
     }
 
     #[test]

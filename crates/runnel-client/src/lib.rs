@@ -6,12 +6,15 @@
 //!   partition requests to leaders and exposes the admin, produce, fetch and list-offsets
 //!   operations the CLI needs, and consumer-group administration through each group's
 //!   coordinator (list, describe, committed offsets, offset commits, delete).
+//! - [`IdempotentProducer`]: a producer id and epoch from InitProducerId and per-partition
+//!   sequence numbers; its [`ProducerBatch`]es are resent unchanged, so brokers drop retries.
 //!
 //! Message codecs come from the `kafka-protocol` crate; this crate never hand-encodes them.
 
 mod client;
 mod connection;
 mod error;
+mod idempotence;
 pub mod partitioner;
 mod records;
 
@@ -23,8 +26,10 @@ pub use client::{
 };
 pub use connection::{decode_response_frame, encode_request_frame, ClientConfig, Connection};
 pub use error::{error_name, Error, Result};
+pub use idempotence::{increment_sequence, IdempotentProducer, ProducerBatch, ProducerIdentity};
 pub use records::{
-    decode_record_batches, encode_record_batch, ConsumedRecord, DecodedRecords, ProducerRecord,
+    decode_record_batches, encode_idempotent_record_batch, encode_record_batch, ConsumedRecord,
+    DecodedRecords, ProducerRecord,
 };
 
 /// Re-exported so callers can name compression types, error codes and ids without depending

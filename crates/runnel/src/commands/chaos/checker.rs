@@ -17,6 +17,9 @@ pub(crate) struct PartitionHistory {
     /// Sequence numbers that were sent in an attempt that failed or timed out: without
     /// idempotence such an attempt may have been written, so a copy of it is not a bug.
     pub(crate) retried: HashSet<u64>,
+    /// Whether the producer was idempotent: then the broker must drop every retried copy,
+    /// and a second copy of an acknowledged record is a duplicate even if it was retried.
+    pub(crate) idempotent: bool,
     /// Sequence numbers read from the partition, in offset order.
     pub(crate) read: Vec<u64>,
 }
@@ -30,9 +33,11 @@ pub(crate) struct PartitionVerdict {
     pub(crate) lost: usize,
     /// The first few lost sequence numbers, in ack order.
     pub(crate) lost_sample: Vec<u64>,
-    /// Acknowledged records never sent in a failed attempt that appear more than once.
+    /// Acknowledged records that appear more than once; without idempotence only those never
+    /// sent in a failed attempt count.
     pub(crate) duplicated: usize,
-    /// Records sent in a failed attempt that appear more than once (retry duplicates).
+    /// Other records that appear more than once: retried ones without idempotence, and
+    /// unacknowledged ones.
     pub(crate) retry_duplicates: usize,
     /// Acknowledged records that appear before a record acknowledged earlier.
     pub(crate) reordered: usize,
@@ -86,7 +91,7 @@ pub(crate) fn check_partition(history: &PartitionHistory) -> PartitionVerdict {
             unacked_appeared += 1;
         }
         if n > 1 {
-            if is_acked && !history.retried.contains(&seq) {
+            if is_acked && (history.idempotent || !history.retried.contains(&seq)) {
                 duplicated += 1;
             } else {
                 retry_duplicates += 1;
@@ -124,6 +129,41 @@ pub(crate) fn longest_gap(acks: &[f64], start: f64, end: f64) -> f64 {
     longest
 }
 
+/// One successful produce: when its response arrived and the sequence numbers it carried.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AckedBatch {
+    pub(crate) at: f64,
+    pub(crate) seqs: Vec<u64>,
+}
+
+/// How many records acknowledged inside one of `windows` are not in `read`.
+pub(crate) fn lost_acked_within(
+    acks: &[AckedBatch],
+    read: &[u64],
+    windows: &[(f64, f64)],
+) -> usize {
+    let read: HashSet<u64> = read.iter().copied().collect();
+    acks.iter()
+        .filter(|a| {
+            windows
+                .iter()
+                .any(|(from, to)| (*from..=*to).contains(&a.at))
+        })
+        .flat_map(|a| &a.seqs)
+        .filter(|s| !read.contains(s))
+        .count()
+}
+
+/// Seconds from the start of `window` to the first successful produce inside it; `None`
+/// when nothing succeeded inside it.
+pub(crate) fn first_ack_within(acks: &[f64], window: (f64, f64)) -> Option<f64> {
+    acks.iter()
+        .copied()
+        .filter(|t| (window.0..=window.1).contains(t))
+        .min_by(f64::total_cmp)
+        .map(|t| t - window.0)
+}
+
 /// Seconds from the last fault action to the first successful produce after it; `None` when
 /// nothing succeeded after it.
 pub(crate) fn time_to_recover(acks: &[f64], last_fault: f64) -> Option<f64> {
@@ -153,7 +193,50 @@ mod tests {
             acked: acked.to_vec(),
             retried: retried.iter().copied().collect(),
             read: read.to_vec(),
+            idempotent: false,
         }
+    }
+
+    #[test]
+    fn with_idempotence_a_copy_of_a_retried_acked_record_is_a_duplicate() {
+        let mut h = history(&[0, 1, 2], &[1, 3], &[0, 1, 1, 2, 3, 3]);
+        h.idempotent = true;
+        let v = check_partition(&h);
+        assert_eq!((v.duplicated, v.retry_duplicates), (1, 1));
+        assert!(v.violated());
+    }
+
+    #[test]
+    fn lost_records_are_attributed_to_the_window_of_their_ack() {
+        let acks = [
+            AckedBatch {
+                at: 1.0,
+                seqs: vec![0, 1],
+            },
+            AckedBatch {
+                at: 5.0,
+                seqs: vec![2, 3],
+            },
+            AckedBatch {
+                at: 9.0,
+                seqs: vec![4, 5],
+            },
+        ];
+        let read = [0, 2, 4, 5];
+        assert_eq!(lost_acked_within(&acks, &read, &[]), 0);
+        assert_eq!(lost_acked_within(&acks, &read, &[(4.0, 6.0)]), 1);
+        assert_eq!(
+            lost_acked_within(&acks, &read, &[(0.0, 2.0), (4.0, 6.0)]),
+            2
+        );
+        assert_eq!(lost_acked_within(&acks, &read, &[(8.0, 10.0)]), 0);
+    }
+
+    #[test]
+    fn first_ack_inside_a_window() {
+        assert_eq!(first_ack_within(&[1.0, 7.5, 6.5], (5.0, 8.0)), Some(1.5));
+        assert_eq!(first_ack_within(&[1.0, 9.0], (5.0, 8.0)), None);
+        assert_eq!(first_ack_within(&[], (5.0, 8.0)), None);
     }
 
     #[test]
@@ -331,11 +414,15 @@ mod tests {
             lost_sample: lost.into_iter().take(SAMPLE).collect(),
             duplicated: distinct
                 .iter()
-                .filter(|&&s| count(s) > 1 && is_acked(s) && !h.retried.contains(&s))
+                .filter(|&&s| {
+                    count(s) > 1 && is_acked(s) && (h.idempotent || !h.retried.contains(&s))
+                })
                 .count(),
             retry_duplicates: distinct
                 .iter()
-                .filter(|&&s| count(s) > 1 && (!is_acked(s) || h.retried.contains(&s)))
+                .filter(|&&s| {
+                    count(s) > 1 && (!is_acked(s) || (!h.idempotent && h.retried.contains(&s)))
+                })
                 .count(),
             reordered,
             unacked_appeared: distinct.iter().filter(|&&s| !is_acked(s)).count(),
@@ -384,6 +471,7 @@ mod tests {
             acked,
             retried,
             read,
+            idempotent: rng.random_bool(0.5),
         }
     }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use super::probe;
-use super::workload;
+use super::workload::{self, Counters};
 use crate::commands::local_cluster::{LocalCluster, STOP_TIMEOUT};
 
 /// How long a restarted node gets to answer /health with 200.
@@ -19,7 +19,10 @@ const RESTART_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a killed or paused node stays down.
 const DOWN_FOR: Duration = Duration::from_secs(5);
 /// Acks this soon after a majority went down may have been decided before it.
-const IN_FLIGHT_GRACE: f64 = 0.5;
+const IN_FLIGHT_GRACE: f64 = 1.0;
+/// How long kill-two waits, with one of its two nodes back, for produce to succeed again
+/// before it restarts the other.
+const ONE_BACK_PATIENCE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -36,7 +39,8 @@ pub(crate) enum Schedule {
     KillController,
     /// SIGTERM each node in turn, restarting it and waiting until it is healthy.
     RollingRestart,
-    /// SIGKILL two of three nodes; restart one, then the other.
+    /// SIGKILL two of three nodes (not partition 0's leader); restart one, wait until
+    /// produce succeeds again, then restart the other.
     KillTwo,
 }
 
@@ -61,6 +65,9 @@ pub(crate) struct FaultLog {
     pub(crate) events: Vec<FaultEvent>,
     /// Stretches in which a majority of the nodes was down: acks=all must not succeed then.
     pub(crate) quorum_loss: Vec<(f64, f64)>,
+    /// Stretches after a quorum loss in which one node had come back but not yet the others:
+    /// produce should recover within them.
+    pub(crate) one_back: Vec<(f64, f64)>,
 }
 
 pub(crate) struct Injector {
@@ -71,6 +78,8 @@ pub(crate) struct Injector {
     rng: StdRng,
     /// The broker session timeout the nodes run with.
     session_timeout: Duration,
+    /// The workload's totals, to see when produce succeeds again.
+    counters: Arc<Counters>,
     log: FaultLog,
 }
 
@@ -82,6 +91,7 @@ impl Injector {
         topic: String,
         seed: u64,
         session_timeout: Duration,
+        counters: Arc<Counters>,
     ) -> Self {
         Self {
             cluster,
@@ -90,6 +100,7 @@ impl Injector {
             topic,
             rng: StdRng::seed_from_u64(seed),
             session_timeout,
+            counters,
             log: FaultLog::default(),
         }
     }
@@ -279,10 +290,27 @@ impl Injector {
                 self.log.quorum_loss.push((down_from, self.now()));
             }
             self.restart(first).await;
+            if majority_down {
+                // From the moment it answers /health: acks before that are not its doing.
+                let back_from = self.now();
+                self.wait_for_an_ack().await;
+                self.log.one_back.push((back_from, self.now()));
+            }
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
         for id in victims {
             self.restart(id).await;
+        }
+    }
+
+    /// Waits (at most ONE_BACK_PATIENCE) until the workload gets a produce acknowledged.
+    async fn wait_for_an_ack(&mut self) {
+        if self.counters.wait_for_an_ack(ONE_BACK_PATIENCE).await {
+            self.note("produce acknowledged again".to_owned());
+        } else {
+            self.note(format!(
+                "no produce acknowledged within {} s of a node coming back",
+                ONE_BACK_PATIENCE.as_secs()
+            ));
         }
     }
 }

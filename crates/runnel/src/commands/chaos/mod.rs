@@ -1,6 +1,6 @@
-//! `runnel chaos`: starts a local cluster, produces to it with acks=all while a named fault
-//! schedule kills, pauses and restarts nodes, then reads everything back and reports whether
-//! every acknowledged record survived, once and in order.
+//! `runnel chaos`: starts a local cluster, produces to it with idempotent acks=all producers
+//! while a named fault schedule kills, pauses and restarts nodes, then reads everything back
+//! and reports whether every acknowledged record survived, once and in order.
 
 mod checker;
 mod faults;
@@ -30,6 +30,8 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 /// Bounds on starting the cluster and on it settling after the run.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long producing goes on past the schedule and the duration while nothing succeeds.
+const RECOVERY_PATIENCE: Duration = Duration::from_secs(15);
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct ChaosArgs {
@@ -39,7 +41,8 @@ pub(crate) struct ChaosArgs {
     /// Seed of the random choices (which node, how long); default: from the clock.
     #[arg(long)]
     seed: Option<u64>,
-    /// How long to produce, in seconds (longer if the schedule needs it to finish).
+    /// How long to produce, in seconds (longer if the schedule needs it to finish, and then
+    /// until a produce succeeds after the last fault, for up to 15 s more).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     duration: u64,
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=64))]
@@ -58,6 +61,10 @@ pub(crate) struct ChaosArgs {
     /// Node 1's Kafka port; ports are laid out as for `runnel dev`.
     #[arg(long, default_value_t = 19092, value_name = "PORT")]
     base_port: u16,
+    /// Produce without idempotence (no producer id or sequence numbers): retries may then
+    /// write records twice, which the report counts apart from real duplicates.
+    #[arg(long)]
+    no_idempotence: bool,
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -175,6 +182,7 @@ async fn execute(
             bootstrap.clone(),
             TOPIC.to_owned(),
             partition,
+            !args.no_idempotence,
             started,
             stop_rx.clone(),
             Arc::clone(&counters),
@@ -188,13 +196,16 @@ async fn execute(
         TOPIC.to_owned(),
         seed,
         SESSION_TIMEOUT,
+        Arc::clone(&counters),
     );
-    // Production lasts the duration and at least until the schedule has restored every node.
+    // Production lasts the duration and at least until the schedule has restored every node,
+    // then until a produce succeeds after the last fault (bounded), so recovery is measured.
     let faults_then_stop = async {
         let (faults, ()) = tokio::join!(
             injector.run(args.schedule, duration),
             tokio::time::sleep(duration)
         );
+        counters.wait_for_an_ack(RECOVERY_PATIENCE).await;
         let _ = stop_tx.send(true);
         faults
     };
@@ -222,11 +233,8 @@ async fn execute(
         .await
         .ok()
         .map(|()| settle_started.elapsed().as_secs_f64());
-    let ack_times: Vec<f64> = logs
-        .iter()
-        .flat_map(|(_, log)| log.ack_times.iter().copied())
-        .collect();
-    let rows = read_back(&bootstrap, logs, produced_for).await;
+    let ack_times: Vec<f64> = logs.iter().flat_map(|(_, log)| log.ack_times()).collect();
+    let rows = read_back(&bootstrap, logs, produced_for, &faults.quorum_loss).await;
     Ok(Report::judge(
         args,
         seed,
@@ -312,11 +320,13 @@ async fn wait_settled(cluster: &Mutex<LocalCluster>, timeout: Duration) -> anyho
     }
 }
 
-/// Reads every partition back and judges it against what its producer saw.
+/// Reads every partition back and judges it against what its producer saw; `quorum_loss` are
+/// the stretches in which a majority of the nodes was down.
 async fn read_back(
     bootstrap: &str,
     logs: Vec<(i32, ProducerLog)>,
     produced_for: f64,
+    quorum_loss: &[(f64, f64)],
 ) -> Vec<PartitionRow> {
     let mut client = workload::connect(bootstrap).await;
     let mut rows = Vec::with_capacity(logs.len());
@@ -332,7 +342,9 @@ async fn read_back(
             Err(e) => (Vec::new(), Some(e)),
         };
         let (errors, abandoned, last_error) = (log.errors, log.abandoned, log.last_error.clone());
-        let longest_unavailable_s = checker::longest_gap(&log.ack_times, 0.0, produced_for);
+        let longest_unavailable_s = checker::longest_gap(&log.ack_times(), 0.0, produced_for);
+        let lost_acked_during_quorum_loss =
+            checker::lost_acked_within(&log.acks, &read, quorum_loss);
         let verdict = checker::check_partition(&log.into_history(read));
         rows.push(PartitionRow {
             partition,
@@ -342,6 +354,7 @@ async fn read_back(
             last_produce_error: last_error,
             read_error,
             longest_unavailable_s,
+            lost_acked_during_quorum_loss,
         });
     }
     rows
@@ -359,6 +372,11 @@ impl Report {
     ) -> Self {
         let totals = report::totals(&per_partition);
         let acks_during_quorum_loss = checker::acks_within(ack_times, &faults.quorum_loss);
+        // The first of the stretches with one node back after a quorum loss (kill-two has one).
+        let recovered_with_one_node_back_s = faults
+            .one_back
+            .first()
+            .and_then(|&w| checker::first_ack_within(ack_times, w));
         let passed =
             !per_partition.iter().any(|r| r.verdict.violated()) && acks_during_quorum_loss == 0;
         Report {
@@ -368,8 +386,12 @@ impl Report {
             partitions: args.partitions,
             replication_factor: args.replication_factor,
             min_insync_replicas: args.min_insync_replicas,
-            idempotent: false,
-            note: report::NO_IDEMPOTENCE,
+            idempotent: !args.no_idempotence,
+            note: if args.no_idempotence {
+                report::NO_IDEMPOTENCE
+            } else {
+                report::IDEMPOTENCE
+            },
             produced_for_s: produced_for,
             produce_errors: per_partition.iter().map(|r| r.produce_errors).sum(),
             totals,
@@ -379,6 +401,12 @@ impl Report {
                 .last()
                 .and_then(|e| checker::time_to_recover(ack_times, e.at)),
             acks_during_quorum_loss,
+            lost_acked_during_quorum_loss: per_partition
+                .iter()
+                .map(|r| r.lost_acked_during_quorum_loss)
+                .sum(),
+            quorum_loss: faults.quorum_loss.clone(),
+            recovered_with_one_node_back_s,
             settled_after_s: settled_after,
             faults: faults.events,
             per_partition,

@@ -7,9 +7,13 @@ use super::checker::PartitionVerdict;
 use super::faults::{FaultEvent, Schedule};
 use crate::commands::table::Table;
 
-/// Said in every report until the workload produces idempotently.
+/// Said in the report of a run with --no-idempotence.
 pub(crate) const NO_IDEMPOTENCE: &str =
     "produced without idempotence: duplicates from retries are possible and counted apart";
+/// Said in the report of an idempotent run.
+pub(crate) const IDEMPOTENCE: &str =
+    "produced idempotently: retries resend the same batch, so any second copy of an \
+     acknowledged record counts as duplicated";
 
 /// One partition's line of the report.
 #[derive(Debug, Serialize)]
@@ -24,6 +28,8 @@ pub(crate) struct PartitionRow {
     pub(crate) read_error: Option<String>,
     /// The longest stretch without an ack in this partition.
     pub(crate) longest_unavailable_s: f64,
+    /// Records acknowledged while a majority of the nodes was down that are not there.
+    pub(crate) lost_acked_during_quorum_loss: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -47,6 +53,14 @@ pub(crate) struct Report {
     pub(crate) time_to_recover_s: Option<f64>,
     /// Produces acknowledged while a majority of the nodes was down.
     pub(crate) acks_during_quorum_loss: usize,
+    /// Of the records acknowledged while a majority was down, those not read back.
+    pub(crate) lost_acked_during_quorum_loss: usize,
+    /// The stretches (seconds since the start) in which a majority of the nodes was down.
+    pub(crate) quorum_loss: Vec<(f64, f64)>,
+    /// After a quorum loss, seconds from the first restarted node being healthy to the first
+    /// acknowledged produce while the others were still down; `None` without such a stretch
+    /// or ack.
+    pub(crate) recovered_with_one_node_back_s: Option<f64>,
     /// Seconds from the end of producing until the cluster was settled again; `None` if it
     /// did not settle in time.
     pub(crate) settled_after_s: Option<f64>,
@@ -161,7 +175,8 @@ pub(crate) fn render(r: &Report) -> String {
     }
     out.push_str(&format!(
         "\nlongest stretch without an ack: {:.1} s\ntime to recover after the last fault: {}\n\
-         acks while a majority was down: {}\ncluster settled after the run: {}\n",
+         acks while a majority was down: {} ({} of their records lost)\n\
+         cluster settled after the run: {}\n",
         r.longest_unavailable_s,
         seconds(
             r.time_to_recover_s,
@@ -172,8 +187,15 @@ pub(crate) fn render(r: &Report) -> String {
             }
         ),
         r.acks_during_quorum_loss,
+        r.lost_acked_during_quorum_loss,
         seconds(r.settled_after_s, "not within the limit"),
     ));
+    if !r.quorum_loss.is_empty() {
+        out.push_str(&format!(
+            "produce recovered with one node back after: {}\n",
+            seconds(r.recovered_with_one_node_back_s, "never")
+        ));
+    }
     if !r.faults.is_empty() {
         out.push_str("\nfault timeline:\n");
         for f in &r.faults {

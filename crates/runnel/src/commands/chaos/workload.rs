@@ -1,5 +1,6 @@
 //! The load a chaos run applies and checks: one producer per partition sending uniquely
-//! numbered records with acks=all, and reading every partition back afterwards.
+//! numbered records with acks=all (idempotently unless told otherwise), and reading every
+//! partition back afterwards.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use runnel_client::{
-    acks, offset_spec, Client, ClientConfig, Compression, Error, ProducerRecord, ResponseError,
+    acks, offset_spec, Client, ClientConfig, Compression, Error, IdempotentProducer, ProducerBatch,
+    ProducerRecord, ResponseError,
 };
 use tokio::sync::watch;
 
-use super::checker::PartitionHistory;
+use super::checker::{AckedBatch, PartitionHistory};
 
 /// Records per produce request.
 const BATCH: u64 = 4;
@@ -30,12 +32,29 @@ pub(crate) struct Counters {
     pub(crate) errors: AtomicU64,
 }
 
+impl Counters {
+    /// Waits until a produce is acknowledged after this call, at most `patience`; true if one
+    /// was.
+    pub(crate) async fn wait_for_an_ack(&self, patience: Duration) -> bool {
+        let before = self.acked.load(Ordering::Relaxed);
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if self.acked.load(Ordering::Relaxed) > before {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
 /// What one partition's producer saw.
 #[derive(Debug, Default)]
 pub(crate) struct ProducerLog {
-    pub(crate) acked: Vec<u64>,
-    /// When each successful produce response arrived, in seconds since the workload started.
-    pub(crate) ack_times: Vec<f64>,
+    pub(crate) idempotent: bool,
+    /// The successful produces in the order their responses arrived, with their arrival in
+    /// seconds since the workload started.
+    pub(crate) acks: Vec<AckedBatch>,
     pub(crate) retried: HashSet<u64>,
     pub(crate) errors: u64,
     /// Batches given up on after an error that retrying cannot fix.
@@ -44,11 +63,17 @@ pub(crate) struct ProducerLog {
 }
 
 impl ProducerLog {
+    /// When each successful produce response arrived.
+    pub(crate) fn ack_times(&self) -> Vec<f64> {
+        self.acks.iter().map(|a| a.at).collect()
+    }
+
     pub(crate) fn into_history(self, read: Vec<u64>) -> PartitionHistory {
         PartitionHistory {
-            acked: self.acked,
+            acked: self.acks.into_iter().flat_map(|a| a.seqs).collect(),
             retried: self.retried,
             read,
+            idempotent: self.idempotent,
         }
     }
 }
@@ -114,25 +139,52 @@ enum Attempt {
     GiveUp(String),
 }
 
-/// One bounded attempt to produce `records`, connecting first if needed. After a retriable
-/// error the leaders are reloaded; after a timeout the client is dropped, since a cancelled
-/// request leaves its connection in an unknown state.
+/// What is sent: plain records, encoded anew by every attempt, or an idempotent batch,
+/// encoded once and resent byte for byte so the broker drops the copies it already has.
+enum Payload<'a> {
+    Plain(&'a [ProducerRecord]),
+    Idempotent(&'a ProducerBatch),
+}
+
+/// The client, connecting first if needed; a failure is worth retrying.
+async fn connected<'c>(
+    client: &'c mut Option<Client>,
+    bootstrap: &str,
+) -> Result<&'c mut Client, String> {
+    match client {
+        Some(c) => Ok(c),
+        None => match connect(bootstrap).await {
+            Ok(c) => Ok(client.insert(c)),
+            Err(e) => Err(format!("{e:#}")),
+        },
+    }
+}
+
+/// One bounded attempt to produce `payload` with acks=all. After a retriable error the
+/// leaders are reloaded; after a timeout the client is dropped, since a cancelled request
+/// leaves its connection in an unknown state.
 async fn attempt(
     client: &mut Option<Client>,
     bootstrap: &str,
     topic: &str,
     partition: i32,
-    records: &[ProducerRecord],
+    payload: Payload<'_>,
 ) -> Attempt {
-    let c = match client {
-        Some(c) => c,
-        None => match connect(bootstrap).await {
-            Ok(c) => client.insert(c),
-            Err(e) => return Attempt::Retry(format!("{e:#}")),
-        },
+    let c = match connected(client, bootstrap).await {
+        Ok(c) => c,
+        Err(e) => return Attempt::Retry(e),
     };
-    let produce = c.produce_attempt(topic, partition, records, acks::ALL, Compression::None);
-    match tokio::time::timeout(ATTEMPT_TIMEOUT, produce).await {
+    let result = match payload {
+        Payload::Plain(records) => {
+            let produce =
+                c.produce_attempt(topic, partition, records, acks::ALL, Compression::None);
+            tokio::time::timeout(ATTEMPT_TIMEOUT, produce).await
+        }
+        Payload::Idempotent(batch) => {
+            tokio::time::timeout(ATTEMPT_TIMEOUT, c.produce_batch_attempt(batch)).await
+        }
+    };
+    match result {
         Ok(Ok(_)) => Attempt::Acked,
         Ok(Err(e)) if is_retriable(&e) => {
             if tokio::time::timeout(REQUEST_TIMEOUT, c.topic_metadata(topic))
@@ -154,18 +206,56 @@ async fn attempt(
     }
 }
 
+/// The idempotent batch of `records`, asking for a producer id first if there is none yet;
+/// a failure is worth retrying.
+async fn idempotent_batch(
+    producer: &mut Option<IdempotentProducer>,
+    client: &mut Option<Client>,
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    records: &[ProducerRecord],
+) -> Result<ProducerBatch, String> {
+    let p = match producer {
+        Some(p) => p,
+        None => {
+            let c = connected(client, bootstrap).await?;
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, c.idempotent_producer()).await {
+                Ok(Ok(p)) => producer.insert(p),
+                Ok(Err(e)) => return Err(format!("cannot get a producer id: {e}")),
+                Err(_) => {
+                    *client = None;
+                    return Err(format!(
+                        "no InitProducerId response within {} s",
+                        ATTEMPT_TIMEOUT.as_secs()
+                    ));
+                }
+            }
+        }
+    };
+    p.batch(topic, partition, records, Compression::None)
+        .map_err(|e| e.to_string())
+}
+
 /// Produces to one partition until `stop` turns true, retrying each batch until it is
-/// acknowledged, given up on, or the run ends.
+/// acknowledged, given up on, or the run ends. With `idempotent`, every retry resends the
+/// same batch (same producer id, epoch and sequence numbers); after a batch is given up on,
+/// the next one starts a new producer, since its sequence numbers would follow a gap.
 pub(crate) async fn produce_partition(
     bootstrap: String,
     topic: String,
     partition: i32,
+    idempotent: bool,
     started: Instant,
     mut stop: watch::Receiver<bool>,
     counters: Arc<Counters>,
 ) -> ProducerLog {
-    let mut log = ProducerLog::default();
+    let mut log = ProducerLog {
+        idempotent,
+        ..ProducerLog::default()
+    };
     let mut client: Option<Client> = None;
+    let mut producer: Option<IdempotentProducer> = None;
     let mut next_seq = 0;
     'batches: while !*stop.borrow() {
         let seqs: Vec<u64> = (next_seq..next_seq + BATCH).collect();
@@ -174,12 +264,41 @@ pub(crate) async fn produce_partition(
             .iter()
             .map(|&s| ProducerRecord::value(record_value(partition, s)))
             .collect();
+        // Made once per batch (idempotent only), then resent unchanged.
+        let mut batch: Option<ProducerBatch> = None;
         while !*stop.borrow() {
+            if idempotent && batch.is_none() {
+                match idempotent_batch(
+                    &mut producer,
+                    &mut client,
+                    &bootstrap,
+                    &topic,
+                    partition,
+                    &records,
+                )
+                .await
+                {
+                    Ok(b) => batch = Some(b),
+                    Err(msg) => {
+                        log.errors += 1;
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                        log.last_error = Some(msg);
+                        let _ = tokio::time::timeout(BACKOFF, stop.changed()).await;
+                        continue;
+                    }
+                }
+            }
+            let payload = match &batch {
+                Some(b) => Payload::Idempotent(b),
+                None => Payload::Plain(&records),
+            };
             let (failure, give_up) =
-                match attempt(&mut client, &bootstrap, &topic, partition, &records).await {
+                match attempt(&mut client, &bootstrap, &topic, partition, payload).await {
                     Attempt::Acked => {
-                        log.ack_times.push(started.elapsed().as_secs_f64());
-                        log.acked.extend(&seqs);
+                        log.acks.push(AckedBatch {
+                            at: started.elapsed().as_secs_f64(),
+                            seqs,
+                        });
                         counters.acked.fetch_add(BATCH, Ordering::Relaxed);
                         continue 'batches;
                     }
@@ -194,6 +313,7 @@ pub(crate) async fn produce_partition(
             let _ = tokio::time::timeout(BACKOFF, stop.changed()).await;
             if give_up {
                 log.abandoned += 1;
+                producer = None;
                 continue 'batches;
             }
         }
