@@ -259,19 +259,24 @@ def node(node_factory) -> Node:
     return node_factory()
 
 
-@pytest.fixture
-def cluster3(request, tmp_path):
-    """Three `runnel node` processes forming one cluster (all controllers and brokers), with
-    short broker session timeouts; see cluster.py. All are stopped at teardown."""
+def three_node_cluster(request, path: Path, extra_config: list[str] | None = None):
+    """Generator for fixtures: three `runnel node` processes forming one cluster (all
+    controllers and brokers) with short broker session timeouts (see cluster.py), their logs
+    shown on failure, all stopped at teardown."""
     from cluster import Cluster  # imported here: cluster.py imports this module
 
-    c = Cluster(3, tmp_path / "cluster")
+    c = Cluster(3, path, extra_config)
     request.node._runnel_nodes = c.nodes
     try:
         c.start()
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture
+def cluster3(request, tmp_path):
+    yield from three_node_cluster(request, tmp_path / "cluster")
 
 
 @pytest.fixture(scope="session")

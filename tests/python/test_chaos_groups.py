@@ -14,7 +14,8 @@ from confluent_kafka.admin import NewTopic
 import kafkawire as kw
 import util
 from cluster import Cluster
-from group_helpers import LOG_LEVEL, log_ends, wait_until
+from conftest import three_node_cluster
+from group_helpers import log_ends, member_conf, wait_until
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -59,18 +60,7 @@ def coordinator_of(cluster: Cluster, group: str, exclude: frozenset = frozenset(
 
 
 def group_consumer(bootstrap: str, group: str) -> Consumer:
-    return Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "session.timeout.ms": 6000,
-            "heartbeat.interval.ms": 500,
-            "socket.timeout.ms": 5000,
-            "log_level": LOG_LEVEL,
-        }
-    )
+    return Consumer(member_conf(bootstrap, group, **{"socket.timeout.ms": 5000}))
 
 
 def committed(c: Consumer, topic: str) -> dict[int, int] | None:
@@ -86,13 +76,7 @@ def committed(c: Consumer, topic: str) -> dict[int, int] | None:
 
 @pytest.fixture
 def cluster(request, tmp_path):
-    c = Cluster(3, tmp_path / "cluster", GROUP_CONFIG)
-    request.node._runnel_nodes = c.nodes
-    try:
-        c.start()
-        yield c
-    finally:
-        c.close()
+    yield from three_node_cluster(request, tmp_path / "cluster", GROUP_CONFIG)
 
 
 def test_committed_offsets_survive_the_coordinator_sigkill(cluster, topic):

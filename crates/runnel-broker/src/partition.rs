@@ -588,6 +588,13 @@ impl Partition {
         })
     }
 
+    /// After a truncation: the producer state of what the log still holds (from the newest
+    /// snapshot at or below its end, later ones deleted). Called with the log locked.
+    fn rebuild_producer_state(&self, log: &PartitionLog) {
+        let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+        *producers = ProducerStateManager::load(log, self.producer_expiration_ms);
+    }
+
     /// Truncates a follower's log to `offset` (a divergent tail found through the leader's
     /// epochs) and rebuilds the producer state for what remains.
     pub(crate) fn truncate_as_follower(
@@ -601,8 +608,7 @@ impl Partition {
             }
             let before = log.log_end_offset();
             log.truncate_to(offset)?;
-            let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
-            *producers = ProducerStateManager::load(log, self.producer_expiration_ms);
+            self.rebuild_producer_state(log);
             tracing::info!(
                 topic = self.topic,
                 partition = self.index,
@@ -630,8 +636,7 @@ impl Partition {
         self.as_follower(leader_epoch, |log| {
             let before = log.log_end_offset();
             log.truncate_fully_and_start_at(offset)?;
-            let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
-            *producers = ProducerStateManager::load(log, self.producer_expiration_ms);
+            self.rebuild_producer_state(log);
             tracing::warn!(
                 topic = self.topic,
                 partition = self.index,
