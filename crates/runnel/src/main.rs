@@ -34,6 +34,9 @@ enum Command {
     Dev(commands::dev::DevArgs),
     /// Run a local cluster under a fault schedule and check that acknowledged records survive.
     Chaos(commands::chaos::ChaosArgs),
+    /// Run a measurement on a fresh local cluster and write its results under target/experiments.
+    #[command(subcommand)]
+    Experiment(commands::experiment::ExperimentCommand),
     /// Inspect the cluster through the nodes' HTTP endpoints.
     #[command(subcommand)]
     Cluster(commands::cluster::ClusterCommand),
@@ -62,6 +65,7 @@ fn main() -> std::process::ExitCode {
             Command::Dev(args) => commands::dev::run(args).await,
             Command::Cluster(cmd) => commands::cluster::run(cmd).await,
             Command::Chaos(args) => commands::chaos::run(args).await,
+            Command::Experiment(cmd) => commands::experiment::run(cmd).await,
         }
     });
     match result {

@@ -5,6 +5,7 @@
 //! on errors (delivery failures, lost or out-of-order records, a node that did not start or
 //! died), never because a number is slow.
 
+mod cluster;
 mod node;
 mod report;
 mod scenarios;
@@ -17,12 +18,19 @@ use clap::Parser;
 
 use scenarios::{Outcome, ProduceSpec};
 
+/// The cluster of the replicated scenarios (`*-rf3-*`) and their topics' settings.
+const CLUSTER_NODES: usize = 3;
+const REPLICATED_RF: u16 = 3;
+const REPLICATED_MIN_ISR: u16 = 2;
+
 const SCENARIOS: &[&str] = &[
     "produce-100b-acks1",
     "produce-100b-acksall",
     "produce-100b-idempotent",
     "produce-1k-acks1",
     "produce-1k-acksall",
+    "produce-100b-rf3-acksall",
+    "produce-1k-rf3-acksall",
     "consume-100b",
     "consume-1k",
     "latency",
@@ -124,19 +132,139 @@ fn resolve_bin(root: &Path, bin: &Path) -> Result<PathBuf> {
     )
 }
 
-/// Records the node's RSS and CPU after a scenario, checks the node still runs, prints a line.
-/// `cpu_mark` holds the node's cumulative CPU at the start of the scenario and is moved on.
-fn after(o: &mut Outcome, node: &mut Option<node::Node>, cpu_mark: &mut f64) -> Result<()> {
-    if let Some(n) = node.as_mut() {
-        if let Some(s) = node::proc_stats(n.pid) {
-            o.node_rss_mib = Some(s.rss_mib);
-            o.node_cpu_seconds = Some(((s.cpu_seconds - *cpu_mark) * 100.0).round() / 100.0);
-            *cpu_mark = s.cpu_seconds;
-        }
+/// Records the nodes' RSS and CPU after a scenario (summed over a cluster's nodes), checks
+/// they still run, prints a line. `cpu_mark` holds the nodes' cumulative CPU at the start of
+/// the scenario and is moved on.
+fn after(o: &mut Outcome, nodes: &mut [node::Node], cpu_mark: &mut f64) -> Result<()> {
+    let stats: Vec<node::ProcStats> = nodes
+        .iter()
+        .filter_map(|n| node::proc_stats(n.pid))
+        .collect();
+    if !stats.is_empty() {
+        let cpu: f64 = stats.iter().map(|s| s.cpu_seconds).sum();
+        o.node_rss_mib = Some(stats.iter().map(|s| s.rss_mib).sum());
+        o.node_cpu_seconds = Some(((cpu - *cpu_mark) * 100.0).round() / 100.0);
+        *cpu_mark = cpu;
+    }
+    for n in nodes {
         n.check_alive()?;
     }
     report::print_line(o);
     Ok(())
+}
+
+/// An error text for a node that did not stop cleanly, if it did not.
+fn stop_problem(s: &node::StopInfo, what: &str) -> Option<String> {
+    if s.died_early {
+        Some(format!("{what} had exited before the bench stopped it"))
+    } else if s.killed {
+        Some(format!(
+            "{what} did not stop within {:.0}s of SIGTERM and was killed",
+            s.stop_seconds
+        ))
+    } else if s.exit_code != Some(0) {
+        Some(format!(
+            "{what} exited with {:?} after SIGTERM",
+            s.exit_code
+        ))
+    } else {
+        None
+    }
+}
+
+/// Produce throughput on a fresh cluster with replicated topics, with the same producer
+/// settings as the single-node runs. Stops the cluster before returning.
+fn replicated_runs(
+    args: &Args,
+    root: &Path,
+    out_dir: &Path,
+    runs: &[(&str, usize, u64)],
+    topic: &dyn Fn(&str) -> String,
+    extra_errors: &mut Vec<String>,
+) -> Result<Vec<Outcome>> {
+    let bin = resolve_bin(root, &args.runnel_bin)?;
+    let nodes = CLUSTER_NODES;
+    eprintln!("starting a {nodes}-node cluster of {} ...", bin.display());
+    let t0 = Instant::now();
+    let mut cluster = cluster::Cluster::start(
+        &bin,
+        nodes,
+        args.data_parent.as_deref(),
+        out_dir,
+        &args.node_configs,
+    )?;
+    eprintln!(
+        "cluster up on {} in {:.2}s",
+        cluster.bootstrap(),
+        t0.elapsed().as_secs_f64()
+    );
+    let bootstrap = cluster.bootstrap();
+    let mut cpu_mark: f64 = cluster
+        .nodes
+        .iter()
+        .filter_map(|n| node::proc_stats(n.pid))
+        .map(|s| s.cpu_seconds)
+        .sum();
+    let mut outcomes = Vec::new();
+    for &(name, size, records) in runs {
+        let t = topic(name);
+        cluster.create_topic(&t, args.partitions, REPLICATED_RF, REPLICATED_MIN_ISR)?;
+        let spec = ProduceSpec {
+            scenario: format!("produce {size} B, acks=all, RF={REPLICATED_RF} ({nodes} nodes)"),
+            idempotent: false,
+            bootstrap: &bootstrap,
+            topic: t,
+            value_bytes: size,
+            acks: "all",
+            replication_factor: REPLICATED_RF,
+            records,
+            time_limit: Duration::from_secs(args.time_limit),
+        };
+        let mut o = scenarios::produce_throughput(&spec)?;
+        o.note.push_str(&format!(
+            ", min.insync.replicas={REPLICATED_MIN_ISR}, node RSS and CPU summed over {nodes} nodes"
+        ));
+        after(&mut o, &mut cluster.nodes, &mut cpu_mark)?;
+        outcomes.push(o);
+    }
+    for (i, s) in cluster.stop().iter().enumerate() {
+        if let Some(p) = s
+            .as_ref()
+            .and_then(|s| stop_problem(s, &format!("cluster node {}", i + 1)))
+        {
+            extra_errors.push(p);
+        }
+    }
+    Ok(outcomes)
+}
+
+/// RF=3 acks=all over RF=1 acks=1 records/s, per value size both ran at.
+fn replication_ratios(outcomes: &[Outcome]) -> Vec<report::Ratio> {
+    let rate = |size: usize, rf: u16, acks: &str| {
+        outcomes
+            .iter()
+            .find(|o| {
+                o.value_bytes == size
+                    && o.replication_factor == rf
+                    && o.acks == acks
+                    && o.scenario.starts_with("produce")
+                    && !o.scenario.ends_with("idempotent")
+            })
+            .map(|o| o.records_per_sec)
+    };
+    [1024, 100]
+        .into_iter()
+        .filter_map(|size| {
+            let rf1 = rate(size, 1, "1")?;
+            let rf3 = rate(size, REPLICATED_RF, "all")?;
+            Some(report::Ratio {
+                value_bytes: size,
+                rf1_acks1_records_per_sec: rf1,
+                rf3_acksall_records_per_sec: rf3,
+                ratio: if rf1 > 0.0 { rf3 / rf1 } else { 0.0 },
+            })
+        })
+        .collect()
 }
 
 /// Returns Ok(true) when the run had no errors.
@@ -244,11 +372,12 @@ fn run() -> Result<bool> {
             topic: topic(t),
             value_bytes: size,
             acks,
+            replication_factor: 1,
             records,
             time_limit: limit,
         };
         let mut o = scenarios::produce_throughput(&spec)?;
-        after(&mut o, &mut node, &mut cpu_mark)?;
+        after(&mut o, node.as_mut_slice(), &mut cpu_mark)?;
         outcomes.push(o);
     }
 
@@ -288,7 +417,7 @@ fn run() -> Result<bool> {
                 o.target_records - produced.records
             ));
         }
-        after(&mut o, &mut node, &mut cpu_mark)?;
+        after(&mut o, node.as_mut_slice(), &mut cpu_mark)?;
         outcomes.push(o);
     }
 
@@ -300,7 +429,7 @@ fn run() -> Result<bool> {
             args.latency_rate,
             args.latency_secs,
         )?;
-        after(&mut o, &mut node, &mut cpu_mark)?;
+        after(&mut o, node.as_mut_slice(), &mut cpu_mark)?;
         outcomes.push(o);
     }
 
@@ -316,25 +445,51 @@ fn run() -> Result<bool> {
             cpu_seconds: end.map(|s| s.cpu_seconds),
         });
         let s = n.stop();
-        if let Some(s) = &s {
-            if s.died_early {
-                extra_errors.push("the node had exited before the bench stopped it".into());
-            } else if s.killed {
-                extra_errors.push(format!(
-                    "the node did not stop within {:.0}s of SIGTERM and was killed",
-                    s.stop_seconds
-                ));
-            } else if s.exit_code != Some(0) {
-                extra_errors.push(format!(
-                    "the node exited with {:?} after SIGTERM",
-                    s.exit_code
-                ));
-            }
+        if let Some(p) = s.as_ref().and_then(|s| stop_problem(s, "the node")) {
+            extra_errors.push(p);
         }
         stop = s;
         node_log = Some(node::summarize_log(&n.log_path));
     }
 
+    // The replicated runs come once the single node is gone, so the cluster has the machine
+    // to itself. (topic, value bytes, records)
+    let replicated: Vec<(&str, usize, u64)> = [
+        (
+            "produce-1k-rf3-acksall",
+            "p1k-rf3-acksall",
+            1024,
+            args.records_large,
+        ),
+        (
+            "produce-100b-rf3-acksall",
+            "p100-rf3-acksall",
+            100,
+            args.records_small,
+        ),
+    ]
+    .into_iter()
+    .filter(|(id, ..)| wanted(id))
+    .map(|(_, t, size, records)| (t, size, records))
+    .collect();
+    if !replicated.is_empty() {
+        if args.bootstrap.is_some() {
+            eprintln!(
+                "skipping the rf3 scenarios: they start their own cluster, not with --bootstrap"
+            );
+        } else {
+            outcomes.extend(replicated_runs(
+                &args,
+                &root,
+                &out_dir,
+                &replicated,
+                &topic,
+                &mut extra_errors,
+            )?);
+        }
+    }
+
+    let replication_ratios = replication_ratios(&outcomes);
     let results = report::Results {
         started_unix: run_id,
         bootstrap: if args.bootstrap.is_some() {
@@ -353,6 +508,7 @@ fn run() -> Result<bool> {
         node_stop: stop,
         node_log,
         other_errors: extra_errors,
+        replication_ratios,
     };
     report::print_table(&results);
     report::write(&results, &out_dir)?;

@@ -20,6 +20,7 @@ pub struct Node {
     child: Option<Child>,
     pub pid: u32,
     pub kafka: SocketAddr,
+    http: SocketAddr,
     pub log_path: PathBuf,
     _data_dir: tempfile::TempDir,
 }
@@ -42,6 +43,46 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// Where one node listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub kafka: SocketAddr,
+    pub http: SocketAddr,
+    pub rpc: SocketAddr,
+}
+
+/// `nodes` sets of distinct free loopback ports. Another process could grab one between our
+/// probe and the node's bind; the node then fails to start and we say so.
+pub fn free_ports(nodes: usize) -> Result<Vec<Ports>> {
+    let mut ports = Vec::new();
+    while ports.len() < 3 * nodes {
+        let p = free_port()?;
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    Ok(ports
+        .chunks(3)
+        .map(|c| Ports {
+            kafka: addr(c[0]),
+            http: addr(c[1]),
+            rpc: addr(c[2]),
+        })
+        .collect())
+}
+
+/// A fresh temporary data dir under `tmp_parent` (system temp dir when None).
+pub fn temp_data_dir(tmp_parent: Option<&Path>) -> Result<tempfile::TempDir> {
+    match tmp_parent {
+        Some(p) => tempfile::Builder::new()
+            .prefix("runnel-bench-")
+            .tempdir_in(p),
+        None => tempfile::Builder::new().prefix("runnel-bench-").tempdir(),
+    }
+    .context("cannot create a temporary data dir")
+}
+
 impl Node {
     /// Spawns `bin node ...` on free loopback ports with a fresh data dir under `tmp_parent`
     /// (system temp dir when None), logging to `log_path`, and waits for `/health`.
@@ -51,26 +92,29 @@ impl Node {
         log_path: &Path,
         extra_configs: &[String],
     ) -> Result<Node> {
-        let data_dir = match tmp_parent {
-            Some(p) => tempfile::Builder::new()
-                .prefix("runnel-bench-")
-                .tempdir_in(p),
-            None => tempfile::Builder::new().prefix("runnel-bench-").tempdir(),
-        }
-        .context("cannot create a temporary data dir")?;
-        // Three distinct free ports. Another process could grab one between our probe and the
-        // node's bind; the node then fails to start and we say so.
-        let mut ports = Vec::new();
-        while ports.len() < 3 {
-            let p = free_port()?;
-            if !ports.contains(&p) {
-                ports.push(p);
-            }
-        }
-        let kafka: SocketAddr = format!("127.0.0.1:{}", ports[0]).parse()?;
-        let http: SocketAddr = format!("127.0.0.1:{}", ports[1]).parse()?;
-        let rpc: SocketAddr = format!("127.0.0.1:{}", ports[2]).parse()?;
+        let ports = free_ports(1)?[0];
+        let mut node = Node::spawn(
+            bin,
+            temp_data_dir(tmp_parent)?,
+            ports,
+            &[],
+            log_path,
+            extra_configs,
+        )?;
+        node.wait_healthy()?;
+        Ok(node)
+    }
 
+    /// Spawns `bin node ...` with `extra_args` (e.g. `--node-id`, `--voters`) without waiting
+    /// for it; see [`Node::wait_healthy`].
+    pub fn spawn(
+        bin: &Path,
+        data_dir: tempfile::TempDir,
+        ports: Ports,
+        extra_args: &[String],
+        log_path: &Path,
+        extra_configs: &[String],
+    ) -> Result<Node> {
         let log = File::create(log_path)
             .with_context(|| format!("cannot create node log {}", log_path.display()))?;
         let mut cmd = Command::new(bin);
@@ -78,11 +122,12 @@ impl Node {
             .arg("--data-dir")
             .arg(data_dir.path())
             .arg("--kafka-listen")
-            .arg(kafka.to_string())
+            .arg(ports.kafka.to_string())
             .arg("--http-listen")
-            .arg(http.to_string())
+            .arg(ports.http.to_string())
             .arg("--rpc-listen")
-            .arg(rpc.to_string());
+            .arg(ports.rpc.to_string())
+            .args(extra_args);
         for c in extra_configs {
             cmd.arg("--config").arg(c);
         }
@@ -90,7 +135,10 @@ impl Node {
             .stdout(log.try_clone()?)
             .stderr(log)
             .env("NO_COLOR", "1")
-            .env_remove("RUNNEL_CONFIG");
+            .env_remove("RUNNEL_CONFIG")
+            .env_remove("RUNNEL_VOTERS")
+            .env_remove("RUNNEL_NODE_ID")
+            .env_remove("RUNNEL_ROLES");
         // If the bench itself is killed hard, take the node with it.
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
@@ -102,31 +150,35 @@ impl Node {
         let child = cmd
             .spawn()
             .with_context(|| format!("cannot start the node binary {}", bin.display()))?;
-        let pid = child.id();
-        let mut node = Node {
+        Ok(Node {
+            pid: child.id(),
             child: Some(child),
-            pid,
-            kafka,
+            kafka: ports.kafka,
+            http: ports.http,
             log_path: log_path.to_path_buf(),
             _data_dir: data_dir,
-        };
+        })
+    }
 
+    /// Waits up to STARTUP_TIMEOUT for `GET /health` to answer 200.
+    pub fn wait_healthy(&mut self) -> Result<()> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            if let Some(status) = node.child.as_mut().unwrap().try_wait()? {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
                 bail!(
                     "the node exited during startup ({status}); last log lines:\n{}",
-                    tail(&node.log_path, 20)
+                    tail(&self.log_path, 20)
                 );
             }
-            if health_ok(http) {
-                return Ok(node);
+            if health_ok(self.http) {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
-                    "the node did not answer GET /health on {http} within {}s; last log lines:\n{}",
+                    "the node did not answer GET /health on {} within {}s; last log lines:\n{}",
+                    self.http,
                     STARTUP_TIMEOUT.as_secs(),
-                    tail(&node.log_path, 20)
+                    tail(&self.log_path, 20)
                 );
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -20,6 +20,16 @@ pub struct Memory {
     pub cpu_seconds: Option<f64>,
 }
 
+/// What replication costs: RF=3 acks=all throughput over RF=1 acks=1 at one value size.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Ratio {
+    pub value_bytes: usize,
+    pub rf1_acks1_records_per_sec: f64,
+    pub rf3_acksall_records_per_sec: f64,
+    /// rf3_acksall_records_per_sec / rf1_acks1_records_per_sec.
+    pub ratio: f64,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Results {
     pub started_unix: u64,
@@ -33,6 +43,7 @@ pub struct Results {
     pub node_stop: Option<StopInfo>,
     pub node_log: Option<LogSummary>,
     pub other_errors: Vec<String>,
+    pub replication_ratios: Vec<Ratio>,
 }
 
 impl Results {
@@ -193,6 +204,13 @@ fn table(results: &Results, markdown: bool) -> String {
 
 fn summary(results: &Results) -> String {
     let mut s = String::new();
+    for r in &results.replication_ratios {
+        let _ = writeln!(
+            s,
+            "Replication cost at {} B: RF=3 acks=all / RF=1 acks=1 = {:.2} ({:.0} vs {:.0} records/s).",
+            r.value_bytes, r.ratio, r.rf3_acksall_records_per_sec, r.rf1_acks1_records_per_sec
+        );
+    }
     if let Some(m) = &results.memory {
         let _ = writeln!(
             s,
@@ -267,7 +285,10 @@ pub fn write(results: &Results, dir: &Path) -> Result<()> {
         md,
         "Node: {}. Producer runs: one librdkafka producer, linger.ms=5, batch.size=1000000, no compression. \
          Latency: paced, acks=all, linger.ms=0, send() to delivery report. MiB/s counts record values only. \
-         \"(time limit)\" marks a run ended by the time limit rather than the record count.\n",
+         \"(time limit)\" marks a run ended by the time limit rather than the record count. \
+         RF=3 rows: a separate 3-node cluster started once the single node is stopped, topics created with \
+         replication.factor=3 and min.insync.replicas=2, the same producer settings; their node RSS and CPU \
+         are summed over the nodes.\n",
         results.bootstrap
     );
     md.push_str(&table(results, true));

@@ -27,6 +27,8 @@ pub struct Outcome {
     pub topic: String,
     pub value_bytes: usize,
     pub acks: String,
+    /// Replication factor of the topic (1 on the single node).
+    pub replication_factor: u16,
     /// Records the scenario was allowed to send or read.
     pub target_records: u64,
     /// Records acknowledged without error (producer) or read (consumer).
@@ -183,6 +185,7 @@ pub struct ProduceSpec<'a> {
     pub topic: String,
     pub value_bytes: usize,
     pub acks: &'static str,
+    pub replication_factor: u16,
     /// `enable.idempotence`: the broker then checks every batch's producer sequence.
     pub idempotent: bool,
     pub records: u64,
@@ -241,6 +244,18 @@ fn ensure_topic<C: ClientContext>(
     }
 }
 
+/// How many live brokers the cluster's Metadata lists.
+pub fn live_brokers(bootstrap: &str) -> Result<usize> {
+    let producer: BaseProducer<Ctx> = base_config(bootstrap)
+        .create_with_context(Ctx::new(false))
+        .context("cannot create a metadata client")?;
+    let md = producer
+        .client()
+        .fetch_metadata(None, Duration::from_secs(5))
+        .context("metadata")?;
+    Ok(md.brokers().len())
+}
+
 /// Polls until every queued message has its delivery report (or the timeout passes).
 /// Returns the number of messages still without a report.
 fn drain(producer: &BaseProducer<Ctx>, timeout: Duration) -> i32 {
@@ -292,6 +307,7 @@ pub fn produce_throughput(spec: &ProduceSpec<'_>) -> Result<Outcome> {
         topic: spec.topic.clone(),
         value_bytes: spec.value_bytes,
         acks: spec.acks.to_string(),
+        replication_factor: spec.replication_factor,
         target_records: spec.records,
         note: format!("{partitions} partition(s), linger.ms=5"),
         ..Default::default()
@@ -357,6 +373,7 @@ pub fn produce_latency(
         topic: topic.to_string(),
         value_bytes,
         acks: "all".into(),
+        replication_factor: 1,
         target_records: records,
         note: format!("{partitions} partition(s), linger.ms=0, paced"),
         ..Default::default()
@@ -467,6 +484,7 @@ pub fn consume_throughput(
         topic: topic.to_string(),
         value_bytes,
         acks: "-".into(),
+        replication_factor: 1,
         target_records: expected,
         note: format!("{partitions} partition(s), assign() from the beginning"),
         ..Default::default()

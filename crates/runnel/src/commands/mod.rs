@@ -4,6 +4,7 @@ pub(crate) mod chaos;
 pub(crate) mod cluster;
 pub(crate) mod consume;
 pub(crate) mod dev;
+pub(crate) mod experiment;
 pub(crate) mod group;
 pub(crate) mod local_cluster;
 pub(crate) mod produce;
