@@ -34,6 +34,8 @@ const CALL_BACKOFF: Duration = Duration::from_millis(500);
 /// considered dead and reopened.
 const RESPONSE_GRACE: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// HTTP/2 receive window of a fetch stream: larger than a default fetch response (10 MiB).
+const FLOW_CONTROL_WINDOW: u32 = 16 << 20;
 
 impl ReplicaManager {
     /// Runs a fetcher for every leader this node follows partitions of, re-planning on each
@@ -164,6 +166,10 @@ impl Fetcher {
             .expect("a host:port makes a valid URI")
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
+            // HTTP/2's default 64 KiB flow-control windows would make every megabyte of a
+            // fetch response wait for window updates; the follower takes whole responses.
+            .initial_stream_window_size(Some(FLOW_CONTROL_WINDOW))
+            .initial_connection_window_size(Some(FLOW_CONTROL_WINDOW))
             .connect_lazy();
         let client = ReplicaServiceClient::new(channel)
             .max_decoding_message_size(runnel_rpc::MAX_MESSAGE_BYTES)
