@@ -22,6 +22,9 @@ pub enum BrokerError {
     InvalidRequest(String),
     #[error("only {in_sync} in-sync replicas, min.insync.replicas is {needed}")]
     NotEnoughReplicas { in_sync: usize, needed: usize },
+    /// Written and replicated, but the ISR shrank below `min.insync.replicas` meanwhile.
+    #[error("the records were written but only {in_sync} replicas are in sync now, min.insync.replicas is {needed}")]
+    NotEnoughReplicasAfterAppend { in_sync: usize, needed: usize },
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// An idempotent producer's batch failed its sequence or epoch check.
@@ -39,6 +42,9 @@ pub enum BrokerError {
     /// The controller refused the command.
     #[error("{0}")]
     Controller(ControllerError),
+    /// The local metadata is older than the partition's log: wait for newer metadata.
+    #[error("{0}")]
+    StaleMetadata(String),
     /// The data dir cannot be used (not a directory, in use, unreadable, inconsistent).
     #[error("{0}")]
     DataDir(String),
@@ -66,6 +72,9 @@ impl BrokerError {
             BrokerError::InvalidConfig(_) => ResponseError::InvalidConfig,
             BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
             BrokerError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+            BrokerError::NotEnoughReplicasAfterAppend { .. } => {
+                ResponseError::NotEnoughReplicasAfterAppend
+            }
             BrokerError::Storage(e) => match e {
                 StorageError::CorruptBatch(_) => ResponseError::CorruptMessage,
                 StorageError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
@@ -74,7 +83,9 @@ impl BrokerError {
                 _ => ResponseError::KafkaStorageError,
             },
             BrokerError::Producer(e) => e.code(),
-            BrokerError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+            BrokerError::NotLeader { .. } | BrokerError::StaleMetadata(_) => {
+                ResponseError::NotLeaderOrFollower
+            }
             BrokerError::ControllerUnavailable(_) | BrokerError::RequestTimedOut(_) => {
                 ResponseError::RequestTimedOut
             }

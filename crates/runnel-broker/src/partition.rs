@@ -61,9 +61,10 @@ pub enum RoleChange {
 /// A follower's fetch as the leader saw it.
 #[derive(Debug)]
 pub enum FollowerFetch {
-    /// Serve records from the fetch offset; `isr_change` is an expansion for the controller.
+    /// Serve records from the fetch offset, read as the leader at `leader_epoch`;
+    /// `isr_change` is an expansion for the controller.
     Serve {
-        high_watermark: i64,
+        leader_epoch: i32,
         isr_change: Option<IsrChange>,
     },
     /// The follower's log diverges from the leader's (KIP-320): it truncates to this first.
@@ -136,7 +137,7 @@ pub struct Partition {
 
 impl Partition {
     /// A replica around an opened log. The high watermark starts at `checkpointed_hw` (the
-    /// last one this node knew; the log end when none was recorded), never above the log end.
+    /// last one this node knew; the log start when none was recorded), never above the log end.
     pub(crate) fn new(
         topic: String,
         topic_id: Uuid,
@@ -146,8 +147,10 @@ impl Partition {
         checkpointed_hw: Option<i64>,
     ) -> Self {
         let leo = log.log_end_offset();
+        // Without a checkpoint nothing is known to be committed: the log start, as in Kafka
+        // (a sole in-sync leader moves it to its log end at once).
         let hw = checkpointed_hw
-            .unwrap_or(leo)
+            .unwrap_or(log.log_start_offset())
             .clamp(log.log_start_offset(), leo);
         let producers = ProducerStateManager::load(&log, producer_expiration_ms);
         let (view, _) = watch::channel(ReplicaView {
@@ -231,9 +234,14 @@ impl Partition {
         });
     }
 
+    /// A follower's high watermark; the leader epoch field is left alone. Called with the
+    /// role locked, so it cannot overwrite what a concurrent role change published.
     fn publish_high_watermark(&self, high_watermark: i64) {
-        let epoch = self.view.borrow().leader_epoch;
-        self.publish(high_watermark, epoch);
+        self.view.send_if_modified(|v| {
+            let changed = v.high_watermark != high_watermark;
+            v.high_watermark = high_watermark;
+            changed
+        });
     }
 
     /// Validates and appends one or more v2 record batches as the leader at `leader_epoch`;
@@ -285,6 +293,9 @@ impl Partition {
                     }
                 }
             }
+            if log.latest_epoch().is_some_and(|e| e > leader_epoch) {
+                return Err(self.not_leader());
+            }
             let info = log.append(batches, leader_epoch, now)?;
             if let Some(headers) = &headers {
                 let mut offset = info.base_offset;
@@ -313,11 +324,14 @@ impl Partition {
     /// Waits until the high watermark reaches `required_offset` (an acks=all produce whose
     /// last offset is `required_offset - 1`) while this node leads at `leader_epoch`.
     /// NotLeader as soon as leadership moves (the records may still be committed by the new
-    /// leader; the client's retry finds out), RequestTimedOut after `timeout`.
+    /// leader; the client's retry finds out), RequestTimedOut after `timeout`, and
+    /// NotEnoughReplicasAfterAppend when the ISR that has them is smaller than
+    /// `min_insync_replicas` by then (Kafka's `checkEnoughReplicasReachOffset`).
     pub async fn wait_committed(
         &self,
         required_offset: i64,
         leader_epoch: i32,
+        min_insync_replicas: usize,
         timeout: Duration,
     ) -> Result<(), BrokerError> {
         let mut rx = self.view.subscribe();
@@ -328,7 +342,7 @@ impl Partition {
                     return Err(self.not_leader());
                 }
                 if view.high_watermark >= required_offset {
-                    return Ok(());
+                    return self.check_replicas_after_append(leader_epoch, min_insync_replicas);
                 }
                 if rx.changed().await.is_err() {
                     return Err(self.not_leader());
@@ -344,6 +358,24 @@ impl Partition {
                 required_offset - 1,
                 timeout.as_millis()
             ))),
+        }
+    }
+
+    fn check_replicas_after_append(
+        &self,
+        leader_epoch: i32,
+        needed: usize,
+    ) -> Result<(), BrokerError> {
+        match &*self.lock_role() {
+            Role::Leader(state) if state.leader_epoch() == leader_epoch => {
+                let in_sync = state.maximal_isr_len();
+                if in_sync < needed {
+                    Err(BrokerError::NotEnoughReplicasAfterAppend { in_sync, needed })
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Err(self.not_leader()),
         }
     }
 
@@ -379,6 +411,17 @@ impl Partition {
                 }
             }
             let leo = self.with_log(|log| {
+                // The log holds an epoch newer than this image's: the image is stale (a
+                // restarted node replaying its metadata), not a leadership to take.
+                if log.latest_epoch().is_some_and(|e| e > p.leader_epoch) {
+                    return Err(BrokerError::StaleMetadata(format!(
+                        "{}-{}: the log holds leader epoch {:?}, newer than the metadata's {}",
+                        self.topic,
+                        self.index,
+                        log.latest_epoch(),
+                        p.leader_epoch
+                    )));
+                }
                 log.assign_leader_epoch(p.leader_epoch)?;
                 Ok(log.log_end_offset())
             })?;
@@ -443,12 +486,11 @@ impl Partition {
         }
         match state.on_follower_fetch(replica, fetch_offset, leo, now_ms, may_join_isr) {
             Ok(outcome) => {
-                let high_watermark = state.high_watermark();
-                if outcome.high_watermark.is_some() {
-                    self.publish(high_watermark, state.leader_epoch());
+                if let Some(hw) = outcome.high_watermark {
+                    self.publish(hw, state.leader_epoch());
                 }
                 Ok(FollowerFetch::Serve {
-                    high_watermark,
+                    leader_epoch: state.leader_epoch(),
                     isr_change: outcome.isr_change,
                 })
             }
@@ -506,8 +548,26 @@ impl Partition {
         Ok(EpochEndOffset { epoch, end_offset })
     }
 
+    /// What a follower copies: whole batches from `offset` up to the log end, read while
+    /// this node still leads at `leader_epoch` (after a long poll it may not).
+    pub(crate) fn read_as_leader(
+        &self,
+        leader_epoch: i32,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<ReadResult, BrokerError> {
+        let role = self.lock_role();
+        match &*role {
+            Role::Leader(state) if state.leader_epoch() == leader_epoch => {
+                self.read_to_log_end(offset, max_bytes, min_one)
+            }
+            _ => Err(self.not_leader()),
+        }
+    }
+
     /// Reads whole batches from `offset` up to the log end, committed or not: what a
-    /// follower copies, and what a new group coordinator loads (as Kafka's does).
+    /// new group coordinator loads (as Kafka's does).
     pub(crate) fn read_to_log_end(
         &self,
         offset: i64,
@@ -551,16 +611,23 @@ impl Partition {
 
     /// Runs `f` on the log while this node follows `leader_epoch`; NotLeader otherwise, so
     /// nothing of a superseded fetch is written once the role changed.
+    /// `f` returns its result and the new log end and high watermark, published before the
+    /// role lock is released.
     fn as_follower<T>(
         &self,
         leader_epoch: i32,
-        f: impl FnOnce(&mut PartitionLog) -> Result<T, BrokerError>,
+        f: impl FnOnce(&mut PartitionLog) -> Result<(T, i64, i64), BrokerError>,
     ) -> Result<T, BrokerError> {
         let role = self.lock_role();
         match &*role {
             Role::Follower {
                 leader_epoch: e, ..
-            } if *e == leader_epoch => self.with_log(f),
+            } if *e == leader_epoch => {
+                let (result, log_end, high_watermark) = self.with_log(f)?;
+                self.log_end.send_replace(log_end);
+                self.publish_high_watermark(high_watermark);
+                Ok(result)
+            }
             _ => Err(self.not_leader()),
         }
     }
@@ -602,9 +669,13 @@ impl Partition {
         leader_epoch: i32,
         offset: i64,
     ) -> Result<i64, BrokerError> {
-        let leo = self.as_follower(leader_epoch, |log| {
+        let hw = self.high_watermark();
+        self.as_follower(leader_epoch, |log| {
             if offset >= log.log_end_offset() {
-                return Ok(log.log_end_offset());
+                // Still drops an epoch entry at the log end that no record backs.
+                log.truncate_to(offset)?;
+                let leo = log.log_end_offset();
+                return Ok((leo, leo, hw.min(leo)));
             }
             let before = log.log_end_offset();
             log.truncate_to(offset)?;
@@ -616,14 +687,9 @@ impl Partition {
                 to = log.log_end_offset(),
                 "truncated a divergent log tail before following the leader"
             );
-            Ok(log.log_end_offset())
-        })?;
-        self.log_end.send_replace(leo);
-        let hw = self.high_watermark();
-        if hw > leo {
-            self.publish_high_watermark(leo);
-        }
-        Ok(leo)
+            let leo = log.log_end_offset();
+            Ok((leo, leo, hw.min(leo)))
+        })
     }
 
     /// Empties a follower's log and restarts it at `offset`, the leader's log start, when
@@ -644,11 +710,8 @@ impl Partition {
                 leader_log_start = offset,
                 "the leader no longer has the records this replica misses; restarting its log at the leader's log start"
             );
-            Ok(())
-        })?;
-        self.log_end.send_replace(offset);
-        self.publish_high_watermark(offset);
-        Ok(())
+            Ok(((), offset, offset))
+        })
     }
 
     /// Appends batches copied from the leader (offsets and epochs as the leader wrote them)
@@ -659,20 +722,21 @@ impl Partition {
         records: &[u8],
         leader_high_watermark: i64,
     ) -> Result<i64, BrokerError> {
-        let leo = self.as_follower(leader_epoch, |log| {
+        self.as_follower(leader_epoch, |log| {
             if !records.is_empty() {
                 let info = log.append_as_follower(records)?;
                 let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
                 producers.apply_stored_batches(records, info.base_offset);
                 if producers.note_appended(records.len()) {
-                    let _ = producers.write_snapshot(info.last_offset + 1, now_ms(), false);
+                    if let Err(e) = producers.write_snapshot(info.last_offset + 1, now_ms(), false)
+                    {
+                        tracing::warn!(topic = self.topic, partition = self.index, error = %e, "cannot write a producer-state snapshot");
+                    }
                 }
             }
-            Ok(log.log_end_offset())
-        })?;
-        self.log_end.send_replace(leo);
-        self.publish_high_watermark(leader_high_watermark.min(leo));
-        Ok(leo)
+            let leo = log.log_end_offset();
+            Ok((leo, leo, leader_high_watermark.min(leo)))
+        })
     }
 
     /// Writes a producer-state snapshot at the log end offset (fsynced when `sync`).

@@ -77,7 +77,9 @@ async fn acks_all_waits_for_the_follower_and_fails_on_demotion() {
         0,
         "the follower does not have it yet"
     );
-    let quick = leader.wait_committed(3, 0, Duration::from_millis(20)).await;
+    let quick = leader
+        .wait_committed(3, 0, 2, Duration::from_millis(20))
+        .await;
     assert_eq!(
         quick.unwrap_err().code(),
         kafka_protocol::ResponseError::RequestTimedOut
@@ -89,7 +91,7 @@ async fn acks_all_waits_for_the_follower_and_fails_on_demotion() {
     replicate(&leader, &follower, 2, 0);
     assert_eq!(leader.high_watermark(), 3);
     leader
-        .wait_committed(3, 0, Duration::from_secs(5))
+        .wait_committed(3, 0, 2, Duration::from_secs(5))
         .await
         .unwrap();
     // The answer to that fetch carries the moved high watermark.
@@ -97,7 +99,7 @@ async fn acks_all_waits_for_the_follower_and_fails_on_demotion() {
 
     // A parked acks=all request fails as soon as the leader is demoted.
     leader.append(&mut build_batch(1, 10), 0).unwrap();
-    let parked = leader.wait_committed(4, 0, Duration::from_secs(30));
+    let parked = leader.wait_committed(4, 0, 2, Duration::from_secs(30));
     let demote = async {
         tokio::time::sleep(Duration::from_millis(20)).await;
         leader.sync_role(&info(2, 1, &[2]), 1, now_ms()).unwrap();
@@ -200,4 +202,67 @@ fn a_follower_behind_the_leaders_log_start_starts_over_there() {
     assert_eq!(follower.log_end_offset().unwrap(), 10);
     replicate(&leader, &follower, 2, 0);
     assert_eq!(follower.log_end_offset().unwrap(), 11);
+}
+
+#[test]
+fn an_empty_leadership_leaves_no_epoch_behind() {
+    use crate::replication::truncation_offset;
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (replica(d1.path()), replica(d2.path()));
+    a.sync_role(&info(1, 0, &[1, 2]), 1, now_ms()).unwrap();
+    b.sync_role(&info(1, 0, &[1, 2]), 2, now_ms()).unwrap();
+    a.append(&mut build_batch(2, 10), 0).unwrap();
+    replicate(&a, &b, 2, 0);
+    // b leads epoch 1 and writes nothing; then a leads again at epoch 2.
+    b.sync_role(&info(2, 1, &[1, 2]), 2, now_ms()).unwrap();
+    a.sync_role(&info(2, 1, &[1, 2]), 1, now_ms()).unwrap();
+    a.sync_role(&info(1, 2, &[1, 2]), 1, now_ms()).unwrap();
+    b.sync_role(&info(1, 2, &[1, 2]), 2, now_ms()).unwrap();
+    let at = b.epochs_and_offsets().unwrap();
+    assert_eq!(at.epochs, vec![(0, 0), (1, 2)]);
+    let answer = a.leader_end_offset_for_epoch(2, 1).unwrap();
+    let t = truncation_offset(at.log_end_offset, at.high_watermark, &at.epochs, answer);
+    assert_eq!((t.offset, t.complete), (2, true));
+    b.truncate_as_follower(2, t.offset).unwrap();
+    // The epoch b never wrote in is gone, so its fetch no longer diverges.
+    assert_eq!(b.fetch_position().unwrap().last_fetched_epoch, 0);
+    replicate(&a, &b, 2, 2);
+}
+
+#[tokio::test]
+async fn an_isr_shrunk_below_min_insync_fails_the_wait_after_the_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = replica(dir.path());
+    leader.sync_role(&info(1, 0, &[1, 2]), 1, now_ms()).unwrap();
+    leader.append(&mut build_batch(2, 10), 0).unwrap();
+    // The controller drops the silent follower from the ISR: the high watermark jumps to
+    // the log end, but only one replica has the records.
+    let mut shrunk = info(1, 0, &[1]);
+    shrunk.partition_epoch = 1;
+    leader.sync_role(&shrunk, 1, now_ms()).unwrap();
+    assert_eq!(leader.high_watermark(), 2);
+    let err = leader
+        .wait_committed(2, 0, 2, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        kafka_protocol::ResponseError::NotEnoughReplicasAfterAppend
+    );
+    leader
+        .wait_committed(2, 0, 1, Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn a_stale_image_does_not_make_a_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = replica(dir.path());
+    p.sync_role(&info(1, 3, &[1, 2]), 1, now_ms()).unwrap();
+    p.append(&mut build_batch(1, 10), 3).unwrap();
+    p.sync_role(&info(2, 4, &[2]), 1, now_ms()).unwrap();
+    // Metadata older than the log's epochs (a restart replaying its metadata log).
+    assert!(p.sync_role(&info(1, 2, &[1, 2]), 1, now_ms()).is_err());
+    assert!(p.append(&mut build_batch(1, 10), 2).is_err());
 }

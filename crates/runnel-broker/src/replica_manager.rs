@@ -246,6 +246,10 @@ impl ReplicaManager {
                     "became a follower"
                 ),
                 Ok(RoleChange::Unchanged) => {}
+                Err(e @ BrokerError::StaleMetadata(_)) => tracing::info!(
+                    error = %e,
+                    "not taking leadership from metadata older than the log; waiting for newer metadata"
+                ),
                 Err(e) => tracing::error!(
                     topic = partition.topic(),
                     partition = partition.index(),
@@ -291,11 +295,17 @@ impl ReplicaManager {
 
     /// Writes the high-watermark checkpoint when a high watermark moved since the last one.
     pub fn checkpoint_high_watermarks(&self) {
-        let current: checkpoint::Checkpoint = self
-            .all_partitions()
-            .iter()
-            .map(|p| ((p.topic().to_string(), p.index()), p.high_watermark()))
-            .collect();
+        // Entries of partitions not opened yet (a stale image at start) are kept.
+        let mut current = self
+            .checkpointed_hws
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        current.extend(
+            self.all_partitions()
+                .iter()
+                .map(|p| ((p.topic().to_string(), p.index()), p.high_watermark())),
+        );
         let mut written = self.written_hws.lock().unwrap_or_else(|p| p.into_inner());
         if *written == current {
             return;

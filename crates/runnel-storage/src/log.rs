@@ -691,7 +691,11 @@ impl PartitionLog {
     /// before any file shrinks, so a crash midway still recovers.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), StorageError> {
         if offset >= self.log_end_offset() {
-            return Ok(());
+            // Nothing to remove, but an epoch entry may start at the log end (a leadership
+            // that wrote nothing): it describes no record and would make the log claim an
+            // epoch its leader never had, so it goes, as in Kafka's `truncateTo`.
+            let changed = self.epochs.truncate_from_end(self.log_end_offset());
+            return self.persist_epochs(changed);
         }
         self.generation += 1;
         if self.recovery_point > offset {

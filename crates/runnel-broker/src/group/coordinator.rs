@@ -181,12 +181,18 @@ struct Appended {
     partition: Arc<Partition>,
     required_offset: i64,
     leader_epoch: i32,
+    min_insync_replicas: usize,
 }
 
 impl Appended {
     async fn wait(&self, timeout: Duration) -> Result<(), BrokerError> {
         self.partition
-            .wait_committed(self.required_offset, self.leader_epoch, timeout)
+            .wait_committed(
+                self.required_offset,
+                self.leader_epoch,
+                self.min_insync_replicas,
+                timeout,
+            )
             .await
     }
 }
@@ -488,10 +494,16 @@ impl GroupCoordinator {
     fn append(&self, p: i32, records: &[CoordinatorRecord]) -> Result<Appended, BrokerError> {
         let (partition, leader_epoch) = self.partition(p)?;
         let info = store::append(&partition, leader_epoch, records, now_ms())?;
+        let min_insync_replicas = self
+            .broker
+            .image()
+            .topic(OFFSETS_TOPIC)
+            .map_or(1, |t| self.broker.config().min_insync_replicas(&t.configs));
         Ok(Appended {
             partition,
             required_offset: info.last_offset + 1,
             leader_epoch,
+            min_insync_replicas,
         })
     }
 

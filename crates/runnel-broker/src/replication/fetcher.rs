@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::error::BrokerError;
 use crate::replica_manager::{FollowAssignment, FollowAssignments, ReplicaManager, TopicPartition};
 use crate::replication::{truncation_offset, truncation_on_diverging_epoch, EpochEndOffset};
 
@@ -71,14 +72,23 @@ impl ReplicaManager {
                 };
                 match fetchers.get(&leader) {
                     Some(f) if f.address == address => {
-                        f.assignments.send_replace(Arc::new(set));
+                        // Unchanged sets are not sent: a change interrupts the fetch in flight.
+                        f.assignments.send_if_modified(|current| {
+                            let changed = !same_assignments(current, &set);
+                            if changed {
+                                *current = Arc::new(set);
+                            }
+                            changed
+                        });
                     }
                     _ => {
                         if let Some(old) = fetchers.remove(&leader) {
                             old.task.abort();
                         }
                         let (assignments, rx) = watch::channel(Arc::new(set));
-                        let fetcher = Fetcher::new(&self, leader, &address, rx);
+                        let Some(fetcher) = Fetcher::new(&self, leader, &address, rx) else {
+                            continue;
+                        };
                         tracing::info!(leader, address, "starting a replica fetcher");
                         fetchers.insert(
                             leader,
@@ -100,6 +110,16 @@ impl ReplicaManager {
             f.task.abort();
         }
     }
+}
+
+/// Whether two assignment sets name the same partitions, replicas and leader epochs.
+fn same_assignments(a: &FollowAssignments, b: &FollowAssignments) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b.iter()).all(|((ka, va), (kb, vb))| {
+            ka == kb
+                && va.leader_epoch == vb.leader_epoch
+                && Arc::ptr_eq(&va.partition, &vb.partition)
+        })
 }
 
 struct RunningFetcher {
@@ -161,9 +181,15 @@ impl Fetcher {
         leader: i32,
         address: &str,
         assignments: watch::Receiver<Arc<FollowAssignments>>,
-    ) -> Self {
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .expect("a host:port makes a valid URI")
+    ) -> Option<Self> {
+        let endpoint = match Endpoint::from_shared(format!("http://{address}")) {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                tracing::error!(leader, address, error = %e, "cannot follow a broker whose RPC address is not a valid host:port");
+                return None;
+            }
+        };
+        let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             // HTTP/2's default 64 KiB flow-control windows would make every megabyte of a
@@ -176,7 +202,7 @@ impl Fetcher {
             .max_encoding_message_size(runnel_rpc::MAX_MESSAGE_BYTES);
         let config = &manager.config;
         let clamp = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
-        Self {
+        Some(Self {
             node_id: manager.node_id,
             leader,
             client,
@@ -188,7 +214,7 @@ impl Fetcher {
             partition_max_bytes: clamp(config.replica_fetch_max_bytes()),
             correlation_id: 0,
             unreachable: false,
-        }
+        })
     }
 
     async fn run(mut self) {
@@ -438,10 +464,15 @@ impl Fetcher {
                 }
                 continue;
             }
-            if let Err(e) = partition.append_as_follower(epoch, &p.records, p.high_watermark) {
-                tracing::warn!(topic = tp.0, partition = tp.1, leader = self.leader, error = %e, "cannot append what the leader sent; truncating again");
-                state.phase = Phase::Truncating;
-                state.back_off();
+            match partition.append_as_follower(epoch, &p.records, p.high_watermark) {
+                Ok(_) => {}
+                // The role changed under this fetch; the next assignment says what to do.
+                Err(BrokerError::NotLeader { .. }) => state.back_off(),
+                Err(e) => {
+                    tracing::warn!(topic = tp.0, partition = tp.1, leader = self.leader, error = %e, "cannot append what the leader sent; truncating again");
+                    state.phase = Phase::Truncating;
+                    state.back_off();
+                }
             }
         }
     }

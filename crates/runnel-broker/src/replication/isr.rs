@@ -90,7 +90,9 @@ impl ReplicaManager {
                     partition.on_alter_result(&change, Ok(info));
                 }
                 Ok(other) => {
-                    tracing::error!(topic, partition = index, result = ?other, "unexpected answer to AlterPartition");
+                    tracing::error!(topic, partition = index, result = ?other, "unexpected answer to AlterPartition; taking it as not applied");
+                    let not_applied = kafka_protocol::ResponseError::OperationNotAttempted.code();
+                    partition.on_alter_result(&change, Err(not_applied));
                 }
                 Err(e) => {
                     tracing::info!(topic, partition = index, error = %e, "the controller refused the ISR change");

@@ -321,6 +321,17 @@ impl LeaderState {
         self.isr.len() >= min_insync_replicas
     }
 
+    /// Replicas in the maximal ISR (committed ISR plus a pending change's additions): the
+    /// copies an offset below the HW is known to have. Kafka answers an acks=all produce
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND when this fell below `min.insync.replicas` by the
+    /// time the HW passed it.
+    pub fn maximal_isr_len(&self) -> usize {
+        self.replicas
+            .iter()
+            .filter(|r| self.in_maximal_isr(**r))
+            .count()
+    }
+
     /// Whether an acks=all batch is committed: `required_offset` is its last offset + 1.
     pub fn is_committed(&self, required_offset: i64) -> bool {
         self.high_watermark >= required_offset

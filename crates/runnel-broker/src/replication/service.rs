@@ -64,6 +64,8 @@ struct Resolved {
 
 struct Serve {
     partition: Arc<Partition>,
+    /// Records are read only while this node still leads at this epoch.
+    leader_epoch: i32,
 }
 
 fn error_response(
@@ -130,11 +132,17 @@ async fn serve_fetch(
                 now,
                 may_join_isr,
             ) {
-                Ok(FollowerFetch::Serve { isr_change, .. }) => {
+                Ok(FollowerFetch::Serve {
+                    isr_change,
+                    leader_epoch,
+                }) => {
                     if let Some(change) = isr_change {
                         manager.submit_isr_change(&partition, change);
                     }
-                    Ok(Serve { partition })
+                    Ok(Serve {
+                        partition,
+                        leader_epoch,
+                    })
                 }
                 Ok(FollowerFetch::Diverging(end)) => {
                     let mut response = error_response(&p, 0, None);
@@ -211,10 +219,12 @@ fn read_all(resolved: &[Resolved], max_bytes: usize) -> (Vec<pb::FetchPartitionR
         let p = &r.request;
         let limit = (p.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
         let high_watermark = serve.partition.high_watermark();
-        let response = match serve
-            .partition
-            .read_to_log_end(p.fetch_offset, limit, total == 0)
-        {
+        let response = match serve.partition.read_as_leader(
+            serve.leader_epoch,
+            p.fetch_offset,
+            limit,
+            total == 0,
+        ) {
             Ok(read) => {
                 total += read.records.len();
                 pb::FetchPartitionResponse {

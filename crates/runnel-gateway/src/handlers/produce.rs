@@ -127,8 +127,12 @@ pub(crate) async fn handle(
         );
     }
     let waits = pending.iter().map(|(_, _, c)| {
-        c.partition
-            .wait_committed(c.required_offset, c.leader_epoch, timeout)
+        c.partition.wait_committed(
+            c.required_offset,
+            c.leader_epoch,
+            c.min_insync_replicas,
+            timeout,
+        )
     });
     let outcomes = futures::future::join_all(waits).await;
     for ((t, p, commit), outcome) in pending.iter().zip(outcomes) {
@@ -167,6 +171,7 @@ struct Commit {
     partition: Arc<Partition>,
     required_offset: i64,
     leader_epoch: i32,
+    min_insync_replicas: usize,
 }
 
 fn append(
@@ -184,11 +189,12 @@ fn append(
         })?;
         // acks=all promises min.insync.replicas copies; refuse before appending if the ISR
         // cannot give them, as Kafka does.
+        let needed = ctx
+            .broker
+            .image()
+            .topic(topic)
+            .map_or(1, |t| ctx.broker.config().min_insync_replicas(&t.configs));
         if acks == -1 {
-            let image = ctx.broker.image();
-            let needed = image
-                .topic(topic)
-                .map_or(1, |t| ctx.broker.config().min_insync_replicas(&t.configs));
             let in_sync = partition.in_sync_replicas(leader_epoch)?;
             if in_sync < needed {
                 return Err(BrokerError::NotEnoughReplicas { in_sync, needed });
@@ -198,10 +204,10 @@ fn append(
         let mut batches = BytesMut::from(&records[..]);
         let info = partition.append(&mut batches, leader_epoch)?;
         let log_start = partition.log_start_offset()?;
-        Ok::<_, BrokerError>((info, log_start, partition, leader_epoch))
+        Ok::<_, BrokerError>((info, log_start, partition, leader_epoch, needed))
     })();
     match result {
-        Ok((info, log_start, partition, leader_epoch)) => {
+        Ok((info, log_start, partition, leader_epoch, min_insync_replicas)) => {
             let response = PartitionProduceResponse::default()
                 .with_index(index)
                 .with_base_offset(info.base_offset)
@@ -212,6 +218,7 @@ fn append(
                 partition,
                 required_offset: info.last_offset + 1,
                 leader_epoch,
+                min_insync_replicas,
             });
             (response, commit)
         }
