@@ -60,6 +60,8 @@ pub struct ReplicaManager {
     /// Serializes [`ReplicaManager::apply_image`], so logs open and close in log order.
     apply_lock: Mutex<()>,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    /// The same replicas by topic id, for replica fetches (which name topics by id).
+    partitions_by_id: RwLock<HashMap<(Uuid, i32), Arc<Partition>>>,
     /// The active controller's id, -1 when unknown; the node keeps it current from Raft.
     active_controller: AtomicI32,
     /// High watermarks from the checkpoint at start, each used when its partition opens.
@@ -102,6 +104,7 @@ impl ReplicaManager {
             applied,
             apply_lock: Mutex::new(()),
             partitions: RwLock::new(HashMap::new()),
+            partitions_by_id: RwLock::new(HashMap::new()),
             active_controller: AtomicI32::new(-1),
             checkpointed_hws: Mutex::new(checkpoint::read(data_dir)),
             written_hws: Mutex::new(checkpoint::Checkpoint::new()),
@@ -278,10 +281,11 @@ impl ReplicaManager {
 
     /// The local replica of partition `index` of the topic with id `topic_id`.
     pub fn partition_by_id(&self, topic_id: Uuid, index: i32) -> Option<Arc<Partition>> {
-        let name = self.image().topic_by_id(topic_id)?.name.clone();
-        self.partition(&name, index)
-            .ok()
-            .filter(|p| p.topic_id() == topic_id)
+        self.partitions_by_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(topic_id, index))
+            .cloned()
     }
 
     /// Queues an ISR change for the controller (replacing an older one of the partition).
@@ -436,6 +440,10 @@ impl ReplicaManager {
             self.config.producer_id_expiration_ms(),
             checkpointed,
         ));
+        self.partitions_by_id
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((topic.id, index), partition.clone());
         self.partitions
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -464,6 +472,10 @@ impl ReplicaManager {
         let Some(partition) = removed else {
             return;
         };
+        self.partitions_by_id
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(partition.topic_id(), index));
         if let Some(log) = partition.take_log() {
             let dir = log.dir().to_path_buf();
             drop(log);

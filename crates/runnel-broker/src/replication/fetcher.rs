@@ -167,6 +167,8 @@ struct Fetcher {
     partitions: BTreeMap<TopicPartition, FetchState>,
     /// The assignment `partitions` was last synced with.
     synced: Arc<FollowAssignments>,
+    /// `partitions`' keys by (topic id, partition), as responses name them.
+    by_id: HashMap<(Bytes, i32), TopicPartition>,
     max_wait_ms: i32,
     max_bytes: i32,
     partition_max_bytes: i32,
@@ -209,6 +211,7 @@ impl Fetcher {
             assignments,
             partitions: BTreeMap::new(),
             synced: Arc::default(),
+            by_id: HashMap::new(),
             max_wait_ms: i32::try_from(config.replica_fetch_wait_max_ms()).unwrap_or(500),
             max_bytes: clamp(config.replica_fetch_response_max_bytes()),
             partition_max_bytes: clamp(config.replica_fetch_max_bytes()),
@@ -316,6 +319,11 @@ impl Fetcher {
                 );
             }
         }
+        self.by_id = self
+            .partitions
+            .iter()
+            .map(|(tp, s)| ((s.topic_id.clone(), tp.1), tp.clone()))
+            .collect();
     }
 
     /// Nothing to fetch now: wait for new assignments or the end of the earliest backoff.
@@ -395,13 +403,8 @@ impl Fetcher {
             }
             return;
         }
-        let index: HashMap<(Bytes, i32), TopicPartition> = self
-            .partitions
-            .iter()
-            .map(|(tp, s)| ((s.topic_id.clone(), tp.1), tp.clone()))
-            .collect();
         for p in response.partitions {
-            let Some(tp) = index.get(&(p.topic_id.clone(), p.partition)) else {
+            let Some(tp) = self.by_id.get(&(p.topic_id.clone(), p.partition)) else {
                 continue;
             };
             let Some(state) = self.partitions.get_mut(tp) else {

@@ -4,11 +4,13 @@
 //! leader's [`LeaderState`](super::LeaderState) keeps the change pending (and counts the
 //! maximal ISR for the high watermark) until the answer or a newer metadata image arrives.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use runnel_controller::command::{CommandResult, ControllerCommand};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::partition::now_ms;
 use crate::replica_manager::{ReplicaManager, TopicPartition};
@@ -19,35 +21,47 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(250);
 
 impl ReplicaManager {
     /// Sends queued ISR changes to the controller and checks for lagging followers every
-    /// half `replica.lag.time.max.ms`, until `shutdown` fires.
+    /// half `replica.lag.time.max.ms`, until `shutdown` fires. Each partition has at most one
+    /// AlterPartition in flight; partitions do not wait for each other.
     pub async fn run_isr_updates(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let max_lag_ms = self.config.replica_lag_time_max_ms();
         let every = Duration::from_millis((max_lag_ms / 2).clamp(100, 5_000));
         let mut expiry = tokio::time::interval(every);
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut in_flight: JoinSet<TopicPartition> = JoinSet::new();
+        let mut busy: HashSet<TopicPartition> = HashSet::new();
         loop {
             tokio::select! {
                 _ = self.isr_notify.notified() => {}
                 _ = expiry.tick() => self.expire_lagging_followers(max_lag_ms as i64),
-                _ = shutdown.changed() => return,
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if let Ok(tp) = done {
+                        busy.remove(&tp);
+                    }
+                }
+                _ = shutdown.changed() => break,
             }
-            let changes: Vec<(TopicPartition, IsrChange)> = self
-                .isr_outbox
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .drain()
-                .collect();
-            if changes.is_empty() {
-                continue;
-            }
-            let sends = changes
-                .into_iter()
-                .map(|(tp, change)| self.alter_partition(tp, change));
-            tokio::select! {
-                _ = futures::future::join_all(sends) => {}
-                _ = shutdown.changed() => return,
+            let ready: Vec<(TopicPartition, IsrChange)> = {
+                let mut outbox = self.isr_outbox.lock().unwrap_or_else(|p| p.into_inner());
+                let keys: Vec<TopicPartition> = outbox
+                    .keys()
+                    .filter(|tp| !busy.contains(*tp))
+                    .cloned()
+                    .collect();
+                keys.into_iter()
+                    .filter_map(|tp| outbox.remove_entry(&tp))
+                    .collect()
+            };
+            for (tp, change) in ready {
+                busy.insert(tp.clone());
+                let me = self.clone();
+                in_flight.spawn(async move {
+                    me.alter_partition(tp.clone(), change).await;
+                    tp
+                });
             }
         }
+        in_flight.abort_all();
     }
 
     /// Kafka's `maybeShrinkIsr` over every partition this node leads.

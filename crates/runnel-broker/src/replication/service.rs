@@ -106,12 +106,13 @@ fn refusal_response(
 fn lookup(manager: &ReplicaManager, topic_id: &[u8], index: i32) -> Result<Arc<Partition>, i16> {
     use kafka_protocol::ResponseError as E;
     let id = Uuid::from_slice(topic_id).map_err(|_| E::UnknownTopicId.code())?;
-    if manager.image().topic_by_id(id).is_none() {
-        return Err(E::UnknownTopicId.code());
-    }
-    manager
-        .partition_by_id(id, index)
-        .ok_or(E::NotLeaderOrFollower.code())
+    manager.partition_by_id(id, index).ok_or_else(|| {
+        if manager.image().topic_by_id(id).is_none() {
+            E::UnknownTopicId.code()
+        } else {
+            E::NotLeaderOrFollower.code()
+        }
+    })
 }
 
 async fn serve_fetch(
