@@ -1,5 +1,6 @@
 //! CLI commands that talk to a cluster over the Kafka protocol, like any other client.
 
+pub(crate) mod bounded_client;
 pub(crate) mod chaos;
 pub(crate) mod cluster;
 pub(crate) mod consume;

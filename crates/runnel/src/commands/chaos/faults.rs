@@ -169,7 +169,7 @@ impl Injector {
         let leader = async {
             let mut client = workload::connect(&self.bootstrap).await.ok()?;
             let topic = tokio::time::timeout(
-                workload::ATTEMPT_TIMEOUT,
+                crate::commands::bounded_client::ATTEMPT_TIMEOUT,
                 client.topic_metadata(&self.topic),
             )
             .await

@@ -222,7 +222,7 @@ async fn execute(
         }
         anyhow::Ok(())
     };
-    tokio::time::timeout(workload::ATTEMPT_TIMEOUT * 3, drain)
+    tokio::time::timeout(crate::commands::bounded_client::ATTEMPT_TIMEOUT * 3, drain)
         .await
         .map_err(|_| anyhow!("the producers did not stop in time"))??;
     logs.sort_by_key(|(p, _)| *p);

@@ -7,21 +7,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use runnel_client::{
-    acks, offset_spec, Client, ClientConfig, Compression, Error, IdempotentProducer, ProducerBatch,
+    acks, offset_spec, Client, Compression, Error, IdempotentProducer, ProducerBatch,
     ProducerRecord, ResponseError,
 };
 use tokio::sync::watch;
 
 use super::checker::{AckedBatch, PartitionHistory};
+use crate::commands::bounded_client::{self, ATTEMPT_TIMEOUT, REQUEST_TIMEOUT};
 
 /// Records per produce request.
 const BATCH: u64 = 4;
 /// Bounds on one attempt: the client's own timeouts, and ours around the whole attempt.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed attempt before the next one.
 const BACKOFF: Duration = Duration::from_millis(200);
 
@@ -109,25 +107,9 @@ fn is_retriable(e: &Error) -> bool {
         )
 }
 
-fn client_config() -> ClientConfig {
-    ClientConfig {
-        client_id: "runnel-chaos".to_owned(),
-        connect_timeout: CONNECT_TIMEOUT,
-        request_timeout: REQUEST_TIMEOUT,
-        ..ClientConfig::default()
-    }
-}
-
+/// Connects with the bounded timeouts of runs under faults.
 pub(crate) async fn connect(bootstrap: &str) -> anyhow::Result<Client> {
-    match tokio::time::timeout(
-        ATTEMPT_TIMEOUT,
-        Client::connect_with_config(bootstrap, client_config()),
-    )
-    .await
-    {
-        Ok(r) => r.with_context(|| format!("cannot connect to {bootstrap}")),
-        Err(_) => bail!("no broker of {bootstrap} answered within {ATTEMPT_TIMEOUT:?}"),
-    }
+    bounded_client::connect(bootstrap, "runnel-chaos").await
 }
 
 /// How one produce attempt ended.

@@ -9,14 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
-use runnel_client::{acks, offset_spec, Client, ClientConfig, Compression, ProducerRecord};
+use anyhow::bail;
+use runnel_client::{acks, offset_spec, Client, Compression, ProducerRecord};
 use tokio::task::JoinSet;
 
+use crate::commands::bounded_client::{self, ATTEMPT_TIMEOUT, REQUEST_TIMEOUT};
+
 /// The client's own bounds, and ours around a whole attempt (connecting included).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed request, so a dead leader is not hammered.
 const BACKOFF: Duration = Duration::from_millis(100);
 /// Every value starts with this and the record's sequence number.
@@ -118,26 +117,9 @@ pub(crate) fn parse_value(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-fn client_config() -> ClientConfig {
-    ClientConfig {
-        client_id: "runnel-experiment".to_owned(),
-        connect_timeout: CONNECT_TIMEOUT,
-        request_timeout: REQUEST_TIMEOUT,
-        ..ClientConfig::default()
-    }
-}
-
-/// Connects with our bounds; the client tries each bootstrap server in turn.
+/// Connects with the bounded timeouts of runs under faults.
 pub(crate) async fn connect(bootstrap: &str) -> anyhow::Result<Client> {
-    match tokio::time::timeout(
-        ATTEMPT_TIMEOUT,
-        Client::connect_with_config(bootstrap, client_config()),
-    )
-    .await
-    {
-        Ok(r) => r.with_context(|| format!("cannot connect to {bootstrap}")),
-        Err(_) => bail!("no broker of {bootstrap} answered within {ATTEMPT_TIMEOUT:?}"),
-    }
+    bounded_client::connect(bootstrap, "runnel-experiment").await
 }
 
 /// Runs the load until `spec.run_for` has passed or `spec.max_records` were handed out.
