@@ -74,11 +74,16 @@ pub struct ReplicaManager {
     /// task that sends them.
     pub(crate) isr_outbox: Mutex<HashMap<TopicPartition, IsrChange>>,
     pub(crate) isr_notify: Notify,
+    /// The incarnation this process registers with. Replication roles are taken only from
+    /// images that know it: an older image is the metadata log as it was before this
+    /// restart, replayed from disk, whose leaderships may long have moved (Kafka's brokers
+    /// likewise wait until their metadata has caught up). `None` (unit tests): any image.
+    incarnation: Option<Uuid>,
 }
 
 impl ReplicaManager {
     /// Opens the data dir (the node holds its lock) and recovers the log of every partition of `image`
-    /// with a replica on `node_id`. Directories of other partitions are left alone: `image`
+    /// with a replica on `node_id` (roles follow once an image knows `incarnation`). Directories of other partitions are left alone: `image`
     /// may be behind the log (see [`ReplicaManager::remove_stray_dirs`]).
     pub fn open(
         data_dir: &Path,
@@ -87,6 +92,7 @@ impl ReplicaManager {
         writer: Arc<dyn MetadataWriter>,
         offset: u64,
         image: Arc<MetadataImage>,
+        incarnation: Option<Uuid>,
     ) -> Result<Self, BrokerError> {
         let io = |what: &str, e: std::io::Error| {
             BrokerError::DataDir(format!("{what} {}: {e}", data_dir.display()))
@@ -111,6 +117,7 @@ impl ReplicaManager {
             followed,
             isr_outbox: Mutex::new(HashMap::new()),
             isr_notify: Notify::new(),
+            incarnation,
         };
         let mut opened = 0;
         for (topic, p) in image.partitions_replicated_on(node_id) {
@@ -223,6 +230,15 @@ impl ReplicaManager {
     /// Gives every local replica the role `image` names (leader or follower; Kafka's
     /// `makeLeaders` / `makeFollowers`) and publishes the partitions to follow.
     fn sync_roles(&self, image: &MetadataImage) {
+        let caught_up = self.incarnation.is_none_or(|incarnation| {
+            image
+                .brokers
+                .get(&self.node_id)
+                .is_some_and(|b| b.incarnation == incarnation)
+        });
+        if !caught_up {
+            return;
+        }
         let now = now_ms();
         let mut followed = FollowAssignments::new();
         for partition in self.all_partitions() {
@@ -1018,6 +1034,49 @@ mod tests {
     }
 
     #[test]
+    fn roles_wait_for_an_image_that_knows_this_incarnation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (controller, rm) = LocalController::start(dir.path(), 1, BrokerConfig::default());
+        create(&rm, "t", 1);
+        let offset = rm.applied_offset();
+        drop(rm);
+        // A restart: the replayed image still has the previous incarnation of broker 1.
+        let incarnation = Uuid::new_v4();
+        let rm = ReplicaManager::open(
+            dir.path(),
+            1,
+            BrokerConfig::default(),
+            controller.clone(),
+            offset,
+            Arc::new(controller.image()),
+            Some(incarnation),
+        )
+        .unwrap();
+        let (p, epoch) = rm.leader_partition("t", 0).unwrap();
+        assert!(
+            p.append(&mut build_batch(1, 10), epoch).is_err(),
+            "no role from an old image"
+        );
+        controller
+            .apply(ControllerCommand::RegisterBroker {
+                id: 1,
+                incarnation,
+                host: "localhost".into(),
+                port: 9092,
+                rpc_address: "localhost:9093".into(),
+                rack: None,
+            })
+            .unwrap();
+        controller
+            .apply(ControllerCommand::UnfenceBroker { id: 1 })
+            .unwrap();
+        rm.apply_image(offset + 2, Arc::new(controller.image()))
+            .unwrap();
+        let (p, epoch) = rm.leader_partition("t", 0).unwrap();
+        p.append(&mut build_batch(1, 10), epoch).unwrap();
+    }
+
+    #[test]
     fn append_read_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let (controller, rm) = LocalController::start(dir.path(), 1, BrokerConfig::default());
@@ -1174,6 +1233,7 @@ mod tests {
             controller.clone(),
             1,
             stale,
+            None,
         )
         .unwrap();
         assert_eq!(rm.partition("t", 0).unwrap().log_end_offset().unwrap(), 2);

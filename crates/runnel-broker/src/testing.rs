@@ -98,7 +98,7 @@ impl LocalController {
         let image = Arc::new(st.image.clone());
         let writer: Arc<dyn MetadataWriter> = self.clone();
         let broker = Arc::new(
-            ReplicaManager::open(data_dir, node_id, config, writer, st.offset, image)
+            ReplicaManager::open(data_dir, node_id, config, writer, st.offset, image, None)
                 .expect("opening the replica manager"),
         );
         broker.remove_stray_dirs();

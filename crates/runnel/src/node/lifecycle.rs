@@ -49,13 +49,14 @@ impl Lifecycle {
     pub(crate) fn new(
         client: ControllerClient,
         registration: Registration,
+        incarnation: Uuid,
         heartbeat_interval: Duration,
         applied: Arc<AtomicU64>,
     ) -> Arc<Self> {
         Arc::new(Self {
             client,
             registration,
-            incarnation: Uuid::new_v4(),
+            incarnation,
             heartbeat_interval,
             applied,
             state: watch::channel(BrokerState::Registering).0,

@@ -440,8 +440,17 @@ async fn start_broker(
     let node_id = args.node_id;
     let broker_config = config.clone();
     let open_writer = writer.clone();
+    let incarnation = uuid::Uuid::new_v4();
     let broker = tokio::task::spawn_blocking(move || {
-        ReplicaManager::open(&path, node_id, broker_config, open_writer, offset, image)
+        ReplicaManager::open(
+            &path,
+            node_id,
+            broker_config,
+            open_writer,
+            offset,
+            image,
+            Some(incarnation),
+        )
     })
     .await?
     .with_context(|| format!("cannot open data dir {}", args.data_dir.display()))?;
@@ -461,6 +470,7 @@ async fn start_broker(
                 .unwrap_or_else(|| args.rpc_listen.to_string()),
             rack: config.broker_rack(),
         },
+        incarnation,
         Duration::from_millis(config.broker_heartbeat_interval_ms()),
         applied,
     );
