@@ -33,7 +33,7 @@ pub(crate) enum Schedule {
     KillLeader,
     /// Every few seconds SIGKILL a random node, restarting it before the next kill.
     KillRandom,
-    /// SIGSTOP partition 0's leader past the session timeout, then SIGCONT.
+    /// SIGSTOP partition 0's leader past the session and replica lag timeouts, then SIGCONT.
     PauseLeader,
     /// SIGKILL the active controller, restart it 5 s later.
     KillController,

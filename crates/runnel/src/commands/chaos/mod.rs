@@ -27,6 +27,9 @@ const TOPIC: &str = "chaos";
 /// The liveness settings of the nodes: short, so faults are noticed within a run.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(3);
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+/// Followers silent this long leave the ISR: a paused or killed broker is dropped by its
+/// leaders' ISR expiration as well as by the controller's fencing.
+const REPLICA_LAG_TIME_MAX: Duration = Duration::from_secs(3);
 /// Bounds on starting the cluster and on it settling after the run.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -97,6 +100,10 @@ pub(crate) async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         format!(
             "broker.heartbeat.interval.ms={}",
             HEARTBEAT_INTERVAL.as_millis()
+        ),
+        format!(
+            "replica.lag.time.max.ms={}",
+            REPLICA_LAG_TIME_MAX.as_millis()
         ),
     ];
     let plan = plan(args.nodes, args.base_port, &data_dir)?;
