@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use runnel_client::{Client, ClientConfig};
+use runnel_client::{offset_spec, Client, ClientConfig};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,4 +29,45 @@ pub(crate) async fn connect(bootstrap: &str, client_id: &str) -> anyhow::Result<
         Ok(r) => r.with_context(|| format!("cannot connect to {bootstrap}")),
         Err(_) => bail!("no broker of {bootstrap} answered within {ATTEMPT_TIMEOUT:?}"),
     }
+}
+
+/// Reads `partition` of `topic` from its start to its end offset at the time of the call and
+/// returns what `parse` makes of each record value, in offset order (values it rejects, such
+/// as those of another run, are skipped). Every request is bounded.
+pub(crate) async fn read_partition(
+    client: &mut Client,
+    topic: &str,
+    partition: i32,
+    parse: impl Fn(&[u8]) -> Option<u64>,
+) -> anyhow::Result<Vec<u64>> {
+    let bounded = |what: &'static str| {
+        move |_| anyhow::anyhow!("{what} of {topic}-{partition} took over {REQUEST_TIMEOUT:?}")
+    };
+    let end = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        client.list_offsets(topic, partition, offset_spec::LATEST),
+    )
+    .await
+    .map_err(bounded("finding the end"))??;
+    let mut offset = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        client.list_offsets(topic, partition, offset_spec::EARLIEST),
+    )
+    .await
+    .map_err(bounded("finding the start"))??;
+    let mut values = Vec::new();
+    while offset < end {
+        let records = tokio::time::timeout(
+            ATTEMPT_TIMEOUT,
+            client.fetch(topic, partition, offset, 500, 8 << 20),
+        )
+        .await
+        .map_err(bounded("a fetch"))??;
+        let Some(last) = records.last() else {
+            bail!("{topic}-{partition} returned nothing at offset {offset} before its end {end}");
+        };
+        offset = last.offset + 1;
+        values.extend(records.iter().filter_map(|r| parse(r.value.as_deref()?)));
+    }
+    Ok(values)
 }

@@ -7,10 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use runnel_client::{
-    acks, offset_spec, Client, Compression, Error, IdempotentProducer, ProducerBatch,
-    ProducerRecord, ResponseError,
+    acks, Client, Compression, Error, IdempotentProducer, ProducerBatch, ProducerRecord,
+    ResponseError,
 };
 use tokio::sync::watch;
 
@@ -310,40 +309,7 @@ pub(crate) async fn read_partition(
     topic: &str,
     partition: i32,
 ) -> anyhow::Result<Vec<u64>> {
-    let bounded = |what: &'static str| {
-        move |_| anyhow::anyhow!("{what} of partition {partition} took over {REQUEST_TIMEOUT:?}")
-    };
-    let end = tokio::time::timeout(
-        REQUEST_TIMEOUT,
-        client.list_offsets(topic, partition, offset_spec::LATEST),
-    )
-    .await
-    .map_err(bounded("finding the end"))??;
-    let mut offset = tokio::time::timeout(
-        REQUEST_TIMEOUT,
-        client.list_offsets(topic, partition, offset_spec::EARLIEST),
-    )
-    .await
-    .map_err(bounded("finding the start"))??;
-    let mut seqs = Vec::new();
-    while offset < end {
-        let records = tokio::time::timeout(
-            ATTEMPT_TIMEOUT,
-            client.fetch(topic, partition, offset, 500, 1 << 20),
-        )
-        .await
-        .map_err(bounded("a fetch"))??;
-        let Some(last) = records.last() else {
-            bail!("partition {partition} returned nothing at offset {offset} before its end {end}");
-        };
-        offset = last.offset + 1;
-        seqs.extend(
-            records
-                .iter()
-                .filter_map(|r| parse_value(partition, r.value.as_deref()?)),
-        );
-    }
-    Ok(seqs)
+    bounded_client::read_partition(client, topic, partition, |v| parse_value(partition, v)).await
 }
 
 #[cfg(test)]

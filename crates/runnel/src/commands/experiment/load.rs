@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
-use runnel_client::{acks, offset_spec, Client, Compression, ProducerRecord};
+use runnel_client::{acks, Client, Compression, ProducerRecord};
 use tokio::task::JoinSet;
 
 use crate::commands::bounded_client::{self, ATTEMPT_TIMEOUT, REQUEST_TIMEOUT};
@@ -221,38 +220,7 @@ async fn attempt(
 /// returns the sequence numbers found; values not written by [`record_value`] are skipped.
 pub(crate) async fn read_back(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<u64>> {
     let mut client = connect(bootstrap).await?;
-    let bounded = |what: &'static str| move |_| anyhow::anyhow!("{what} of {topic} timed out");
-    let mut offset = tokio::time::timeout(
-        ATTEMPT_TIMEOUT,
-        client.list_offsets(topic, 0, offset_spec::EARLIEST),
-    )
-    .await
-    .map_err(bounded("finding the start"))??;
-    let end = tokio::time::timeout(
-        ATTEMPT_TIMEOUT,
-        client.list_offsets(topic, 0, offset_spec::LATEST),
-    )
-    .await
-    .map_err(bounded("finding the end"))??;
-    let mut seqs = Vec::new();
-    while offset < end {
-        let records = tokio::time::timeout(
-            ATTEMPT_TIMEOUT,
-            client.fetch(topic, 0, offset, 500, 8 << 20),
-        )
-        .await
-        .map_err(bounded("a fetch"))??;
-        let Some(last) = records.last() else {
-            bail!("{topic} returned nothing at offset {offset} before its end {end}");
-        };
-        offset = last.offset + 1;
-        seqs.extend(
-            records
-                .iter()
-                .filter_map(|r| parse_value(r.value.as_deref()?)),
-        );
-    }
-    Ok(seqs)
+    bounded_client::read_partition(&mut client, topic, 0, parse_value).await
 }
 
 #[cfg(test)]
