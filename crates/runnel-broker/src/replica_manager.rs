@@ -1063,6 +1063,7 @@ mod tests {
                 incarnation,
                 host: "localhost".into(),
                 port: 9092,
+                listeners: Vec::new(),
                 rpc_address: "localhost:9093".into(),
                 rack: None,
             })

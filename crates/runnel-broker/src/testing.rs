@@ -53,6 +53,7 @@ impl LocalController {
                     incarnation: Uuid::new_v4(),
                     host: "localhost".into(),
                     port: 9091 + id,
+                    listeners: Vec::new(),
                     rpc_address: format!("localhost:{}", 19091 + id),
                     rack: None,
                 })

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::command::CommandResult;
 use crate::error::ControllerError;
-use crate::image::{BrokerInfo, MetadataImage};
+use crate::image::{BrokerInfo, Endpoint, MetadataImage};
 use crate::replication;
 
 pub(crate) fn init_cluster(
@@ -36,6 +36,7 @@ pub(crate) struct Registration<'a> {
     pub(crate) incarnation: Uuid,
     pub(crate) host: &'a str,
     pub(crate) port: i32,
+    pub(crate) listeners: &'a [Endpoint],
     pub(crate) rpc_address: &'a str,
     pub(crate) rack: Option<&'a str>,
 }
@@ -59,6 +60,20 @@ pub(crate) fn register_broker(
     if !(1..=65535).contains(&reg.port) {
         return invalid(format!("port {} is out of range", reg.port));
     }
+    for (i, listener) in reg.listeners.iter().enumerate() {
+        if listener.name.is_empty() || listener.host.is_empty() {
+            return invalid(format!("listener {i} has an empty name or host"));
+        }
+        if !(1..=65535).contains(&listener.port) {
+            return invalid(format!(
+                "listener {} has port {}, out of range",
+                listener.name, listener.port
+            ));
+        }
+        if reg.listeners[..i].iter().any(|l| l.name == listener.name) {
+            return invalid(format!("listener {} is named twice", listener.name));
+        }
+    }
     if reg.rpc_address.is_empty() {
         return invalid("the RPC address is empty".to_string());
     }
@@ -69,6 +84,7 @@ pub(crate) fn register_broker(
     let addresses = |b: &mut BrokerInfo| {
         b.host = reg.host.to_string();
         b.port = reg.port;
+        b.listeners = reg.listeners.to_vec();
         b.rpc_address = reg.rpc_address.to_string();
         b.rack = reg.rack.map(str::to_string);
     };
@@ -99,6 +115,7 @@ pub(crate) fn register_broker(
         id: reg.id,
         host: String::new(),
         port: 0,
+        listeners: Vec::new(),
         rpc_address: String::new(),
         rack: None,
         incarnation: reg.incarnation,

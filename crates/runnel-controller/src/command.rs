@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::ControllerError;
-use crate::image::{MetadataImage, PartitionInfo, TopicInfo};
+use crate::image::{Endpoint, MetadataImage, PartitionInfo, TopicInfo};
 use crate::{cluster, producer_ids, replication, topics};
 
 /// Most partitions a topic may have. Kafka has no fixed cap; this one keeps a mistyped count
@@ -84,6 +84,10 @@ pub enum ControllerCommand {
         incarnation: Uuid,
         host: String,
         port: i32,
+        /// Every named listener; `host`/`port` are the first. Absent in commands written
+        /// before named listeners existed.
+        #[serde(default)]
+        listeners: Vec<Endpoint>,
         rpc_address: String,
         rack: Option<String>,
     },
@@ -224,6 +228,7 @@ pub fn apply(
             incarnation,
             host,
             port,
+            listeners,
             rpc_address,
             rack,
         } => cluster::register_broker(
@@ -233,6 +238,7 @@ pub fn apply(
                 incarnation: *incarnation,
                 host,
                 port: *port,
+                listeners,
                 rpc_address,
                 rack: rack.as_deref(),
             },

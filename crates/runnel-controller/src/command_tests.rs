@@ -10,7 +10,8 @@ use crate::command::{
 };
 use crate::error::{codes, ControllerError};
 use crate::image::{
-    MetadataImage, PartitionInfo, TopicInfo, NO_LEADER, UNCLEAN_LEADER_ELECTION_ENABLE,
+    BrokerInfo, Endpoint, MetadataImage, PartitionInfo, TopicInfo, NO_LEADER,
+    UNCLEAN_LEADER_ELECTION_ENABLE,
 };
 
 use ControllerCommand as C;
@@ -25,6 +26,7 @@ fn register_cmd(id: i32, generation: u32) -> ControllerCommand {
         incarnation: incarnation(id, generation),
         host: format!("node{id}"),
         port: 9092,
+        listeners: Vec::new(),
         rpc_address: format!("node{id}:9093"),
         rack: None,
     }
@@ -188,6 +190,82 @@ fn registration_starts_fenced_with_growing_epochs() {
     assert_eq!(image.live_brokers().count(), 0);
 }
 
+fn listener(name: &str, host: &str, port: i32) -> Endpoint {
+    Endpoint {
+        name: name.into(),
+        host: host.into(),
+        port,
+    }
+}
+
+#[test]
+fn named_listeners_are_kept_and_chosen_by_name() {
+    let mut image = MetadataImage::new("test-cluster");
+    let internal = listener("INTERNAL", "runnel-1", 9092);
+    let external = listener("EXTERNAL", "127.0.0.1", 19092);
+    let mut cmd = register_cmd(1, 0);
+    if let C::RegisterBroker {
+        host,
+        port,
+        listeners,
+        ..
+    } = &mut cmd
+    {
+        (*host, *port) = ("runnel-1".into(), 9092);
+        *listeners = vec![internal.clone(), external.clone()];
+    }
+    ok(&mut image, cmd.clone());
+    let b = image.broker(1).unwrap();
+    assert_eq!(b.endpoint("INTERNAL"), Some(("runnel-1", 9092)));
+    assert_eq!(b.endpoint("EXTERNAL"), Some(("127.0.0.1", 19092)));
+    assert_eq!(b.endpoint("PLAINTEXT"), None);
+
+    // A retry with other addresses replaces them.
+    if let C::RegisterBroker { listeners, .. } = &mut cmd {
+        *listeners = vec![listener("EXTERNAL", "10.0.0.1", 29092)];
+    }
+    ok(&mut image, cmd.clone());
+    let b = image.broker(1).unwrap();
+    assert_eq!(b.endpoint("EXTERNAL"), Some(("10.0.0.1", 29092)));
+    assert_eq!(b.endpoint("INTERNAL"), None);
+
+    for (bad, why) in [
+        (
+            vec![listener("A", "h", 1), listener("A", "h", 2)],
+            "named twice",
+        ),
+        (vec![listener("", "h", 1)], "empty name"),
+        (vec![listener("A", "h", 0)], "out of range"),
+    ] {
+        if let C::RegisterBroker { listeners, .. } = &mut cmd {
+            *listeners = bad;
+        }
+        let err = refused(&mut image, cmd.clone(), codes::INVALID_REQUEST);
+        assert!(err.message().contains(why), "{err}");
+    }
+}
+
+#[test]
+fn a_broker_registered_before_named_listeners_answers_for_every_name() {
+    // A broker entry as an image snapshot written before `listeners` existed holds it.
+    let old = r#"{"id":1,"host":"node1","port":9092,"rpc_address":"node1:9093","rack":null,
+        "incarnation":"00000000-0000-0000-0000-000000000001","fenced":false,"epoch":3}"#;
+    let b: BrokerInfo = serde_json::from_str(old).unwrap();
+    assert!(b.listeners.is_empty());
+    assert_eq!(b.endpoint("PLAINTEXT"), Some(("node1", 9092)));
+    assert_eq!(b.endpoint("EXTERNAL"), Some(("node1", 9092)));
+    // And a registration command from that time still replays.
+    let old_cmd = r#"{"RegisterBroker":{"id":1,"incarnation":"00000000-0000-0000-0000-000000000001",
+        "host":"node1","port":9092,"rpc_address":"node1:9093","rack":null}}"#;
+    let cmd: ControllerCommand = serde_json::from_str(old_cmd).unwrap();
+    let mut image = MetadataImage::new("test-cluster");
+    ok(&mut image, cmd);
+    assert_eq!(
+        image.broker(1).unwrap().endpoint("ANY"),
+        Some(("node1", 9092))
+    );
+}
+
 #[test]
 fn same_incarnation_is_a_retry() {
     let mut image = cluster(1);
@@ -197,6 +275,7 @@ fn same_incarnation_is_a_retry() {
         incarnation: incarnation(1, 0),
         host: "new-host".into(),
         port: 19092,
+        listeners: Vec::new(),
         rpc_address: "new-host:19093".into(),
         rack: Some("r1".into()),
     };
@@ -528,6 +607,7 @@ fn create_topic_rack_aware() {
                 incarnation: incarnation(id, 0),
                 host: "h".into(),
                 port: 9092,
+                listeners: Vec::new(),
                 rpc_address: "h:1".into(),
                 rack: Some(rack.into()),
             },

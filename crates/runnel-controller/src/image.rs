@@ -26,13 +26,27 @@ pub const NO_LEADER: i32 = -1;
 /// The topic config that allows an out-of-sync replica to become leader.
 pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
 
+/// One named Kafka listener as clients reach it (Kafka's `advertised.listeners`, KIP-103):
+/// a client is told the addresses of the listener it connected through.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub name: String,
+    pub host: String,
+    pub port: i32,
+}
+
 /// A registered broker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerInfo {
     pub id: i32,
-    /// Kafka listener as clients reach it (advertised host and port).
+    /// Kafka listener as clients reach it (advertised host and port): the first of
+    /// `listeners`.
     pub host: String,
     pub port: i32,
+    /// Every advertised listener. Empty for a broker registered before named listeners
+    /// existed: `host` and `port` then answer for any listener name.
+    #[serde(default)]
+    pub listeners: Vec<Endpoint>,
     /// `host:port` of the node's gRPC listener (replication fetches, forwarded requests).
     pub rpc_address: String,
     /// `broker.rack`; rack-aware replica placement needs it on every broker.
@@ -48,6 +62,20 @@ pub struct BrokerInfo {
     /// from an older incarnation can be told apart. Assigned from
     /// [`MetadataImage::next_broker_epoch`].
     pub epoch: i64,
+}
+
+impl BrokerInfo {
+    /// Where a client connected through `listener` reaches this broker, or `None` when the
+    /// broker has no listener of that name (Kafka then leaves it out of Metadata).
+    pub fn endpoint(&self, listener: &str) -> Option<(&str, i32)> {
+        if self.listeners.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.listeners
+            .iter()
+            .find(|e| e.name == listener)
+            .map(|e| (e.host.as_str(), e.port))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,6 +297,7 @@ mod tests {
             id,
             host: "127.0.0.1".into(),
             port: 9092 + id,
+            listeners: Vec::new(),
             rpc_address: format!("127.0.0.1:{}", 9093 + id),
             rack: None,
             incarnation: Uuid::from_u128(id as u128),

@@ -290,6 +290,7 @@ mod tests {
                     incarnation: Uuid::from_u128(id as u128),
                     host: "h".into(),
                     port: 9092,
+                    listeners: Vec::new(),
                     rpc_address: "h:1".into(),
                     rack: None,
                 },

@@ -148,6 +148,7 @@ fn to_command(image: &MetadataImage, op: &Op) -> ControllerCommand {
             incarnation: Uuid::from_u128(((id as u128) << 8 | generation as u128) + 1),
             host: format!("node{id}"),
             port: 9092,
+            listeners: Vec::new(),
             rpc_address: format!("node{id}:9093"),
             rack: rack.map(|r| format!("rack{r}")),
         },
@@ -432,6 +433,7 @@ proptest! {
                 incarnation: Uuid::from_u128(id as u128 + 1),
                 host: "h".into(),
                 port: 9092,
+                listeners: Vec::new(),
                 rpc_address: "h:1".into(),
                 rack: None,
             };

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::command::{CommandResult, ControllerCommand};
 use crate::error::codes;
+use crate::image::Endpoint;
 use crate::liveness::BrokerLiveness;
 use crate::raft::{Committed, Controller, WriteError};
 use crate::store::RaftNode;
@@ -126,6 +127,15 @@ impl ControllerGrpcService {
                 incarnation,
                 host: r.kafka_host,
                 port: r.kafka_port,
+                listeners: r
+                    .listeners
+                    .into_iter()
+                    .map(|l| Endpoint {
+                        name: l.name,
+                        host: l.host,
+                        port: l.port,
+                    })
+                    .collect(),
                 rpc_address: r.rpc_address,
                 rack: r.rack,
             })

@@ -197,6 +197,7 @@ fn register(id: i32) -> ControllerCommand {
         incarnation: Uuid::from_u128(0x1000 + id as u128),
         host: "127.0.0.1".to_owned(),
         port: 9092 + id,
+        listeners: Vec::new(),
         rpc_address: format!("127.0.0.1:{}", 9192 + id),
         rack: None,
     }
@@ -355,6 +356,7 @@ async fn broker_session(cluster: &Cluster, via: u64) {
                 rpc_address: "127.0.0.1:1".into(),
                 rack: None,
                 cluster_id: String::new(),
+                listeners: Vec::new(),
             },
             WAIT,
         )

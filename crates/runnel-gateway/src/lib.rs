@@ -19,4 +19,7 @@ pub struct Context {
     pub broker: Arc<ReplicaManager>,
     pub groups: Arc<GroupCoordinator>,
     pub producer_ids: Arc<ProducerIdManager>,
+    /// The name of the Kafka listener this context serves (`PLAINTEXT` unless named):
+    /// Metadata and FindCoordinator answer with the brokers' addresses on that listener.
+    pub listener: Arc<str>,
 }

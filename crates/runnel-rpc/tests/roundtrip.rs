@@ -277,6 +277,11 @@ async fn call_everything(addr: std::net::SocketAddr) {
             rpc_address: "127.0.0.1:9193".into(),
             rack: Some("rack-a".into()),
             cluster_id: "runnel-test".into(),
+            listeners: vec![ctl::KafkaListener {
+                name: "PLAINTEXT".into(),
+                host: "127.0.0.1".into(),
+                port: 9192,
+            }],
         })
         .await
         .unwrap()

@@ -3,6 +3,8 @@
 mod commands;
 mod node;
 
+use std::io::IsTerminal as _;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -40,6 +42,8 @@ enum Command {
     /// Inspect the cluster through the nodes' HTTP endpoints.
     #[command(subcommand)]
     Cluster(commands::cluster::ClusterCommand),
+    /// Exit 0 when a node's /health says it serves clients (for container health checks).
+    Health(commands::health::HealthArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,6 +70,7 @@ fn main() -> std::process::ExitCode {
             Command::Cluster(cmd) => commands::cluster::run(cmd).await,
             Command::Chaos(args) => commands::chaos::run(args).await,
             Command::Experiment(cmd) => commands::experiment::run(cmd).await,
+            Command::Health(args) => commands::health::run(args).await,
         }
     });
     match result {
@@ -88,8 +93,11 @@ fn init_tracing(is_node: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only on a terminal: container and file logs stay plain text.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
 }

@@ -47,7 +47,7 @@ use super::state::{
 };
 use super::store::{self, commit_error, store_error};
 use crate::error::BrokerError;
-use crate::metadata::{BrokerInfo, MetadataImage};
+use crate::metadata::MetadataImage;
 use crate::replica_manager::{now_ms, Partition, ReplicaManager};
 
 /// The internal topic holding committed offsets and group metadata.
@@ -334,10 +334,11 @@ impl GroupCoordinator {
     }
 
     /// The node coordinating `group_id`: the leader of its `__consumer_offsets` partition in
-    /// the metadata image.
+    /// the metadata image, with its address on the Kafka listener named `listener`.
     pub fn find_coordinator(
         &self,
         group_id: &str,
+        listener: &str,
     ) -> Result<FoundCoordinator, (ResponseError, String)> {
         let image = self.broker.image();
         let not_available = |why: String| (ResponseError::CoordinatorNotAvailable, why);
@@ -351,14 +352,16 @@ impl GroupCoordinator {
             .map(|p| p.leader)
             .filter(|l| *l >= 0)
             .ok_or_else(|| not_available(format!("{OFFSETS_TOPIC}-{p} has no leader")))?;
-        let BrokerInfo { id, host, port, .. } = image
+        let broker = image
             .brokers
             .get(&leader)
-            .cloned()
             .ok_or_else(|| not_available(format!("node {leader} is not available")))?;
+        let (host, port) = broker.endpoint(listener).ok_or_else(|| {
+            not_available(format!("node {leader} has no listener named {listener}"))
+        })?;
         Ok(FoundCoordinator {
-            node_id: id,
-            host,
+            node_id: broker.id,
+            host: host.to_owned(),
             port,
         })
     }

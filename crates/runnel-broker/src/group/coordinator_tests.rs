@@ -534,7 +534,10 @@ async fn find_coordinator_names_the_partition_leader() {
     let node = open(dir.path(), &[]);
     assert_eq!(node.groups.num_partitions(), 4);
     assert_eq!(node.groups.partition_for("hello"), 99_162_322 % 4);
-    let found = node.groups.find_coordinator("anything").unwrap();
+    let found = node
+        .groups
+        .find_coordinator("anything", "PLAINTEXT")
+        .unwrap();
     assert_eq!(
         found,
         FoundCoordinator {
@@ -650,13 +653,25 @@ async fn partitions_load_and_unload_as_leadership_moves() {
     stable_member(&groups, &mine, 10_000).await;
     let r = groups.join_group(&theirs, join_req("", 10_000)).await;
     assert_eq!(r.error, Some(ResponseError::NotCoordinator));
-    assert_eq!(groups.find_coordinator(&theirs).unwrap().node_id, 2);
+    assert_eq!(
+        groups
+            .find_coordinator(&theirs, "PLAINTEXT")
+            .unwrap()
+            .node_id,
+        2
+    );
     // Broker 2 is fenced: this node takes over partition 1.
     controller
         .apply(ControllerCommand::FenceBroker { id: 2 })
         .unwrap();
     stable_member(&groups, &theirs, 10_000).await;
-    assert_eq!(groups.find_coordinator(&theirs).unwrap().node_id, 1);
+    assert_eq!(
+        groups
+            .find_coordinator(&theirs, "PLAINTEXT")
+            .unwrap()
+            .node_id,
+        1
+    );
     // This node is fenced: it leads nothing and coordinates nothing.
     controller
         .apply(ControllerCommand::FenceBroker { id: 1 })
@@ -667,7 +682,7 @@ async fn partitions_load_and_unload_as_leadership_moves() {
             Err(ResponseError::NotCoordinator)
         );
         assert_eq!(
-            groups.find_coordinator(g).unwrap_err().0,
+            groups.find_coordinator(g, "PLAINTEXT").unwrap_err().0,
             ResponseError::CoordinatorNotAvailable
         );
     }

@@ -42,6 +42,7 @@ fn cluster_commands() -> Vec<Entry<TypeConfig>> {
             incarnation: Uuid::from_u128(id as u128),
             host: "127.0.0.1".to_owned(),
             port: 9092 + 100 * (id - 1),
+            listeners: Vec::new(),
             rpc_address: format!("127.0.0.1:{}", 9093 + 100 * (id - 1)),
             rack: None,
         });

@@ -48,6 +48,7 @@ fn cluster(dir: &std::path::Path) -> (Arc<LocalController>, Context) {
         broker,
         groups,
         producer_ids,
+        listener: "PLAINTEXT".into(),
     };
     (controller, ctx)
 }
@@ -182,6 +183,89 @@ async fn metadata_lists_live_brokers_and_leaderless_partitions() {
     assert_eq!(fenced, [(1, false), (2, true), (3, true)]);
     ctx.broker.set_active_controller(None);
     assert_eq!(described(2, false).controller_id.0, -1);
+}
+
+#[tokio::test]
+async fn metadata_answers_with_the_addresses_of_the_clients_listener() {
+    use runnel_controller::image::Endpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, ctx) = cluster(dir.path());
+    // Brokers 1 and 2 re-register (same incarnation: only their addresses change) with an
+    // INTERNAL and an EXTERNAL listener; broker 3 only with INTERNAL.
+    let image = controller.image();
+    for (id, external) in [(1, true), (2, true), (3, false)] {
+        let endpoint = |name: &str, host: String, port: i32| Endpoint {
+            name: name.into(),
+            host,
+            port,
+        };
+        let mut listeners = vec![endpoint("INTERNAL", format!("runnel-{id}"), 9092)];
+        if external {
+            listeners.push(endpoint("EXTERNAL", "127.0.0.1".into(), id * 10_000 + 9092));
+        }
+        controller
+            .apply(ControllerCommand::RegisterBroker {
+                id,
+                incarnation: image.brokers[&id].incarnation,
+                host: format!("runnel-{id}"),
+                port: 9092,
+                listeners,
+                rpc_address: format!("runnel-{id}:9093"),
+                rack: None,
+            })
+            .unwrap();
+    }
+    let through = |listener: &str| Context {
+        broker: ctx.broker.clone(),
+        groups: ctx.groups.clone(),
+        producer_ids: ctx.producer_ids.clone(),
+        listener: listener.into(),
+    };
+    let addresses = |response: &MetadataResponse| -> Vec<(i32, String, i32)> {
+        let brokers = response.brokers.iter();
+        brokers
+            .map(|b| (b.node_id.0, b.host.to_string(), b.port))
+            .collect()
+    };
+    let all = || MetadataRequest::default().with_topics(None);
+
+    let internal = metadata::handle(&through("INTERNAL"), all(), 12).await;
+    assert_eq!(
+        addresses(&internal),
+        [
+            (1, "runnel-1".into(), 9092),
+            (2, "runnel-2".into(), 9092),
+            (3, "runnel-3".into(), 9092)
+        ]
+    );
+    assert!(internal.topics[0]
+        .partitions
+        .iter()
+        .all(|p| p.error_code == 0));
+
+    // Broker 3 has no EXTERNAL listener: it is left out, and its partition has no leader
+    // that these clients could reach.
+    let external = metadata::handle(&through("EXTERNAL"), all(), 12).await;
+    assert_eq!(
+        addresses(&external),
+        [
+            (1, "127.0.0.1".into(), 19092),
+            (2, "127.0.0.1".into(), 29092)
+        ]
+    );
+    let p2 = &external.topics[0].partitions[2];
+    assert_eq!(p2.error_code, ResponseError::ListenerNotFound.code());
+    assert_eq!(p2.leader_id.0, -1);
+    assert_eq!(external.topics[0].partitions[1].leader_id.0, 1);
+
+    let described =
+        describe_cluster::handle(&through("EXTERNAL"), DescribeClusterRequest::default(), 1);
+    let hosts: Vec<(i32, i32)> = described
+        .brokers
+        .iter()
+        .map(|b| (b.broker_id.0, b.port))
+        .collect();
+    assert_eq!(hosts, [(1, 19092), (2, 29092)]);
 }
 
 #[tokio::test]

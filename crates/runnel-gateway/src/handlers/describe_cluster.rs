@@ -21,18 +21,20 @@ pub(crate) fn handle(
         .brokers
         .values()
         .filter(|b| include_fenced || !b.fenced)
-        .map(|b| {
+        .filter_map(|b| {
+            // Only the addresses of the listener the client came through.
+            let (host, port) = b.endpoint(&ctx.listener)?;
             let broker = DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(b.id))
-                .with_host(str_bytes(b.host.clone()))
-                .with_port(b.port)
+                .with_host(str_bytes(host.to_owned()))
+                .with_port(port)
                 .with_rack(b.rack.clone().map(str_bytes));
             // The field exists from v2; the encoder rejects it set earlier.
-            if version >= 2 {
+            Some(if version >= 2 {
                 broker.with_is_fenced(b.fenced)
             } else {
                 broker
-            }
+            })
         })
         .collect();
     DescribeClusterResponse::default()

@@ -30,7 +30,7 @@ fn lookup(ctx: &Context, key_type: i8, key: &str) -> Found {
         port: -1,
     };
     match key_type {
-        KEY_TYPE_GROUP => match ctx.groups.find_coordinator(key) {
+        KEY_TYPE_GROUP => match ctx.groups.find_coordinator(key, &ctx.listener) {
             Ok(c) => Found {
                 error: None,
                 node_id: c.node_id,

@@ -60,6 +60,7 @@ fn context(dir: &std::path::Path) -> Context {
         broker,
         groups,
         producer_ids,
+        listener: "PLAINTEXT".into(),
     }
 }
 

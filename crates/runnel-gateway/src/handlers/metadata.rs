@@ -8,7 +8,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
-use runnel_broker::{is_internal_topic, MetadataImage, TopicInfo};
+use runnel_broker::{is_internal_topic, MetadataImage, TopicInfo, NO_LEADER};
 use uuid::Uuid;
 
 use super::str_bytes;
@@ -16,7 +16,11 @@ use crate::Context;
 
 pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 13 };
 
-fn topic_response(image: &MetadataImage, topic: &TopicInfo) -> MetadataResponseTopic {
+fn topic_response(
+    image: &MetadataImage,
+    topic: &TopicInfo,
+    listener: &str,
+) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
@@ -29,15 +33,23 @@ fn topic_response(image: &MetadataImage, topic: &TopicInfo) -> MetadataResponseT
                 .filter(|r| !image.is_live(*r))
                 .map(BrokerId)
                 .collect();
-            let error = if p.has_leader() {
-                0
+            // As Kafka: a leader that clients of this listener cannot reach is no leader to
+            // them (LISTENER_NOT_FOUND), rather than an address they must not use.
+            let reachable = image
+                .brokers
+                .get(&p.leader)
+                .is_some_and(|b| b.endpoint(listener).is_some());
+            let (error, leader) = if !p.has_leader() {
+                (ResponseError::LeaderNotAvailable.code(), p.leader)
+            } else if !reachable {
+                (ResponseError::ListenerNotFound.code(), NO_LEADER)
             } else {
-                ResponseError::LeaderNotAvailable.code()
+                (0, p.leader)
             };
             MetadataResponsePartition::default()
                 .with_error_code(error)
                 .with_partition_index(p.index)
-                .with_leader_id(BrokerId(p.leader))
+                .with_leader_id(BrokerId(leader))
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(p.replicas.iter().copied().map(BrokerId).collect())
                 .with_isr_nodes(p.isr.iter().copied().map(BrokerId).collect())
@@ -79,7 +91,7 @@ pub(crate) async fn handle(
         image
             .topics
             .values()
-            .map(|t| topic_response(&image, t))
+            .map(|t| topic_response(&image, t, &ctx.listener))
             .collect()
     } else {
         let mut topics = Vec::new();
@@ -89,7 +101,7 @@ pub(crate) async fn handle(
                 None => {
                     let image = ctx.broker.image();
                     match image.topic_by_id(requested.topic_id) {
-                        Some(t) => topic_response(&image, t),
+                        Some(t) => topic_response(&image, t, &ctx.listener),
                         None => {
                             error_topic(None, requested.topic_id, ResponseError::UnknownTopicId)
                         }
@@ -101,14 +113,18 @@ pub(crate) async fn handle(
     };
 
     let image = ctx.broker.image();
+    // Brokers without this listener are left out, as in Kafka.
     let brokers = image
         .live_brokers()
-        .map(|b| {
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(b.id))
-                .with_host(str_bytes(b.host.clone()))
-                .with_port(b.port)
-                .with_rack(b.rack.clone().map(str_bytes))
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(&ctx.listener)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.id))
+                    .with_host(str_bytes(host.to_owned()))
+                    .with_port(port)
+                    .with_rack(b.rack.clone().map(str_bytes)),
+            )
         })
         .collect();
     MetadataResponse::default()
@@ -122,7 +138,7 @@ pub(crate) async fn handle(
 async fn lookup_by_name(ctx: &Context, name: &str, allow_create: bool) -> MetadataResponseTopic {
     let image = ctx.broker.image();
     if let Some(topic) = image.topic(name) {
-        return topic_response(&image, topic);
+        return topic_response(&image, topic, &ctx.listener);
     }
     if !allow_create {
         return error_topic(
@@ -132,7 +148,7 @@ async fn lookup_by_name(ctx: &Context, name: &str, allow_create: bool) -> Metada
         );
     }
     match ctx.broker.auto_create_topic(name).await {
-        Ok(Some(topic)) => topic_response(&ctx.broker.image(), &topic),
+        Ok(Some(topic)) => topic_response(&ctx.broker.image(), &topic, &ctx.listener),
         Ok(None) => error_topic(
             Some(name),
             Uuid::nil(),

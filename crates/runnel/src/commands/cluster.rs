@@ -132,6 +132,30 @@ struct BrokerView {
     rack: Option<String>,
     fenced: bool,
     epoch: i64,
+    listeners: Vec<ListenerView>,
+}
+
+#[derive(Deserialize, Serialize, Debug, Clone, Default, PartialEq)]
+#[serde(default)]
+struct ListenerView {
+    name: String,
+    host: String,
+    port: i32,
+}
+
+impl BrokerView {
+    /// The Kafka addresses clients are told: `host:port`, or `NAME=host:port, ...` for a
+    /// broker with several named listeners.
+    fn kafka(&self) -> String {
+        match self.listeners.as_slice() {
+            [] | [_] => format!("{}:{}", self.host, self.port),
+            many => many
+                .iter()
+                .map(|l| format!("{}={}:{}", l.name, l.host, l.port))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
 }
 
 #[derive(Deserialize, Serialize, Debug, Clone, Default, PartialEq)]
@@ -314,7 +338,7 @@ pub(crate) fn merge(answers: Vec<Answer>) -> ClusterStatus {
                     term: Some(v.controller.term),
                     leader_id: v.controller.leader_id,
                     last_applied: v.controller.last_applied,
-                    kafka: broker.map(|b| format!("{}:{}", b.host, b.port)),
+                    kafka: broker.map(BrokerView::kafka),
                     fenced: broker.map(|b| b.fenced),
                 }
             }
@@ -358,7 +382,7 @@ pub(crate) fn merge(answers: Vec<Answer>) -> ClusterStatus {
         if paired {
             let row = &mut rows[silent[0]];
             row.roles = role_guess;
-            row.kafka = broker.map(|b| format!("{}:{}", b.host, b.port));
+            row.kafka = broker.map(BrokerView::kafka);
             row.fenced = broker.map(|b| b.fenced);
         } else {
             rows.push(NodeRow {
@@ -371,7 +395,7 @@ pub(crate) fn merge(answers: Vec<Answer>) -> ClusterStatus {
                 term: None,
                 leader_id: None,
                 last_applied: None,
-                kafka: broker.map(|b| format!("{}:{}", b.host, b.port)),
+                kafka: broker.map(BrokerView::kafka),
                 fenced: broker.map(|b| b.fenced),
             });
         }
@@ -798,5 +822,28 @@ mod tests {
             "http://127.0.0.1:9644/v1/cluster"
         );
         assert_eq!(url("http://h:1/", "/health"), "http://h:1/health");
+    }
+
+    #[test]
+    fn brokers_with_named_listeners_show_each_address() {
+        let listener = |name: &str, host: &str, port| ListenerView {
+            name: name.into(),
+            host: host.into(),
+            port,
+        };
+        let mut b = BrokerView {
+            host: "runnel-1".into(),
+            port: 9092,
+            ..BrokerView::default()
+        };
+        assert_eq!(b.kafka(), "runnel-1:9092");
+        b.listeners = vec![
+            listener("INTERNAL", "runnel-1", 9092),
+            listener("EXTERNAL", "127.0.0.1", 19092),
+        ];
+        assert_eq!(
+            b.kafka(),
+            "INTERNAL=runnel-1:9092, EXTERNAL=127.0.0.1:19092"
+        );
     }
 }

@@ -7,6 +7,7 @@ pub(crate) mod consume;
 pub(crate) mod dev;
 pub(crate) mod experiment;
 pub(crate) mod group;
+pub(crate) mod health;
 pub(crate) mod local_cluster;
 pub(crate) mod produce;
 pub(crate) mod table;

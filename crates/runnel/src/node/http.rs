@@ -88,6 +88,7 @@ fn cluster_view(state: &HttpState) -> Value {
             json!({
                 "id": b.id, "host": b.host, "port": b.port, "rpc_address": b.rpc_address,
                 "rack": b.rack, "fenced": b.fenced, "epoch": b.epoch,
+                "listeners": b.listeners,
             })
         })
         .collect();

@@ -28,8 +28,8 @@ pub(crate) enum BrokerState {
 /// What a broker tells the controller about itself.
 pub(crate) struct Registration {
     pub(crate) node_id: i32,
-    pub(crate) kafka_host: String,
-    pub(crate) kafka_port: i32,
+    /// Every Kafka listener as (name, advertised host, advertised port); at least one.
+    pub(crate) listeners: Vec<(String, String, i32)>,
     pub(crate) rpc_address: String,
     pub(crate) rack: Option<String>,
 }
@@ -116,8 +116,18 @@ impl Lifecycle {
         let request = pb::RegisterBrokerRequest {
             node_id: r.node_id,
             incarnation_id: self.incarnation.as_bytes().to_vec().into(),
-            kafka_host: r.kafka_host.clone(),
-            kafka_port: r.kafka_port,
+            // The first listener also fills the fields of controllers older than listeners.
+            kafka_host: r.listeners[0].1.clone(),
+            kafka_port: r.listeners[0].2,
+            listeners: r
+                .listeners
+                .iter()
+                .map(|(name, host, port)| pb::KafkaListener {
+                    name: name.clone(),
+                    host: host.clone(),
+                    port: *port,
+                })
+                .collect(),
             rpc_address: r.rpc_address.clone(),
             rack: r.rack.clone(),
             cluster_id: String::new(),

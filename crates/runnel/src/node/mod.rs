@@ -9,6 +9,7 @@
 mod http;
 mod identity;
 mod lifecycle;
+mod listeners;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ use tokio::sync::watch;
 
 use identity::DataDir;
 use lifecycle::{BrokerState, Lifecycle, Registration};
+use listeners::ListenerSpec;
 
 /// How long a metadata command sent for a Kafka client may wait for the active controller.
 const WRITE_DEADLINE: Duration = Duration::from_secs(15);
@@ -50,12 +52,19 @@ pub(crate) struct NodeArgs {
     /// Where partition logs and the controller's Raft state live.
     #[arg(long, env = "RUNNEL_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
-    /// Address the Kafka protocol listener binds to.
-    #[arg(long, env = "RUNNEL_KAFKA_LISTEN", default_value = "127.0.0.1:9092")]
-    kafka_listen: SocketAddr,
-    /// host:port that clients are told to connect to (default: the listen address).
-    #[arg(long, env = "RUNNEL_ADVERTISED_KAFKA")]
-    advertised_kafka: Option<String>,
+    /// Kafka listeners to bind: `host:port`, or named `NAME://host:port` entries,
+    /// comma-separated (e.g. `INTERNAL://0.0.0.0:9092,EXTERNAL://0.0.0.0:9094`).
+    #[arg(
+        long,
+        env = "RUNNEL_KAFKA_LISTEN",
+        default_value = "127.0.0.1:9092",
+        value_delimiter = ','
+    )]
+    kafka_listen: Vec<String>,
+    /// What clients of each listener are told to connect to: `host:port` for a single
+    /// listener, else `NAME://host:port` entries (default: each listener's bind address).
+    #[arg(long, env = "RUNNEL_ADVERTISED_KAFKA", value_delimiter = ',')]
+    advertised_kafka: Vec<String>,
     /// Address of the node-to-node gRPC listener (Raft, controller requests).
     #[arg(long, env = "RUNNEL_RPC_LISTEN", default_value = "127.0.0.1:9093")]
     rpc_listen: SocketAddr,
@@ -105,17 +114,6 @@ fn parse_configs(pairs: &[String]) -> anyhow::Result<BrokerConfig> {
         parsed.push((k.trim(), v.trim()));
     }
     Ok(BrokerConfig::from_pairs(parsed)?)
-}
-
-/// Splits `host:port` (IPv6 hosts in brackets) for what Metadata advertises.
-fn parse_advertised(addr: &str) -> anyhow::Result<(String, i32)> {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .with_context(|| format!("--advertised-kafka '{addr}' is not host:port"))?;
-    let port: u16 = port
-        .parse()
-        .with_context(|| format!("--advertised-kafka '{addr}' has an invalid port"))?;
-    Ok((host.trim_matches(['[', ']']).to_string(), port as i32))
 }
 
 /// `--voters` as Raft nodes; `1@host:port` each.
@@ -216,13 +214,13 @@ struct BrokerParts {
     broker: Arc<ReplicaManager>,
     groups: Arc<GroupCoordinator>,
     lifecycle: Arc<Lifecycle>,
-    kafka: TcpListener,
-    kafka_addr: SocketAddr,
+    kafka: Vec<KafkaListener>,
     producer_ids: Arc<ProducerIdManager>,
 }
 
 pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let config = parse_configs(&args.configs)?;
+    let kafka_listeners = listeners::parse(&args.kafka_listen, &args.advertised_kafka)?;
     let rpc = TcpListener::bind(args.rpc_listen)
         .await
         .with_context(|| format!("cannot listen for node RPCs on {}", args.rpc_listen))?;
@@ -291,6 +289,7 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
         Some(
             start_broker(
                 &args,
+                &kafka_listeners,
                 &config,
                 &data_dir,
                 &controller,
@@ -357,17 +356,34 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
             if unfenced {
                 let stray_broker = parts.broker.clone();
                 tokio::task::spawn_blocking(move || stray_broker.remove_stray_dirs()).await?;
-                gateway = Some(tokio::spawn(runnel_gateway::serve(
-                    parts.kafka,
-                    Arc::new(runnel_gateway::Context {
-                        broker: parts.broker.clone(),
-                        groups: parts.groups.clone(),
-                        producer_ids: parts.producer_ids.clone(),
-                    }),
-                    shutdown_rx.clone(),
+                let mut addresses = Vec::new();
+                let serving = parts.kafka.into_iter().map(|listener| {
+                    addresses.push(format!(
+                        "{}://{} ({}:{})",
+                        listener.name,
+                        listener
+                            .socket
+                            .local_addr()
+                            .map_or_else(|e| e.to_string(), |a| a.to_string()),
+                        listener.host,
+                        listener.port
+                    ));
+                    runnel_gateway::serve(
+                        listener.socket,
+                        Arc::new(runnel_gateway::Context {
+                            broker: parts.broker.clone(),
+                            groups: parts.groups.clone(),
+                            producer_ids: parts.producer_ids.clone(),
+                            listener: listener.name.into(),
+                        }),
+                        shutdown_rx.clone(),
+                    )
+                });
+                gateway = Some(tokio::spawn(futures::future::join_all(
+                    serving.collect::<Vec<_>>(),
                 )));
                 let _ = ready_tx.send(true);
-                tracing::info!(node_id, kafka = %parts.kafka_addr, "runnel node ready: serving Kafka clients");
+                tracing::info!(node_id, kafka = %addresses.join(", "), "runnel node ready: serving Kafka clients");
                 (&mut signal).await;
             }
             tracing::info!("shutting down");
@@ -411,24 +427,17 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
 
 async fn start_broker(
     args: &NodeArgs,
+    kafka_listeners: &[ListenerSpec],
     config: &BrokerConfig,
     data_dir: &DataDir,
     controller: &Arc<Controller>,
     client: &ControllerClient,
     applied: Arc<AtomicU64>,
 ) -> anyhow::Result<BrokerParts> {
-    let kafka = TcpListener::bind(args.kafka_listen)
-        .await
-        .with_context(|| format!("cannot listen for Kafka clients on {}", args.kafka_listen))?;
-    let kafka_addr = kafka.local_addr()?;
-    let (host, port) = match &args.advertised_kafka {
-        Some(addr) => parse_advertised(addr)?,
-        None if kafka_addr.ip().is_unspecified() => {
-            tracing::warn!("listening on {kafka_addr}; advertising localhost — set --advertised-kafka so remote clients can connect");
-            ("localhost".to_string(), kafka_addr.port() as i32)
-        }
-        None => (kafka_addr.ip().to_string(), kafka_addr.port() as i32),
-    };
+    let mut kafka = Vec::with_capacity(kafka_listeners.len());
+    for spec in kafka_listeners {
+        kafka.push(bind_kafka(spec).await?);
+    }
     let writer: Arc<dyn MetadataWriter> = Arc::new(ControllerWriter {
         client: client.clone(),
     });
@@ -462,8 +471,10 @@ async fn start_broker(
         client.clone(),
         Registration {
             node_id,
-            kafka_host: host,
-            kafka_port: port,
+            listeners: kafka
+                .iter()
+                .map(|l| (l.name.clone(), l.host.clone(), l.port))
+                .collect(),
             rpc_address: args
                 .advertised_rpc
                 .clone()
@@ -479,8 +490,42 @@ async fn start_broker(
         groups,
         lifecycle,
         kafka,
-        kafka_addr,
         producer_ids,
+    })
+}
+
+/// A bound Kafka listener and the address its clients are told.
+struct KafkaListener {
+    name: String,
+    socket: TcpListener,
+    host: String,
+    port: i32,
+}
+
+async fn bind_kafka(spec: &ListenerSpec) -> anyhow::Result<KafkaListener> {
+    let socket = TcpListener::bind(spec.bind).await.with_context(|| {
+        format!(
+            "cannot listen for Kafka clients on {} (listener {})",
+            spec.bind, spec.name
+        )
+    })?;
+    let bound = socket.local_addr()?;
+    let (host, port) = match &spec.advertised {
+        Some(advertised) => advertised.clone(),
+        None if bound.ip().is_unspecified() => {
+            tracing::warn!(
+                listener = %spec.name,
+                "listening on {bound}; advertising localhost — set --advertised-kafka so remote clients can connect"
+            );
+            ("localhost".to_string(), i32::from(bound.port()))
+        }
+        None => (bound.ip().to_string(), i32::from(bound.port())),
+    };
+    Ok(KafkaListener {
+        name: spec.name.clone(),
+        socket,
+        host,
+        port,
     })
 }
 
@@ -551,20 +596,6 @@ async fn wait_for_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn advertised_addresses_parse() {
-        assert_eq!(
-            parse_advertised("kafka-1:19092").unwrap(),
-            ("kafka-1".into(), 19092)
-        );
-        assert_eq!(
-            parse_advertised("[::1]:9092").unwrap(),
-            ("::1".into(), 9092)
-        );
-        assert!(parse_advertised("nohost").is_err());
-        assert!(parse_advertised("h:99999").is_err());
-    }
 
     #[test]
     fn voters_parse_and_reject_mistakes() {
