@@ -1,7 +1,10 @@
 # Runnel: build, run and test.
 #
 #   make run    build the release binary and run a local 3-node cluster (data under ./data/node-N)
-#   make test   formatting, clippy, Rust tests and the end-to-end pytest suite
+#   make test   formatting, clippy, Rust tests and the end-to-end pytest suite, then the
+#               docker-compose tests (make test-docker) when a Docker engine answers
+#
+#   make cluster-up / cluster-down   the three-node docker-compose cluster (deploy/)
 #
 # `make test` installs what it needs by itself, idempotently: a Python venv under .venv
 # (packages from tests/requirements.txt, reinstalled only when that file changes) and
@@ -28,17 +31,28 @@ ARGS        ?=
 # on its own ports, so tests are independent.
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
+# Extra arguments for the docker-compose tests (e.g. make test-docker DOCKER_PYTEST_ARGS="-k partition").
+DOCKER_PYTEST_ARGS ?=
+# The docker-compose cluster of `make cluster-up`: image, compose file and project name.
+IMAGE         ?= runnel:latest
+COMPOSE_FILE  := deploy/docker-compose.yml
+COMPOSE_PROJECT ?= runnel
+# docker-compose 1.x where installed, else the Compose plugin.
+COMPOSE := $(shell command -v docker-compose >/dev/null 2>&1 && echo docker-compose || echo docker compose)
+export RUNNEL_IMAGE := $(IMAGE)
+export RUNNEL_COMPOSE := $(COMPOSE)
 # Extra arguments for the benchmark (e.g. make bench BENCH_ARGS="--records-small 5000000").
 BENCH_ARGS ?=
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: help build run fmt fmt-check clippy test test-rust test-e2e bench clean-data venv kcat
+.PHONY: help build run fmt fmt-check clippy test test-rust test-e2e test-docker test-docker-if-available \
+	docker-image cluster-up cluster-down bench clean-data venv kcat
 
 help: ## Show this help
 	@echo "Runnel make targets:"
-	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "  %-11s %s\n", $$1, $$2 }'
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "  %-14s %s\n", $$1, $$2 }'
 	@echo
 	@echo "Variables: RUNNEL_BIN=$(RUNNEL_BIN)  ARGS='$(ARGS)'  PYTEST_ARGS='$(PYTEST_ARGS)'  PYTEST_WORKERS=$(PYTEST_WORKERS)"
 
@@ -57,7 +71,7 @@ fmt-check: ## Check Rust formatting
 clippy: ## Lint with clippy, warnings are errors
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: fmt-check clippy test-rust test-e2e ## Run everything: fmt-check, clippy, Rust tests, end-to-end tests
+test: fmt-check clippy test-rust test-e2e test-docker-if-available ## Run everything: fmt-check, clippy, Rust tests, end-to-end and docker-compose tests
 
 test-rust: ## Rust unit and integration tests (cargo-nextest when installed)
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
@@ -73,6 +87,27 @@ test-rust: ## Rust unit and integration tests (cargo-nextest when installed)
 test-e2e: build venv kcat ## End-to-end tests: pytest on tests/python against RUNNEL_BIN
 	@test -x "$(RUNNEL_BIN)" || { echo "error: $(RUNNEL_BIN) is not an executable file" >&2; exit 1; }
 	$(VENV)/bin/python -m pytest tests/python -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+test-docker: build docker-image venv ## docker-compose tests (tests/docker): the cluster, host clients, container faults
+	$(VENV)/bin/python -m pytest tests/docker $(DOCKER_PYTEST_ARGS)
+
+# `make test` runs the docker-compose tests only where a Docker engine answers.
+test-docker-if-available:
+	@if docker info >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory test-docker; \
+	else \
+		echo "test-docker: SKIPPED: no Docker engine answers ('docker info' failed); the docker-compose tests did not run"; \
+	fi
+
+docker-image: build ## Build the runnel:latest image (deploy/Dockerfile), and a local Debian base where none can be pulled
+	IMAGE=$(IMAGE) deploy/docker-image.sh
+
+cluster-up: docker-image ## Start the 3-node docker-compose cluster (Kafka on 127.0.0.1:19092,29092,39092) and wait until healthy
+	$(COMPOSE) -p $(COMPOSE_PROJECT) -f $(COMPOSE_FILE) up -d
+	@deploy/wait-healthy.sh $(COMPOSE_PROJECT) 180
+
+cluster-down: ## Stop and remove the docker-compose cluster; its data stays in the volumes (add -v by hand to drop them)
+	$(COMPOSE) -p $(COMPOSE_PROJECT) -f $(COMPOSE_FILE) down
 
 bench: build ## Benchmark with librdkafka (tests/bench): throughput, latency, RSS; writes target/bench/
 	$(CARGO) run --release --manifest-path tests/bench/Cargo.toml -- --runnel-bin $(RUNNEL_BIN) $(BENCH_ARGS)
