@@ -336,32 +336,39 @@ impl LocalCluster {
 
     /// Asks GET /health of every node in `ids`; returns those that do not answer 200.
     pub(crate) async fn unhealthy(&self, ids: &[u16]) -> Vec<u16> {
-        let checks: Vec<_> = ids
+        let nodes = ids
             .iter()
-            .filter_map(|&id| Some((id, self.node(id).ok()?.http)))
-            .map(|(id, http)| {
-                let check = tokio::task::spawn_blocking(move || {
+            .map(|&id| (id, self.node(id).ok().map(|n| n.http)))
+            .collect();
+        unhealthy_nodes(nodes).await
+    }
+}
+
+/// Asks GET /health of every node (id, HTTP address); returns the ids that do not answer 200
+/// within a second, sorted, those without an address among them.
+pub(crate) async fn unhealthy_nodes(nodes: Vec<(u16, Option<SocketAddr>)>) -> Vec<u16> {
+    let checks: Vec<_> = nodes
+        .into_iter()
+        .map(|(id, http)| {
+            let check = tokio::task::spawn_blocking(move || {
+                http.is_some_and(|http| {
                     http_agent(Duration::from_secs(1))
                         .get(&url(&http.to_string(), "/health"))
                         .call()
                         .is_ok_and(|r| r.status().as_u16() == 200)
-                });
-                (id, check)
-            })
-            .collect();
-        let mut still: Vec<u16> = ids
-            .iter()
-            .copied()
-            .filter(|id| self.node(*id).is_err())
-            .collect();
-        for (id, check) in checks {
-            if !matches!(check.await, Ok(true)) {
-                still.push(id);
-            }
+                })
+            });
+            (id, check)
+        })
+        .collect();
+    let mut still = Vec::new();
+    for (id, check) in checks {
+        if !matches!(check.await, Ok(true)) {
+            still.push(id);
         }
-        still.sort_unstable();
-        still
     }
+    still.sort_unstable();
+    still
 }
 
 /// Reaps the child if it has exited.

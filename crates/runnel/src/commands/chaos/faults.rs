@@ -1,5 +1,6 @@
-//! The fault schedules: which node gets which signal when. Every action is logged with its
-//! time; every schedule ends with all nodes started again, and every wait is bounded.
+//! The fault schedules: which node gets which fault when (a signal to a local process, a
+//! docker command to a container). Every action is logged with its time; every schedule ends
+//! with all nodes started, resumed and connected again, and every wait is bounded.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,9 +11,12 @@ use rand::{Rng as _, SeedableRng as _};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
+use runnel_client::{acks, Compression, ProducerRecord};
+
 use super::probe;
+use super::target::{Target, TargetKind};
 use super::workload::{self, Counters};
-use crate::commands::local_cluster::{LocalCluster, STOP_TIMEOUT};
+use crate::commands::bounded_client::ATTEMPT_TIMEOUT;
 
 /// How long a restarted node gets to answer /health with 200.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,19 +33,25 @@ const ONE_BACK_PATIENCE: Duration = Duration::from_secs(15);
 pub(crate) enum Schedule {
     /// No faults: the baseline.
     None,
-    /// SIGKILL partition 0's leader at a third of the run, restart it 5 s later.
+    /// Kill partition 0's leader (SIGKILL, docker kill) at a third of the run, start it 5 s
+    /// later.
     KillLeader,
-    /// Every few seconds SIGKILL a random node, restarting it before the next kill.
+    /// Every few seconds kill a random node, starting it again before the next kill.
     KillRandom,
-    /// SIGSTOP partition 0's leader past the session and replica lag timeouts, then SIGCONT.
+    /// Pause partition 0's leader (SIGSTOP, docker pause) past the session and replica lag
+    /// timeouts, then resume it.
     PauseLeader,
-    /// SIGKILL the active controller, restart it 5 s later.
+    /// Kill the active controller, start it 5 s later.
     KillController,
-    /// SIGTERM each node in turn, restarting it and waiting until it is healthy.
+    /// Restart each node in turn gracefully (SIGTERM, docker restart), waiting until it is
+    /// healthy before the next.
     RollingRestart,
-    /// SIGKILL two of three nodes (not partition 0's leader); restart one, wait until
-    /// produce succeeds again, then restart the other.
+    /// Kill two of three nodes (not partition 0's leader); start one, wait until produce
+    /// succeeds again, then start the other.
     KillTwo,
+    /// Cut partition 0's leader off the other nodes (docker network disconnect) past the
+    /// session timeout while clients still reach it, then reconnect it. Compose only.
+    PartitionLeader,
 }
 
 impl Schedule {
@@ -50,6 +60,28 @@ impl Schedule {
         clap::ValueEnum::to_possible_value(&self)
             .map_or_else(|| format!("{self:?}"), |v| v.get_name().to_owned())
     }
+
+    /// Why this schedule cannot run on `target`, if it cannot.
+    pub(crate) fn unsupported_on(self, target: TargetKind) -> Option<&'static str> {
+        match (self, target) {
+            (Schedule::PartitionLeader, TargetKind::Local) => Some(
+                "local processes share one network stack and cannot be cut off; run it with \
+                 --target compose",
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// What a leader cut off from the other nodes acknowledged: produces sent to it alone (acks=all)
+/// while it was isolated. Any ack of one sent after the isolation began is a violation: its
+/// followers could not have the records.
+#[derive(Debug, Default, Clone, Serialize)]
+pub(crate) struct IsolationProbe {
+    pub(crate) node: u16,
+    pub(crate) sent: usize,
+    pub(crate) acked: usize,
+    pub(crate) last_error: Option<String>,
 }
 
 /// One fault action, at seconds since the workload started.
@@ -68,10 +100,12 @@ pub(crate) struct FaultLog {
     /// Stretches after a quorum loss in which one node had come back but not yet the others:
     /// produce should recover within them.
     pub(crate) one_back: Vec<(f64, f64)>,
+    /// What the isolated leader of partition-leader acknowledged.
+    pub(crate) isolation_probe: Option<IsolationProbe>,
 }
 
 pub(crate) struct Injector {
-    cluster: Arc<Mutex<LocalCluster>>,
+    cluster: Arc<Mutex<Target>>,
     started: Instant,
     bootstrap: String,
     topic: String,
@@ -85,7 +119,7 @@ pub(crate) struct Injector {
 
 impl Injector {
     pub(crate) fn new(
-        cluster: Arc<Mutex<LocalCluster>>,
+        cluster: Arc<Mutex<Target>>,
         started: Instant,
         bootstrap: String,
         topic: String,
@@ -123,29 +157,41 @@ impl Injector {
         self.cluster.lock().await.ids()
     }
 
-    async fn signal(&mut self, id: u16, signal: &str, why: &str) {
-        let result = self.cluster.lock().await.signal(id, signal).await;
+    /// Notes what `result` says was done to node `id`, or how it failed.
+    fn done(&mut self, id: u16, what: &str, result: anyhow::Result<impl AsRef<str>>, why: &str) {
         match result {
-            Ok(()) => self.note(format!("SIG{signal} node {id}{why}")),
-            Err(e) => self.note(format!("SIG{signal} node {id} failed: {e:#}")),
+            Ok(how) => self.note(format!("{} node {id}{why}", how.as_ref())),
+            Err(e) => self.note(format!("{what} node {id} failed: {e:#}")),
         }
     }
 
+    async fn pause(&mut self, id: u16, why: &str) {
+        let result = self.cluster.lock().await.pause(id).await;
+        self.done(id, "pause", result, why);
+    }
+
+    async fn resume(&mut self, id: u16) {
+        let result = self.cluster.lock().await.resume(id).await;
+        self.done(id, "resume", result, "");
+    }
+
     async fn kill(&mut self, id: u16, why: &str) {
-        self.cluster.lock().await.kill(id).await;
-        self.note(format!("SIGKILL node {id}{why}"));
+        let result = self.cluster.lock().await.kill(id).await;
+        self.done(id, "kill", result, why);
     }
 
     /// Starts node `id` again and waits (bounded) until it answers /health.
     async fn restart(&mut self, id: u16) {
-        let result = self.cluster.lock().await.start(id);
-        match result {
-            Ok(()) => self.note(format!("restart node {id}")),
-            Err(e) => {
-                self.note(format!("restart node {id} failed: {e:#}"));
-                return;
-            }
+        let result = self.cluster.lock().await.start(id).await;
+        let started = result.is_ok();
+        self.done(id, "start", result, "");
+        if started {
+            self.wait_healthy(id).await;
         }
+    }
+
+    /// Waits (bounded) until node `id` answers /health with 200.
+    async fn wait_healthy(&mut self, id: u16) {
         let deadline = Instant::now() + RESTART_TIMEOUT;
         loop {
             let pending = self.cluster.lock().await.unhealthy(&[id]).await;
@@ -190,10 +236,7 @@ impl Injector {
 
     /// The active controller as the first answering node reports it, else a random node.
     async fn controller(&mut self) -> (u16, &'static str) {
-        let nodes: Vec<_> = {
-            let cluster = self.cluster.lock().await;
-            cluster.plan().iter().map(|n| n.http).collect()
-        };
+        let nodes = self.cluster.lock().await.https();
         for http in nodes {
             if let Some(id) = probe::cluster_view(http)
                 .await
@@ -233,10 +276,11 @@ impl Injector {
             Schedule::PauseLeader => {
                 self.sleep_until(third).await;
                 let (id, why) = self.leader_of_partition_0().await;
-                self.signal(id, "STOP", why).await;
+                self.pause(id, why).await;
                 tokio::time::sleep(self.session_timeout + Duration::from_secs(2)).await;
-                self.signal(id, "CONT", "").await;
+                self.resume(id).await;
             }
+            Schedule::PartitionLeader => self.partition_leader(third).await,
             Schedule::KillRandom => self.kill_random(duration).await,
             Schedule::RollingRestart => self.rolling_restart().await,
             Schedule::KillTwo => self.kill_two(third).await,
@@ -261,12 +305,12 @@ impl Injector {
     async fn rolling_restart(&mut self) {
         self.sleep_until(Duration::from_secs(1)).await;
         for id in self.ids().await {
-            self.signal(id, "TERM", " (rolling restart)").await;
-            let stopped = self.cluster.lock().await.wait_exit(id, STOP_TIMEOUT).await;
-            if !stopped {
-                self.kill(id, " (did not stop after SIGTERM)").await;
+            let result = self.cluster.lock().await.restart_gracefully(id).await;
+            let restarted = result.is_ok();
+            self.done(id, "restart", result, " (rolling restart)");
+            if restarted {
+                self.wait_healthy(id).await;
             }
-            self.restart(id).await;
         }
     }
 
@@ -302,6 +346,54 @@ impl Injector {
         }
     }
 
+    /// Cuts partition 0's leader off the cluster network for long enough that the majority
+    /// fences it and elects new leaders, while a probe keeps producing to it directly: an
+    /// isolated leader must not acknowledge an acks=all write.
+    async fn partition_leader(&mut self, at: Duration) {
+        self.sleep_until(at).await;
+        let (id, why) = self.leader_of_partition_0().await;
+        let kafka = self.cluster.lock().await.kafka_of(id);
+        let result = self.cluster.lock().await.isolate(id).await;
+        let isolated = result.is_ok();
+        self.done(id, "isolate", result, why);
+        if !isolated {
+            return;
+        }
+        let isolated_from = self.now();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let probe = kafka.map(|addr| {
+            let topic = self.topic.clone();
+            let started = self.started;
+            tokio::spawn(probe_isolated_leader(
+                addr,
+                id,
+                topic,
+                started,
+                isolated_from,
+                stop_rx,
+            ))
+        });
+        // Past the session timeout (the controller fences it), leader elections on the
+        // majority side, and the produce request timeout of what it was sent.
+        tokio::time::sleep(self.session_timeout * 3 + Duration::from_secs(5)).await;
+        let _ = stop_tx.send(true);
+        if let Some(probe) = probe {
+            match tokio::time::timeout(ATTEMPT_TIMEOUT * 2, probe).await {
+                Ok(Ok(result)) => {
+                    self.note(format!(
+                        "isolated node {id} acknowledged {} of {} probe produces",
+                        result.acked, result.sent
+                    ));
+                    self.log.isolation_probe = Some(result);
+                }
+                _ => self.note("the isolated-leader probe did not finish".to_owned()),
+            }
+        }
+        let result = self.cluster.lock().await.heal(id).await;
+        self.done(id, "reconnect", result, "");
+        self.wait_healthy(id).await;
+    }
+
     /// Waits (at most ONE_BACK_PATIENCE) until the workload gets a produce acknowledged.
     async fn wait_for_an_ack(&mut self) {
         if self.counters.wait_for_an_ack(ONE_BACK_PATIENCE).await {
@@ -313,4 +405,60 @@ impl Injector {
             ));
         }
     }
+}
+
+/// Produces acks=all to partition 0 through node `id` alone (a client that knows only its
+/// address and the leader it names) until `stop`; counts the acknowledgements of produces
+/// sent after `isolated_from` + the in-flight grace.
+async fn probe_isolated_leader(
+    kafka: std::net::SocketAddr,
+    id: u16,
+    topic: String,
+    started: Instant,
+    isolated_from: f64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> IsolationProbe {
+    let mut probe = IsolationProbe {
+        node: id,
+        ..IsolationProbe::default()
+    };
+    let mut n = 0u64;
+    while !*stop.borrow() {
+        let sent_at = started.elapsed().as_secs_f64();
+        let value = format!("isolation-probe:{n}");
+        n += 1;
+        let attempt = async {
+            // A new client each time: its only metadata is what the isolated node says.
+            let mut client = workload::connect(&kafka.to_string()).await?;
+            let named = client.topic_metadata(&topic).await?;
+            if named.partitions.first().map(|p| p.leader) != Some(i32::from(id)) {
+                return anyhow::Ok(false);
+            }
+            let record = [ProducerRecord::value(value)];
+            client
+                .produce_attempt(&topic, 0, &record, acks::ALL, Compression::None)
+                .await?;
+            anyhow::Ok(true)
+        };
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
+            // It no longer names itself leader: nothing was sent.
+            Ok(Ok(false)) => {}
+            Ok(Ok(true)) => {
+                probe.sent += 1;
+                if sent_at >= isolated_from + IN_FLIGHT_GRACE {
+                    probe.acked += 1;
+                }
+            }
+            Ok(Err(e)) => {
+                probe.sent += 1;
+                probe.last_error = Some(format!("{e:#}"));
+            }
+            Err(_) => {
+                probe.sent += 1;
+                probe.last_error = Some("no answer in time".to_owned());
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), stop.changed()).await;
+    }
+    probe
 }

@@ -1,11 +1,13 @@
-//! `runnel chaos`: starts a local cluster, produces to it with idempotent acks=all producers
-//! while a named fault schedule kills, pauses and restarts nodes, then reads everything back
-//! and reports whether every acknowledged record survived, once and in order.
+//! `runnel chaos`: starts a local cluster (or takes a running docker-compose one), produces
+//! to it with idempotent acks=all producers while a named fault schedule kills, pauses,
+//! restarts and cuts off nodes, then reads everything back and reports whether every
+//! acknowledged record survived, once and in order.
 
 mod checker;
 mod faults;
 mod probe;
 mod report;
+mod target;
 mod workload;
 
 use std::path::PathBuf;
@@ -19,10 +21,14 @@ use tokio::task::JoinSet;
 
 use self::faults::{FaultLog, Injector, Schedule};
 use self::report::{PartitionRow, Report};
+use self::target::{Target, TargetKind, RESTORE_TIMEOUT};
 use self::workload::{Counters, ProducerLog};
-use super::local_cluster::{bootstrap, plan, LocalCluster, NodeLogs};
+use super::compose_cluster::ComposeCluster;
+use super::local_cluster::{plan, LocalCluster, NodeLogs};
 use super::outln;
 
+/// The topic of a local run (its cluster is new); compose runs add the seed and the time,
+/// since their cluster outlives them.
 const TOPIC: &str = "chaos";
 /// The liveness settings of the nodes: short, so faults are noticed within a run.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(3);
@@ -74,9 +80,45 @@ pub(crate) struct ChaosArgs {
     /// Keep the data directory after a passing run (a failing run always keeps it).
     #[arg(long)]
     keep_data: bool,
+    /// Where the faults go: `local` starts its own nodes; `compose` uses the running
+    /// docker-compose cluster (deploy/docker-compose.yml) and docker commands.
+    #[arg(long, value_enum, default_value = "local")]
+    target: TargetKind,
+    /// The compose project of `--target compose` (as given to `docker-compose -p`).
+    #[arg(
+        long,
+        env = "RUNNEL_COMPOSE_PROJECT",
+        default_value = "runnel",
+        value_name = "NAME"
+    )]
+    compose_project: String,
+    /// `broker.session.timeout.ms` of the compose cluster's nodes, which sets how long
+    /// pauses and partitions last (local nodes always run with 3000).
+    #[arg(long, default_value_t = 3000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    session_timeout_ms: u64,
+}
+
+/// What a run works on, whichever the target.
+struct Setup {
+    seed: u64,
+    topic: String,
+    nodes: u16,
+    session_timeout: Duration,
 }
 
 pub(crate) async fn run(args: ChaosArgs) -> anyhow::Result<()> {
+    if let Some(why) = args.schedule.unsupported_on(args.target) {
+        bail!("--schedule {}: {why}", args.schedule.name());
+    }
+    let seed = args.seed.unwrap_or_else(clock_seed);
+    match args.target {
+        TargetKind::Local => run_local(args, seed).await,
+        TargetKind::Compose => run_compose(args, seed).await,
+    }
+}
+
+async fn run_local(args: ChaosArgs, seed: u64) -> anyhow::Result<()> {
     if i32::from(args.replication_factor) > i32::from(args.nodes) {
         bail!(
             "--replication-factor {} needs at least that many --nodes (got {})",
@@ -94,7 +136,6 @@ pub(crate) async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             data_dir.display()
         );
     }
-    let seed = args.seed.unwrap_or_else(clock_seed);
     let configs = vec![
         format!("broker.session.timeout.ms={}", SESSION_TIMEOUT.as_millis()),
         format!(
@@ -108,27 +149,19 @@ pub(crate) async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     ];
     let plan = plan(args.nodes, args.base_port, &data_dir)?;
     let cluster = LocalCluster::new("runnel chaos", plan, configs, NodeLogs::Files)?;
-    let cluster = Arc::new(Mutex::new(cluster));
     eprintln!(
-        "runnel chaos: schedule {}, seed {seed}, {} node(s), data and node logs under {}",
+        "runnel chaos: target local, schedule {}, seed {seed}, {} node(s), data and node logs under {}",
         args.schedule.name(),
         args.nodes,
         data_dir.display()
     );
-
-    // Ctrl-C drops the run (and with it the producers); the teardown below kills the nodes.
-    let outcome = tokio::select! {
-        r = execute(&args, seed, &cluster) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    let setup = Setup {
+        seed,
+        topic: TOPIC.to_owned(),
+        nodes: args.nodes,
+        session_timeout: SESSION_TIMEOUT,
     };
-    cluster.lock().await.kill_all().await;
-
-    let report = outcome?;
-    if args.json {
-        outln!("{}", serde_json::to_string(&report)?);
-    } else {
-        super::emit(&report::render(&report));
-    }
+    let report = drive(&args, &setup, Target::Local(cluster)).await?;
     if !report.passed {
         bail!(
             "chaos run failed its checks; data and node logs kept in {}",
@@ -143,6 +176,70 @@ pub(crate) async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn run_compose(args: ChaosArgs, seed: u64) -> anyhow::Result<()> {
+    let cluster = ComposeCluster::discover(&args.compose_project).await?;
+    let nodes = u16::try_from(cluster.ids().len()).unwrap_or(u16::MAX);
+    if i32::from(args.replication_factor) > i32::from(nodes) {
+        bail!(
+            "--replication-factor {} needs at least that many nodes; compose project '{}' has {nodes}",
+            args.replication_factor,
+            args.compose_project
+        );
+    }
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let setup = Setup {
+        seed,
+        // The cluster outlives the run: every run writes a topic of its own.
+        topic: format!("{TOPIC}-{seed}-{unix_ms}"),
+        nodes,
+        session_timeout: Duration::from_millis(args.session_timeout_ms),
+    };
+    eprintln!(
+        "runnel chaos: target compose (project {}), schedule {}, seed {seed}, {nodes} node(s), topic {}",
+        cluster.project(),
+        args.schedule.name(),
+        setup.topic
+    );
+    let report = drive(&args, &setup, Target::Compose(cluster)).await?;
+    if !report.passed {
+        bail!(
+            "chaos run failed its checks; the records are in topic {} of compose project '{}'",
+            setup.topic,
+            args.compose_project
+        );
+    }
+    Ok(())
+}
+
+/// Runs the workload and the schedule against `target`, leaves the target as the run found
+/// it (local nodes killed, containers running and connected) on every path, and prints the
+/// report.
+async fn drive(args: &ChaosArgs, setup: &Setup, target: Target) -> anyhow::Result<Report> {
+    let cluster = Arc::new(Mutex::new(target));
+    // Ctrl-C drops the run (and with it the producers); the teardown below cleans up.
+    let outcome = tokio::select! {
+        r = execute(args, setup, &cluster) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    };
+    let finished = tokio::time::timeout(RESTORE_TIMEOUT, async {
+        cluster.lock().await.finish().await;
+    })
+    .await;
+    if finished.is_err() {
+        eprintln!("runnel chaos: cleaning up took over {RESTORE_TIMEOUT:?}; check the nodes");
+    }
+
+    let report = outcome?;
+    if args.json {
+        outln!("{}", serde_json::to_string(&report)?);
+    } else {
+        super::emit(&report::render(&report));
+    }
+    Ok(report)
+}
+
 fn clock_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -153,13 +250,14 @@ fn clock_seed() -> u64 {
 /// everything back and judges it.
 async fn execute(
     args: &ChaosArgs,
-    seed: u64,
-    cluster: &Arc<Mutex<LocalCluster>>,
+    setup: &Setup,
+    cluster: &Arc<Mutex<Target>>,
 ) -> anyhow::Result<Report> {
+    let topic = setup.topic.as_str();
     let (bootstrap, ids) = {
         let mut c = cluster.lock().await;
         c.start_all().await?;
-        (bootstrap(c.plan()), c.ids())
+        (c.bootstrap(), c.ids())
     };
     wait_settled(cluster, START_TIMEOUT)
         .await
@@ -167,7 +265,7 @@ async fn execute(
     let mut admin = workload::connect(&bootstrap).await?;
     admin
         .create_topics(
-            TOPIC,
+            topic,
             args.partitions,
             args.replication_factor,
             &[(
@@ -177,7 +275,7 @@ async fn execute(
         )
         .await
         .context("cannot create the chaos topic")?;
-    admin.topic_metadata(TOPIC).await?;
+    admin.topic_metadata(topic).await?;
 
     let started = Instant::now();
     let duration = Duration::from_secs(args.duration);
@@ -187,7 +285,7 @@ async fn execute(
     for partition in 0..args.partitions {
         let log = workload::produce_partition(
             bootstrap.clone(),
-            TOPIC.to_owned(),
+            topic.to_owned(),
             partition,
             !args.no_idempotence,
             started,
@@ -200,9 +298,9 @@ async fn execute(
         Arc::clone(cluster),
         started,
         bootstrap.clone(),
-        TOPIC.to_owned(),
-        seed,
-        SESSION_TIMEOUT,
+        topic.to_owned(),
+        setup.seed,
+        setup.session_timeout,
         Arc::clone(&counters),
     );
     // Production lasts the duration and at least until the schedule has restored every node,
@@ -235,16 +333,16 @@ async fn execute(
     logs.sort_by_key(|(p, _)| *p);
 
     let settle_started = Instant::now();
-    restart_exited(cluster).await;
+    cluster.lock().await.restart_exited().await;
     let settled_after = wait_settled(cluster, SETTLE_TIMEOUT)
         .await
         .ok()
         .map(|()| settle_started.elapsed().as_secs_f64());
     let ack_times: Vec<f64> = logs.iter().flat_map(|(_, log)| log.ack_times()).collect();
-    let rows = read_back(&bootstrap, logs, produced_for, &faults.quorum_loss).await;
+    let rows = read_back(&bootstrap, topic, logs, produced_for, &faults.quorum_loss).await;
     Ok(Report::judge(
         args,
-        seed,
+        setup,
         rows,
         &ack_times,
         faults,
@@ -255,7 +353,7 @@ async fn execute(
 
 /// Prints the progress line once a second until `stop` turns true.
 async fn show_progress(
-    cluster: &Mutex<LocalCluster>,
+    cluster: &Mutex<Target>,
     counters: &Counters,
     started: Instant,
     mut stop: watch::Receiver<bool>,
@@ -270,7 +368,11 @@ async fn show_progress(
         }
         let up = {
             let mut c = cluster.lock().await;
-            c.ids().into_iter().filter(|&id| c.is_running(id)).count()
+            let mut up = 0;
+            for id in c.ids() {
+                up += usize::from(c.is_running(id).await);
+            }
+            up
         };
         eprintln!(
             "{}",
@@ -285,29 +387,14 @@ async fn show_progress(
     }
 }
 
-/// Starts again any node that died by itself, so the read-back sees the whole cluster.
-async fn restart_exited(cluster: &Mutex<LocalCluster>) {
-    let mut c = cluster.lock().await;
-    while let Some((id, status)) = c.exited() {
-        eprintln!(
-            "runnel chaos: node {id} had exited ({}); starting it again",
-            super::local_cluster::describe_exit(status)
-        );
-        if let Err(e) = c.start(id) {
-            eprintln!("runnel chaos: {e:#}");
-            return;
-        }
-    }
-}
-
 /// Waits until every node answers /health and one of them sees every broker unfenced, a
 /// controller, and a leader for every partition.
-async fn wait_settled(cluster: &Mutex<LocalCluster>, timeout: Duration) -> anyhow::Result<()> {
+async fn wait_settled(cluster: &Mutex<Target>, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let (ids, https) = {
             let c = cluster.lock().await;
-            (c.ids(), c.plan().iter().map(|n| n.http).collect::<Vec<_>>())
+            (c.ids(), c.https())
         };
         let unhealthy = cluster.lock().await.unhealthy(&ids).await;
         if unhealthy.is_empty() {
@@ -331,6 +418,7 @@ async fn wait_settled(cluster: &Mutex<LocalCluster>, timeout: Duration) -> anyho
 /// the stretches in which a majority of the nodes was down.
 async fn read_back(
     bootstrap: &str,
+    topic: &str,
     logs: Vec<(i32, ProducerLog)>,
     produced_for: f64,
     quorum_loss: &[(f64, f64)],
@@ -339,7 +427,7 @@ async fn read_back(
     let mut rows = Vec::with_capacity(logs.len());
     for (partition, log) in logs {
         let read = match client.as_mut() {
-            Ok(c) => workload::read_partition(c, TOPIC, partition)
+            Ok(c) => workload::read_partition(c, topic, partition)
                 .await
                 .map_err(|e| format!("{e:#}")),
             Err(e) => Err(format!("{e:#}")),
@@ -370,7 +458,7 @@ async fn read_back(
 impl Report {
     fn judge(
         args: &ChaosArgs,
-        seed: u64,
+        setup: &Setup,
         per_partition: Vec<PartitionRow>,
         ack_times: &[f64],
         faults: FaultLog,
@@ -384,12 +472,16 @@ impl Report {
             .one_back
             .first()
             .and_then(|&w| checker::first_ack_within(ack_times, w));
-        let passed =
-            !per_partition.iter().any(|r| r.verdict.violated()) && acks_during_quorum_loss == 0;
+        let isolated_leader_acked = faults.isolation_probe.as_ref().map_or(0, |p| p.acked);
+        let passed = !per_partition.iter().any(|r| r.verdict.violated())
+            && acks_during_quorum_loss == 0
+            && isolated_leader_acked == 0;
         Report {
+            target: args.target,
+            topic: setup.topic.clone(),
             schedule: args.schedule,
-            seed,
-            nodes: args.nodes,
+            seed: setup.seed,
+            nodes: setup.nodes,
             partitions: args.partitions,
             replication_factor: args.replication_factor,
             min_insync_replicas: args.min_insync_replicas,
@@ -413,6 +505,7 @@ impl Report {
                 .map(|r| r.lost_acked_during_quorum_loss)
                 .sum(),
             quorum_loss: faults.quorum_loss.clone(),
+            isolated_leader: faults.isolation_probe.clone(),
             recovered_with_one_node_back_s,
             settled_after_s: settled_after,
             faults: faults.events,

@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use super::checker::PartitionVerdict;
-use super::faults::{FaultEvent, Schedule};
+use super::faults::{FaultEvent, IsolationProbe, Schedule};
+use super::target::TargetKind;
 use crate::commands::table::Table;
 
 /// Said in the report of a run with --no-idempotence.
@@ -34,6 +35,8 @@ pub(crate) struct PartitionRow {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
+    pub(crate) target: TargetKind,
+    pub(crate) topic: String,
     pub(crate) schedule: Schedule,
     pub(crate) seed: u64,
     pub(crate) nodes: u16,
@@ -57,6 +60,9 @@ pub(crate) struct Report {
     pub(crate) lost_acked_during_quorum_loss: usize,
     /// The stretches (seconds since the start) in which a majority of the nodes was down.
     pub(crate) quorum_loss: Vec<(f64, f64)>,
+    /// partition-leader: what the leader cut off from the other nodes acknowledged to a
+    /// client that could still reach it (must be nothing).
+    pub(crate) isolated_leader: Option<IsolationProbe>,
     /// After a quorum loss, seconds from the first restarted node being healthy to the first
     /// acknowledged produce while the others were still down; `None` without such a stretch
     /// or ack.
@@ -65,8 +71,8 @@ pub(crate) struct Report {
     /// did not settle in time.
     pub(crate) settled_after_s: Option<f64>,
     pub(crate) faults: Vec<FaultEvent>,
-    /// False on any lost, duplicated or reordered acknowledged record, or an ack during a
-    /// quorum loss.
+    /// False on any lost, duplicated or reordered acknowledged record, an ack during a
+    /// quorum loss, or an ack from an isolated leader.
     pub(crate) passed: bool,
 }
 
@@ -98,11 +104,16 @@ fn seconds(s: Option<f64>, none: &str) -> String {
 /// The report for people.
 pub(crate) fn render(r: &Report) -> String {
     let mut out = format!(
-        "chaos schedule {} (seed {}): {} nodes, {} partitions, RF {}, min.insync.replicas {}, \
-         produced for {:.1} s with acks=all\n{}\n\n",
+        "chaos schedule {} (seed {}) on {} nodes ({}), topic {}: {} partitions, RF {}, \
+         min.insync.replicas {}, produced for {:.1} s with acks=all\n{}\n\n",
         r.schedule.name(),
         r.seed,
         r.nodes,
+        match r.target {
+            TargetKind::Local => "local processes",
+            TargetKind::Compose => "docker-compose containers",
+        },
+        r.topic,
         r.partitions,
         r.replication_factor,
         r.min_insync_replicas,
@@ -196,6 +207,17 @@ pub(crate) fn render(r: &Report) -> String {
             seconds(r.recovered_with_one_node_back_s, "never")
         ));
     }
+    if let Some(p) = &r.isolated_leader {
+        out.push_str(&format!(
+            "isolated leader (node {}): acknowledged {} of {} produces sent to it alone while cut off{}\n",
+            p.node,
+            p.acked,
+            p.sent,
+            p.last_error
+                .as_ref()
+                .map_or_else(String::new, |e| format!(" (last answer: {e})"))
+        ));
+    }
     if !r.faults.is_empty() {
         out.push_str("\nfault timeline:\n");
         for f in &r.faults {
@@ -205,7 +227,7 @@ pub(crate) fn render(r: &Report) -> String {
     out.push_str(if r.passed {
         "\nPASSED: every acknowledged record is there, once and in order\n"
     } else {
-        "\nFAILED: acknowledged records were lost, duplicated or reordered, or acked without a quorum\n"
+        "\nFAILED: acknowledged records were lost, duplicated or reordered, or acked without a quorum or by an isolated leader\n"
     });
     out
 }

@@ -1,0 +1,180 @@
+//! What a chaos run injects its faults into: the local processes it started itself, or the
+//! containers of a running docker-compose cluster. The workload and the checker do not care
+//! which; the faults are the closest each target has (signals or docker commands).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::bail;
+
+use crate::commands::compose_cluster::ComposeCluster;
+use crate::commands::local_cluster::{bootstrap, describe_exit, LocalCluster, STOP_TIMEOUT};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum TargetKind {
+    /// Nodes started by the run as local processes; faults are signals.
+    Local,
+    /// The containers of a running docker-compose cluster; faults are docker commands.
+    Compose,
+}
+
+pub(crate) enum Target {
+    Local(LocalCluster),
+    Compose(ComposeCluster),
+}
+
+impl Target {
+    pub(crate) fn ids(&self) -> Vec<u16> {
+        match self {
+            Target::Local(c) => c.ids(),
+            Target::Compose(c) => c.ids(),
+        }
+    }
+
+    pub(crate) fn bootstrap(&self) -> String {
+        match self {
+            Target::Local(c) => bootstrap(c.plan()),
+            Target::Compose(c) => c.bootstrap(),
+        }
+    }
+
+    /// Every node's HTTP endpoint, by node id.
+    pub(crate) fn https(&self) -> Vec<SocketAddr> {
+        match self {
+            Target::Local(c) => c.plan().iter().map(|n| n.http).collect(),
+            Target::Compose(c) => c.nodes().iter().map(|n| n.http).collect(),
+        }
+    }
+
+    /// The Kafka address host clients reach node `id` at.
+    pub(crate) fn kafka_of(&self, id: u16) -> Option<SocketAddr> {
+        match self {
+            Target::Local(c) => c.plan().iter().find(|n| n.id == id).map(|n| n.kafka),
+            Target::Compose(c) => c.nodes().iter().find(|n| n.id == id).map(|n| n.kafka),
+        }
+    }
+
+    /// Brings every node up: starts the local processes, or starts stopped containers.
+    pub(crate) async fn start_all(&mut self) -> anyhow::Result<()> {
+        match self {
+            Target::Local(c) => c.start_all().await,
+            Target::Compose(c) => c.start_stopped().await,
+        }
+    }
+
+    pub(crate) async fn is_running(&mut self, id: u16) -> bool {
+        match self {
+            Target::Local(c) => c.is_running(id),
+            Target::Compose(c) => c.is_running(id).await,
+        }
+    }
+
+    pub(crate) async fn unhealthy(&self, ids: &[u16]) -> Vec<u16> {
+        match self {
+            Target::Local(c) => c.unhealthy(ids).await,
+            Target::Compose(c) => c.unhealthy(ids).await,
+        }
+    }
+
+    /// SIGKILL (a process) or `docker kill --signal KILL` (a container).
+    pub(crate) async fn kill(&mut self, id: u16) -> anyhow::Result<&'static str> {
+        match self {
+            Target::Local(c) => {
+                c.kill(id).await;
+                Ok("SIGKILL")
+            }
+            Target::Compose(c) => c.kill(id).await.map(|()| "docker kill"),
+        }
+    }
+
+    pub(crate) async fn start(&mut self, id: u16) -> anyhow::Result<&'static str> {
+        match self {
+            Target::Local(c) => c.start(id).map(|()| "restart"),
+            Target::Compose(c) => c.start(id).await.map(|()| "docker start"),
+        }
+    }
+
+    /// SIGSTOP or `docker pause`: the node keeps its sockets but does nothing.
+    pub(crate) async fn pause(&mut self, id: u16) -> anyhow::Result<&'static str> {
+        match self {
+            Target::Local(c) => c.signal(id, "STOP").await.map(|()| "SIGSTOP"),
+            Target::Compose(c) => c.pause(id).await.map(|()| "docker pause"),
+        }
+    }
+
+    pub(crate) async fn resume(&mut self, id: u16) -> anyhow::Result<&'static str> {
+        match self {
+            Target::Local(c) => c.signal(id, "CONT").await.map(|()| "SIGCONT"),
+            Target::Compose(c) => c.unpause(id).await.map(|()| "docker unpause"),
+        }
+    }
+
+    /// A graceful restart: SIGTERM and start again (SIGKILL if it does not stop in time), or
+    /// `docker restart`. Returns what was done.
+    pub(crate) async fn restart_gracefully(&mut self, id: u16) -> anyhow::Result<String> {
+        match self {
+            Target::Local(c) => {
+                c.signal(id, "TERM").await?;
+                let how = if c.wait_exit(id, STOP_TIMEOUT).await {
+                    "SIGTERM"
+                } else {
+                    c.kill(id).await;
+                    "SIGTERM, then SIGKILL as it did not stop"
+                };
+                c.start(id)?;
+                Ok(format!("{how} and restart"))
+            }
+            Target::Compose(c) => {
+                c.restart(id).await?;
+                Ok("docker restart".to_owned())
+            }
+        }
+    }
+
+    /// Cuts node `id` off from the other nodes (compose only: `docker network disconnect`).
+    pub(crate) async fn isolate(&mut self, id: u16) -> anyhow::Result<&'static str> {
+        match self {
+            Target::Local(_) => bail!("local nodes cannot be cut off the network"),
+            Target::Compose(c) => c.isolate(id).await.map(|()| "docker network disconnect"),
+        }
+    }
+
+    pub(crate) async fn heal(&mut self, id: u16) -> anyhow::Result<&'static str> {
+        match self {
+            Target::Local(_) => bail!("local nodes cannot be cut off the network"),
+            Target::Compose(c) => c.heal(id).await.map(|()| "docker network connect"),
+        }
+    }
+
+    /// Starts again any node that stopped by itself; says which.
+    pub(crate) async fn restart_exited(&mut self) {
+        match self {
+            Target::Local(c) => {
+                while let Some((id, status)) = c.exited() {
+                    eprintln!(
+                        "runnel chaos: node {id} had exited ({}); starting it again",
+                        describe_exit(status)
+                    );
+                    if let Err(e) = c.start(id) {
+                        eprintln!("runnel chaos: {e:#}");
+                        return;
+                    }
+                }
+            }
+            Target::Compose(c) => c.restore().await,
+        }
+    }
+
+    /// At the end of a run, whatever happened: local nodes are killed; containers are left
+    /// running, unpaused and connected.
+    pub(crate) async fn finish(&mut self) {
+        match self {
+            Target::Local(c) => c.kill_all().await,
+            Target::Compose(c) => c.restore().await,
+        }
+    }
+}
+
+/// How long restoring a compose cluster after an interrupted run may take.
+pub(crate) const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
