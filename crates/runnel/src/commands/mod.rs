@@ -3,6 +3,7 @@
 pub(crate) mod bounded_client;
 pub(crate) mod chaos;
 pub(crate) mod cluster;
+pub(crate) mod cluster_target;
 pub(crate) mod compose_cluster;
 pub(crate) mod consume;
 pub(crate) mod dev;

@@ -14,9 +14,9 @@ use tokio::sync::Mutex;
 use runnel_client::{acks, Compression, ProducerRecord};
 
 use super::probe;
-use super::target::{Target, TargetKind};
 use super::workload::{self, Counters};
 use crate::commands::bounded_client::ATTEMPT_TIMEOUT;
+use crate::commands::cluster_target::{Target, TargetKind};
 
 /// How long a restarted node gets to answer /health with 200.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(30);

@@ -7,7 +7,6 @@ mod checker;
 mod faults;
 mod probe;
 mod report;
-mod target;
 mod workload;
 
 use std::path::PathBuf;
@@ -21,8 +20,8 @@ use tokio::task::JoinSet;
 
 use self::faults::{FaultLog, Injector, Schedule};
 use self::report::{PartitionRow, Report};
-use self::target::{Target, TargetKind, RESTORE_TIMEOUT};
 use self::workload::{Counters, ProducerLog};
+use super::cluster_target::{Target, TargetArgs, TargetKind, RESTORE_TIMEOUT};
 use super::compose_cluster::ComposeCluster;
 use super::local_cluster::{plan, LocalCluster, NodeLogs};
 use super::outln;
@@ -80,23 +79,8 @@ pub(crate) struct ChaosArgs {
     /// Keep the data directory after a passing run (a failing run always keeps it).
     #[arg(long)]
     keep_data: bool,
-    /// Where the faults go: `local` starts its own nodes; `compose` uses the running
-    /// docker-compose cluster (deploy/docker-compose.yml) and docker commands.
-    #[arg(long, value_enum, default_value = "local")]
-    target: TargetKind,
-    /// The compose project of `--target compose` (as given to `docker-compose -p`).
-    #[arg(
-        long,
-        env = "RUNNEL_COMPOSE_PROJECT",
-        default_value = "runnel",
-        value_name = "NAME"
-    )]
-    compose_project: String,
-    /// `broker.session.timeout.ms` of the compose cluster's nodes, which sets how long
-    /// pauses and partitions last (local nodes always run with 3000).
-    #[arg(long, default_value_t = 3000, value_name = "MS",
-          value_parser = clap::value_parser!(u64).range(100..=600_000))]
-    session_timeout_ms: u64,
+    #[command(flatten)]
+    on: TargetArgs,
 }
 
 /// What a run works on, whichever the target.
@@ -108,11 +92,11 @@ struct Setup {
 }
 
 pub(crate) async fn run(args: ChaosArgs) -> anyhow::Result<()> {
-    if let Some(why) = args.schedule.unsupported_on(args.target) {
+    if let Some(why) = args.schedule.unsupported_on(args.on.target) {
         bail!("--schedule {}: {why}", args.schedule.name());
     }
     let seed = args.seed.unwrap_or_else(clock_seed);
-    match args.target {
+    match args.on.target {
         TargetKind::Local => run_local(args, seed).await,
         TargetKind::Compose => run_compose(args, seed).await,
     }
@@ -177,13 +161,13 @@ async fn run_local(args: ChaosArgs, seed: u64) -> anyhow::Result<()> {
 }
 
 async fn run_compose(args: ChaosArgs, seed: u64) -> anyhow::Result<()> {
-    let cluster = ComposeCluster::discover(&args.compose_project).await?;
+    let cluster = ComposeCluster::discover(&args.on.compose_project).await?;
     let nodes = u16::try_from(cluster.ids().len()).unwrap_or(u16::MAX);
     if i32::from(args.replication_factor) > i32::from(nodes) {
         bail!(
             "--replication-factor {} needs at least that many nodes; compose project '{}' has {nodes}",
             args.replication_factor,
-            args.compose_project
+            args.on.compose_project
         );
     }
     let unix_ms = std::time::SystemTime::now()
@@ -194,7 +178,7 @@ async fn run_compose(args: ChaosArgs, seed: u64) -> anyhow::Result<()> {
         // The cluster outlives the run: every run writes a topic of its own.
         topic: format!("{TOPIC}-{seed}-{unix_ms}"),
         nodes,
-        session_timeout: Duration::from_millis(args.session_timeout_ms),
+        session_timeout: Duration::from_millis(args.on.session_timeout_ms),
     };
     eprintln!(
         "runnel chaos: target compose (project {}), schedule {}, seed {seed}, {nodes} node(s), topic {}",
@@ -207,7 +191,7 @@ async fn run_compose(args: ChaosArgs, seed: u64) -> anyhow::Result<()> {
         bail!(
             "chaos run failed its checks; the records are in topic {} of compose project '{}'",
             setup.topic,
-            args.compose_project
+            args.on.compose_project
         );
     }
     Ok(())
@@ -275,7 +259,23 @@ async fn execute(
         )
         .await
         .context("cannot create the chaos topic")?;
-    admin.topic_metadata(topic).await?;
+    // A broker may answer before it has applied the new topic (a node just restarted by an
+    // earlier run lags behind): ask again until every partition has a leader.
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match admin.topic_metadata(topic).await {
+            Ok(t) if t.partitions.iter().all(|p| p.leader >= 0) => break,
+            Ok(_) => {}
+            Err(e) if Instant::now() >= deadline => {
+                return Err(e).with_context(|| format!("topic {topic} did not become ready"));
+            }
+            Err(_) => {}
+        }
+        if Instant::now() >= deadline {
+            bail!("topic {topic} has partitions without a leader after {START_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let started = Instant::now();
     let duration = Duration::from_secs(args.duration);
@@ -477,7 +477,7 @@ impl Report {
             && acks_during_quorum_loss == 0
             && isolated_leader_acked == 0;
         Report {
-            target: args.target,
+            target: args.on.target,
             topic: setup.topic.clone(),
             schedule: args.schedule,
             seed: setup.seed,

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::checker::PartitionVerdict;
 use super::faults::{FaultEvent, IsolationProbe, Schedule};
-use super::target::TargetKind;
+use crate::commands::cluster_target::TargetKind;
 use crate::commands::table::Table;
 
 /// Said in the report of a run with --no-idempotence.

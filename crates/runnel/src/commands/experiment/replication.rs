@@ -1,7 +1,8 @@
-//! `runnel experiment replication`: on a fresh local 3-node cluster, for each replication
-//! factor and acks setting, measures a steady producer load (throughput, per-request latency)
-//! and then the same load with the partition leader SIGKILLed and restarted mid-run, counting
-//! the acknowledged records a read from the start of the partition no longer finds.
+//! `runnel experiment replication`: on a fresh local 3-node cluster (or the running
+//! docker-compose cluster), for each replication factor and acks setting, measures a steady
+//! producer load (throughput, per-request latency) and then the same load with the partition
+//! leader killed (SIGKILL, docker kill) and started again mid-run, counting the acknowledged
+//! records a read from the start of the partition no longer finds.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,7 +14,9 @@ use tokio::task::JoinSet;
 use super::load::{self, Acks, LoadLog, LoadSpec};
 use super::report::{self, Clean, Fault, Report, Row, Settings};
 use super::stats;
-use crate::commands::local_cluster::{bootstrap, plan, LocalCluster, NodeLogs};
+use crate::commands::cluster_target::{Target, TargetArgs, TargetKind, RESTORE_TIMEOUT};
+use crate::commands::compose_cluster::ComposeCluster;
+use crate::commands::local_cluster::{plan, LocalCluster, NodeLogs};
 use crate::commands::outln;
 
 const NODES: u16 = 3;
@@ -79,6 +82,8 @@ pub(crate) struct ReplicationArgs {
     /// Keep the nodes' data and logs after a successful run (a failed run always keeps them).
     #[arg(long)]
     keep_data: bool,
+    #[command(flatten)]
+    on: TargetArgs,
 }
 
 /// One cell of the matrix.
@@ -102,8 +107,9 @@ impl Cell {
         format!("RF={} acks={}", self.rf, self.acks.label())
     }
 
-    fn topic(self, run: &str) -> String {
-        format!("exp-rf{}-acks{}-{run}", self.rf, self.acks.label())
+    /// The topic of one run of this cell; `tag` tells runs on a long-lived cluster apart.
+    fn topic(self, run: &str, tag: &str) -> String {
+        format!("exp-rf{}-acks{}-{run}{tag}", self.rf, self.acks.label())
     }
 }
 
@@ -121,42 +127,98 @@ fn cells(rfs: &[i16], acks: &[Acks]) -> Vec<Cell> {
 }
 
 /// When a fault run kills the leader, restarts it, and stops its load, from the load's start.
-fn fault_schedule(duration: Duration) -> (Duration, Duration, Duration) {
+fn fault_schedule(duration: Duration, session_timeout: Duration) -> (Duration, Duration, Duration) {
     let kill = duration.mul_f64(KILL_AT);
     let restart = duration
         .mul_f64(RESTART_AT)
-        .max(kill + SESSION_TIMEOUT + Duration::from_secs(1));
+        .max(kill + session_timeout + Duration::from_secs(1));
     let end = duration.max(restart + Duration::from_secs(1));
     (kill, restart, end)
 }
 
+/// The cluster of a run and what depends on it.
+struct Bench {
+    cluster: Target,
+    session_timeout: Duration,
+    /// Appended to topic names: empty on a fresh local cluster, unique on a compose cluster
+    /// that outlives the run.
+    tag: String,
+    /// Where the local nodes keep data and logs.
+    data_dir: Option<PathBuf>,
+}
+
 pub(crate) async fn run(args: ReplicationArgs) -> anyhow::Result<()> {
     let cells = cells(&args.rf, &args.acks);
-    let data_dir = std::env::temp_dir().join(format!("runnel-experiment-{}", std::process::id()));
-    if std::fs::read_dir(&data_dir).is_ok_and(|mut d| d.next().is_some()) {
-        bail!("{} is not empty; remove it and retry", data_dir.display());
+    let mut bench = match args.on.target {
+        TargetKind::Local => {
+            let data_dir =
+                std::env::temp_dir().join(format!("runnel-experiment-{}", std::process::id()));
+            if std::fs::read_dir(&data_dir).is_ok_and(|mut d| d.next().is_some()) {
+                bail!("{} is not empty; remove it and retry", data_dir.display());
+            }
+            let cluster = new_cluster(args.base_port, &data_dir)?;
+            eprintln!(
+                "runnel experiment: {} cell(s) on {NODES} local nodes; data and node logs under {}",
+                cells.len(),
+                data_dir.display()
+            );
+            Bench {
+                cluster: Target::Local(cluster),
+                session_timeout: SESSION_TIMEOUT,
+                tag: String::new(),
+                data_dir: Some(data_dir),
+            }
+        }
+        TargetKind::Compose => {
+            let cluster = ComposeCluster::discover(&args.on.compose_project).await?;
+            eprintln!(
+                "runnel experiment: {} cell(s) on the {} containers of compose project '{}' ({})",
+                cells.len(),
+                cluster.ids().len(),
+                cluster.project(),
+                cluster.bootstrap()
+            );
+            let unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            Bench {
+                cluster: Target::Compose(cluster),
+                session_timeout: Duration::from_millis(args.on.session_timeout_ms),
+                tag: format!("-{unix_ms}"),
+                data_dir: None,
+            }
+        }
+    };
+    let nodes = u16::try_from(bench.cluster.ids().len()).unwrap_or(u16::MAX);
+    if let Some(&rf) = cells.iter().map(|c| &c.rf).max() {
+        if i32::from(rf) > i32::from(nodes) {
+            bail!("--rf {rf} needs at least {rf} nodes; the cluster has {nodes}");
+        }
     }
-    let mut cluster = new_cluster(args.base_port, &data_dir)?;
-    eprintln!(
-        "runnel experiment: {} cell(s) on {NODES} nodes ({}); data and node logs under {}",
-        cells.len(),
-        bootstrap(cluster.plan()),
-        data_dir.display()
-    );
 
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut rows = Vec::new();
     // Ctrl-C or SIGTERM drops the run and its producers; the nodes are killed below.
     let outcome = tokio::select! {
-        r = execute(&args, &cells, &mut cluster, &mut rows) => r,
+        r = execute(&args, &cells, &mut bench, &mut rows) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
         _ = term.recv() => Err(anyhow!("terminated")),
     };
-    cluster.kill_all().await;
+    // Local nodes are killed; containers are left running.
+    if tokio::time::timeout(RESTORE_TIMEOUT, bench.cluster.finish())
+        .await
+        .is_err()
+    {
+        eprintln!("runnel experiment: cleaning up took over {RESTORE_TIMEOUT:?}; check the nodes");
+    }
+    let kept = bench.data_dir.as_ref().map_or_else(String::new, |d| {
+        format!("; data and node logs kept in {}", d.display())
+    });
 
     let report = Report {
         settings: Settings {
-            nodes: NODES,
+            target: args.on.target,
+            nodes,
             record_size: args.record_size as usize,
             batch: args.batch,
             in_flight: usize::from(args.in_flight),
@@ -177,10 +239,9 @@ pub(crate) async fn run(args: ReplicationArgs) -> anyhow::Result<()> {
     }
     if let Err(e) = outcome {
         return Err(e.context(format!(
-            "the experiment did not finish ({} of {} cell(s) done); data and node logs kept in {}",
+            "the experiment did not finish ({} of {} cell(s) done){kept}",
             report.rows.len(),
             cells.len(),
-            data_dir.display()
         )));
     }
     if args.json {
@@ -188,13 +249,15 @@ pub(crate) async fn run(args: ReplicationArgs) -> anyhow::Result<()> {
     } else {
         crate::commands::emit(&report::render(&report));
     }
-    if args.keep_data {
-        eprintln!("runnel experiment: data kept in {}", data_dir.display());
-    } else if let Err(e) = std::fs::remove_dir_all(&data_dir) {
-        eprintln!(
-            "runnel experiment: cannot remove {}: {e}",
-            data_dir.display()
-        );
+    if let Some(data_dir) = &bench.data_dir {
+        if args.keep_data {
+            eprintln!("runnel experiment: data kept in {}", data_dir.display());
+        } else if let Err(e) = std::fs::remove_dir_all(data_dir) {
+            eprintln!(
+                "runnel experiment: cannot remove {}: {e}",
+                data_dir.display()
+            );
+        }
     }
     Ok(())
 }
@@ -246,11 +309,12 @@ fn write_files(dir: &Path, report: &Report) -> anyhow::Result<(PathBuf, PathBuf)
 async fn execute(
     args: &ReplicationArgs,
     cells: &[Cell],
-    cluster: &mut LocalCluster,
+    bench: &mut Bench,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
+    let cluster = &mut bench.cluster;
     cluster.start_all().await?;
-    let bootstrap = bootstrap(cluster.plan());
+    let bootstrap = cluster.bootstrap();
     wait_brokers(cluster, &bootstrap, START_TIMEOUT)
         .await
         .with_context(|| format!("the cluster did not start within {START_TIMEOUT:?}"))?;
@@ -268,7 +332,7 @@ async fn execute(
             run_for,
         };
 
-        let topic = cell.topic("steady");
+        let topic = cell.topic("steady", &bench.tag);
         create_topic(&bootstrap, &topic, cell).await?;
         let log = load::run(spec(topic.clone(), duration)).await;
         let clean = summarize(cell.acks, args.record_size, &log);
@@ -278,10 +342,11 @@ async fn execute(
         let fault = if args.no_fault {
             None
         } else {
-            let topic = cell.topic("fault");
+            let topic = cell.topic("fault", &bench.tag);
             create_topic(&bootstrap, &topic, cell).await?;
             topics.push(topic.clone());
-            let fault = fault_run(cluster, spec(topic, duration), duration).await?;
+            let schedule = fault_schedule(duration, bench.session_timeout);
+            let fault = fault_run(cluster, spec(topic, duration), schedule).await?;
             eprintln!("{step}: fault: {}", describe_fault(&fault));
             Some(fault)
         };
@@ -400,23 +465,21 @@ async fn leader(bootstrap: &str, topic: &str) -> Option<i32> {
 
 /// Waits until every node runs and the cluster lists all of them as live brokers.
 async fn wait_brokers(
-    cluster: &mut LocalCluster,
+    cluster: &mut Target,
     bootstrap: &str,
     timeout: Duration,
 ) -> anyhow::Result<()> {
+    let nodes = cluster.ids().len();
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some((id, status)) = cluster.exited() {
-            bail!(
-                "node {id} exited ({}); see its log node-{id}.log",
-                crate::commands::local_cluster::describe_exit(status)
-            );
+        if let Some((id, why)) = cluster.exited() {
+            bail!("node {id} exited ({why}); see its log node-{id}.log");
         }
         if let Ok(mut c) = load::connect(bootstrap).await {
             if let Ok(Ok(md)) =
                 tokio::time::timeout(Duration::from_secs(5), c.metadata(Some(&[]))).await
             {
-                if md.brokers.len() == usize::from(NODES) {
+                if md.brokers.len() == nodes {
                     return Ok(());
                 }
             }
@@ -431,11 +494,10 @@ async fn wait_brokers(
 /// Runs the load on `spec.topic` while the partition leader is SIGKILLed and later restarted,
 /// waits for the cluster to recover, then reads the partition back and counts the losses.
 async fn fault_run(
-    cluster: &mut LocalCluster,
+    cluster: &mut Target,
     mut spec: LoadSpec,
-    duration: Duration,
+    (kill_at, restart_at, end): (Duration, Duration, Duration),
 ) -> anyhow::Result<Fault> {
-    let (kill_at, restart_at, end) = fault_schedule(duration);
     spec.run_for = end;
     let (bootstrap, topic, acks) = (spec.bootstrap.clone(), spec.topic.clone(), spec.acks);
     let started = Instant::now();
@@ -447,11 +509,11 @@ async fn fault_run(
     let killed = leader(&bootstrap, &topic).await;
     let killed_id = killed.and_then(|id| u16::try_from(id).ok());
     if let Some(id) = killed_id {
-        cluster.kill(id).await;
+        cluster.kill(id).await?;
     }
     tokio::time::sleep_until((started + restart_at).into()).await;
     if let Some(id) = killed_id {
-        cluster.start(id)?;
+        cluster.start(id).await?;
     }
     let log = load
         .join_next()
@@ -506,15 +568,16 @@ mod tests {
         );
         let c = Cell::new(1, Acks::None);
         assert_eq!(
-            (c.min_insync, c.topic("fault")),
+            (c.min_insync, c.topic("fault", "")),
             (1, "exp-rf1-acks0-fault".to_owned())
         );
+        assert_eq!(c.topic("steady", "-17"), "exp-rf1-acks0-steady-17");
         assert_eq!(Cell::new(3, Acks::All).min_insync, 2);
     }
 
     #[test]
     fn fault_schedule_leaves_time_to_notice_the_death() {
-        let s = |secs| fault_schedule(Duration::from_secs(secs));
+        let s = |secs| fault_schedule(Duration::from_secs(secs), SESSION_TIMEOUT);
         // Long runs: a quarter in, two thirds in, the full duration.
         assert_eq!(
             s(20),

@@ -1,6 +1,7 @@
 //! The results of `runnel experiment replication`: one row per (RF, acks) cell, rendered as
 //! a terminal table, Markdown, CSV and JSON.
 
+use crate::commands::cluster_target::TargetKind;
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -53,6 +54,7 @@ pub(crate) struct Row {
 /// How the matrix was run; printed above the table and kept in the JSON.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct Settings {
+    pub(crate) target: TargetKind,
     pub(crate) nodes: u16,
     pub(crate) record_size: usize,
     pub(crate) batch: u64,
@@ -179,15 +181,19 @@ records, rec/s, MB/s: the steady run's acknowledged records (acks=0: records wri
 socket) and their rate; MB/s counts record values, 10^6 bytes. p50/p99: per produce request, \
 send to answer (acks=0 gets no answer: '-'). errors: failed requests of the steady run. \
 killed, sent, acked, found, lost acked: the fault run, same load on a new topic with the \
-partition leader SIGKILLed mid-run and restarted; 'found' counts distinct records of the run \
+partition leader killed mid-run (SIGKILL, or docker kill on compose) and started again; 'found' counts distinct records of the run \
 read back from the start of the partition, 'lost acked' the acknowledged records missing \
 (acks=0 has no acknowledgements: compare sent with found). '?': the read-back failed.";
 
 fn settings_line(s: &Settings) -> String {
     format!(
-        "{} nodes, {} partition per topic, {} B records, {} records per request, {} requests in \
-         flight, {} s per run (at most {} records){}.",
+        "{} nodes ({}), {} partition per topic, {} B records, {} records per request, {} \
+         requests in flight, {} s per run (at most {} records){}.",
         s.nodes,
+        match s.target {
+            TargetKind::Local => "local processes",
+            TargetKind::Compose => "docker-compose containers",
+        },
         s.partitions,
         s.record_size,
         s.batch,
@@ -330,6 +336,7 @@ mod tests {
         assert_eq!(cells[12..], ["?", "?"]);
         let report = Report {
             settings: Settings {
+                target: TargetKind::Local,
                 nodes: 3,
                 record_size: 1024,
                 batch: 16,
@@ -343,7 +350,7 @@ mod tests {
         };
         let md = render_markdown(&report);
         assert!(md.contains("- RF=3 acks=1, fault run, read-back failed: timed out"));
-        assert!(render(&report).starts_with("3 nodes, 1 partition per topic, 1024 B records"));
+        assert!(render(&report).starts_with("3 nodes (local processes), 1 partition per topic"));
     }
 
     #[test]

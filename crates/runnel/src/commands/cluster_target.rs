@@ -1,6 +1,7 @@
-//! What a chaos run injects its faults into: the local processes it started itself, or the
-//! containers of a running docker-compose cluster. The workload and the checker do not care
-//! which; the faults are the closest each target has (signals or docker commands).
+//! What `runnel chaos` and the experiments inject their faults into: local processes they
+//! started themselves, or the containers of a running docker-compose cluster. The workloads
+//! and checkers do not care which; each fault is the closest each target has (a signal or a
+//! docker command).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,6 +18,28 @@ pub(crate) enum TargetKind {
     Local,
     /// The containers of a running docker-compose cluster; faults are docker commands.
     Compose,
+}
+
+/// Which cluster a run works on; shared by `runnel chaos` and the experiments.
+#[derive(clap::Args, Debug)]
+pub(crate) struct TargetArgs {
+    /// `local` starts nodes of its own as processes (faults are signals); `compose` uses the
+    /// running docker-compose cluster (deploy/docker-compose.yml; faults are docker commands).
+    #[arg(long, value_enum, default_value = "local")]
+    pub(crate) target: TargetKind,
+    /// The compose project of `--target compose` (as given to `docker-compose -p`).
+    #[arg(
+        long,
+        env = "RUNNEL_COMPOSE_PROJECT",
+        default_value = "runnel",
+        value_name = "NAME"
+    )]
+    pub(crate) compose_project: String,
+    /// `broker.session.timeout.ms` of the compose cluster's nodes: pauses, partitions and
+    /// kills last longer than it (local nodes run with their own, shorter setting).
+    #[arg(long, default_value_t = 3000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub(crate) session_timeout_ms: u64,
 }
 
 pub(crate) enum Target {
@@ -147,17 +170,25 @@ impl Target {
         }
     }
 
+    /// A local node that exited by itself, described; containers are not watched.
+    pub(crate) fn exited(&mut self) -> Option<(u16, String)> {
+        match self {
+            Target::Local(c) => c.exited().map(|(id, status)| (id, describe_exit(status))),
+            Target::Compose(_) => None,
+        }
+    }
+
     /// Starts again any node that stopped by itself; says which.
     pub(crate) async fn restart_exited(&mut self) {
         match self {
             Target::Local(c) => {
                 while let Some((id, status)) = c.exited() {
                     eprintln!(
-                        "runnel chaos: node {id} had exited ({}); starting it again",
+                        "runnel: node {id} had exited ({}); starting it again",
                         describe_exit(status)
                     );
                     if let Err(e) = c.start(id) {
-                        eprintln!("runnel chaos: {e:#}");
+                        eprintln!("runnel: {e:#}");
                         return;
                     }
                 }
