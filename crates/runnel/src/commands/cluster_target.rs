@@ -134,23 +134,26 @@ impl Target {
     }
 
     /// A graceful restart: SIGTERM and start again (SIGKILL if it does not stop in time), or
-    /// `docker restart`. Returns what was done.
-    pub(crate) async fn restart_gracefully(&mut self, id: u16) -> anyhow::Result<String> {
+    /// `docker restart`. Returns the steps taken, in order.
+    pub(crate) async fn restart_gracefully(
+        &mut self,
+        id: u16,
+    ) -> anyhow::Result<Vec<&'static str>> {
         match self {
             Target::Local(c) => {
                 c.signal(id, "TERM").await?;
-                let how = if c.wait_exit(id, STOP_TIMEOUT).await {
-                    "SIGTERM"
-                } else {
+                let mut steps = vec!["SIGTERM"];
+                if !c.wait_exit(id, STOP_TIMEOUT).await {
                     c.kill(id).await;
-                    "SIGTERM, then SIGKILL as it did not stop"
-                };
+                    steps.push("SIGKILL (it did not stop after SIGTERM)");
+                }
                 c.start(id)?;
-                Ok(format!("{how} and restart"))
+                steps.push("restart");
+                Ok(steps)
             }
             Target::Compose(c) => {
                 c.restart(id).await?;
-                Ok("docker restart".to_owned())
+                Ok(vec!["docker restart"])
             }
         }
     }

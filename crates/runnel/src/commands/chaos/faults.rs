@@ -306,10 +306,15 @@ impl Injector {
         self.sleep_until(Duration::from_secs(1)).await;
         for id in self.ids().await {
             let result = self.cluster.lock().await.restart_gracefully(id).await;
-            let restarted = result.is_ok();
-            self.done(id, "restart", result, " (rolling restart)");
-            if restarted {
-                self.wait_healthy(id).await;
+            match result {
+                Ok(steps) => {
+                    for (i, step) in steps.into_iter().enumerate() {
+                        let why = if i == 0 { " (rolling restart)" } else { "" };
+                        self.note(format!("{step} node {id}{why}"));
+                    }
+                    self.wait_healthy(id).await;
+                }
+                Err(e) => self.note(format!("restart node {id} failed: {e:#}")),
             }
         }
     }
