@@ -181,6 +181,13 @@ fn decode(mut frame: Bytes, peer: SocketAddr) -> Result<Request, Rejected> {
             "closing connection: unsupported API version");
         return Err(Rejected::Close);
     }
+    // Walk the frame against its schema first: kafka-protocol sizes allocations from counts
+    // it has not checked, and a failed allocation aborts the process (see `bounds`).
+    if let Err(e) = crate::bounds::check_request(api_key, version, &frame) {
+        tracing::warn!(%peer, api = ?api_key, version, correlation_id, error = %e,
+            "closing connection: malformed request");
+        return Err(Rejected::Close);
+    }
     // The crate's decoders return errors on short input; catch_unwind is a second line of
     // defence so that no malformed frame can panic the connection task with a cryptic message.
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -2,6 +2,7 @@
 //! `kafka-protocol` crate, dispatches them to one handler per API, and writes responses back in
 //! request order.
 
+mod bounds;
 mod connection;
 mod frame;
 mod handlers;
