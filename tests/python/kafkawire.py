@@ -161,6 +161,26 @@ def record_batch(
     return i64(base_offset) + i32(len(after_length)) + after_length
 
 
+def raw_batch(
+    records_section: bytes,
+    count: int,
+    attributes: int = 0,
+    last_offset_delta: int | None = None,
+    base_timestamp: int | None = None,
+    base_offset: int = 0,
+) -> bytes:
+    """A magic-2 batch around an already encoded (possibly compressed) records section, with
+    whatever count and attributes it is told and a correct CRC-32C: for batches that lie."""
+    if base_timestamp is None:
+        base_timestamp = int(time.time() * 1000)
+    if last_offset_delta is None:
+        last_offset_delta = count - 1
+    after_crc = i16(attributes) + i32(last_offset_delta) + i64(base_timestamp) + i64(base_timestamp)
+    after_crc += i64(-1) + i16(-1) + i32(-1) + i32(count) + records_section
+    after_length = i32(-1) + i8(2) + u32(crc32c(after_crc)) + after_crc
+    return i64(base_offset) + i32(len(after_length)) + after_length
+
+
 CRC_OFFSET = 8 + 4 + 4 + 1  # base offset, batch length, leader epoch, magic
 
 
@@ -343,6 +363,39 @@ class PartitionProduceResult:
     error_code: int
     base_offset: int
     log_append_time: int
+
+
+def produce_v8_request(correlation_id: int, topic: str, partition: int, batch: bytes, acks: int = -1) -> bytes:
+    """Produce v8: the first version whose response names refused records (KIP-467)."""
+    body = string(None) + i16(acks) + i32(10_000)
+    body += i32(1) + string(topic) + i32(1) + i32(partition) + nbytes(batch)
+    return frame(request_header_v1(API_PRODUCE, 8, correlation_id) + body)
+
+
+@dataclass
+class ProduceV8Result:
+    error_code: int
+    base_offset: int
+    record_errors: list[tuple[int, str | None]]
+    error_message: str | None
+
+
+def parse_produce_v8_response(payload: bytes) -> tuple[int, list[ProduceV8Result]]:
+    r = Reader(payload)
+    corr = r.take("i")
+    results = []
+    for _ in range(r.take("i")):
+        r.string()
+        for _ in range(r.take("i")):
+            r.take("i")  # partition index
+            code, base = r.take("h"), r.take("q")
+            r.take("q")  # log append time
+            r.take("q")  # log start offset
+            errors = [(r.take("i"), r.string()) for _ in range(r.take("i"))]
+            results.append(ProduceV8Result(code, base, errors, r.string()))
+    r.take("i")  # throttle time
+    assert r.done()
+    return corr, results
 
 
 def parse_produce_v3_response(payload: bytes) -> tuple[int, list[PartitionProduceResult]]:

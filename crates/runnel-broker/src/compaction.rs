@@ -1,127 +1,65 @@
 //! The record-level half of log compaction: the storage cleaner
 //! ([`runnel_storage::PartitionLog::compact`]) never decodes records, so the broker hands it
 //! [`KafkaCodec`], which lists a batch's keys and rewrites a batch keeping some of its records,
-//! for every compression codec, plus the produce-time rule of compacted topics
-//! ([`reject_null_keys`]).
+//! for every compression codec. Records are read with the bounded reader of
+//! [`crate::records`], so a stored batch with a lying record count or a compression bomb is
+//! kept as it is (and logged) instead of exhausting the node's memory on every replica.
 //!
 //! Kafka-compatible readers must accept empty batches (`recordsCount` 0) in a compacted log:
 //! the cleaner keeps an idempotent producer's last batch that way when all its records are
 //! removed. The group coordinator's `__consumer_offsets` batches carry no producer id, so
 //! that log never has any.
 
-use bytes::{Buf, Bytes, BytesMut};
-use kafka_protocol::compression::{self as codec, Compressor, Decompressor};
-use kafka_protocol::records::RecordBatchDecoder;
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::compression::{self as codec, Compressor};
 use runnel_storage::batch::{
     self, BatchHeader, COMPRESSION_MASK, CONTROL_BIT, CRC_OFF, HEADER_LEN, LENGTH_OFF,
     LOG_OVERHEAD, MAX_TIMESTAMP_OFF, RECORDS_COUNT_OFF, TIMESTAMP_TYPE_BIT,
 };
-use runnel_storage::{CompactionCodec, RecordKey, StorageError};
+use runnel_storage::{CompactionCodec, RecordKey};
 
-use crate::error::BrokerError;
+use crate::records::{decompress, records};
 
-/// [`CompactionCodec`] over the `kafka-protocol` decoder and its compression codecs.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct KafkaCodec;
+/// [`CompactionCodec`] over the bounded record reader and kafka-protocol's compressors.
+#[derive(Clone, Copy, Debug)]
+pub struct KafkaCodec {
+    /// The most one batch's records may decompress to; a batch past it is kept uncleaned.
+    max_decompressed: usize,
+}
+
+impl KafkaCodec {
+    /// A codec for a topic whose `max.message.bytes` is `max_message_bytes`.
+    pub fn new(max_message_bytes: usize) -> Self {
+        KafkaCodec {
+            max_decompressed: crate::records::stored_decompress_limit(max_message_bytes),
+        }
+    }
+}
 
 impl CompactionCodec for KafkaCodec {
     fn keys(&self, batch: &[u8]) -> Result<Vec<RecordKey>, String> {
-        let mut buf = Bytes::copy_from_slice(batch);
-        let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| e.to_string())?;
-        Ok(set
-            .records
-            .into_iter()
-            .map(|r| RecordKey {
-                offset: r.offset,
+        let h = BatchHeader::new(batch).ok_or("batch shorter than its header")?;
+        let raw = decompress(
+            h.attributes() & COMPRESSION_MASK,
+            batch.get(HEADER_LEN..).unwrap_or_default(),
+            self.max_decompressed,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for record in records(&raw, h.records_count()).map_err(|e| e.to_string())? {
+            let r = record.map_err(|e| e.to_string())?;
+            out.push(RecordKey {
+                offset: h.base_offset() + i64::from(r.offset_delta),
                 tombstone: r.value.is_none(),
-                key: r.key,
-            })
-            .collect())
+                key: r.key.map(Bytes::copy_from_slice),
+            });
+        }
+        Ok(out)
     }
 
     fn rewrite(&self, batch: &[u8], keep: &[i64]) -> Result<Vec<u8>, String> {
-        rewrite_batch(batch, keep)
+        rewrite_batch(batch, keep, self.max_decompressed)
     }
-}
-
-/// Kafka's rule for compacted topics: every record needs a key. Checks every batch of a
-/// produce request (decompressing as needed); only compacted topics pay for it. Meant to run
-/// before the log is locked, so it reads the records straight from the buffer without a CRC
-/// check (the log's validation does that once, on append): only when a batch looks bad (a
-/// null key, or records that cannot be parsed) is the CRC checked, so a corrupt batch is
-/// reported as CORRUPT_MESSAGE rather than as a null key.
-pub fn reject_null_keys(batches: &[u8]) -> Result<(), BrokerError> {
-    let mut pos = 0;
-    while pos < batches.len() {
-        let rest = &batches[pos..];
-        let Some(size) = BatchHeader::new(rest)
-            .and_then(|h| h.total_size())
-            .filter(|&s| s <= rest.len())
-        else {
-            // Bad framing: the log's validation rejects it with the right error.
-            return Ok(());
-        };
-        let one = &rest[..size];
-        pos += size;
-        let h = BatchHeader::new(one).expect("framed above");
-        if h.attributes() & CONTROL_BIT != 0 {
-            continue;
-        }
-        let problem = match first_null_key(one) {
-            Ok(None) => continue,
-            Ok(Some(delta)) => StorageError::InvalidRecord(format!(
-                "compacted topic cannot accept a record without a key (offset delta {delta})"
-            )),
-            Err(e) => StorageError::InvalidRecord(format!("cannot decode a record batch: {e}")),
-        };
-        batch::validate_batches(one)?;
-        return Err(problem.into());
-    }
-    Ok(())
-}
-
-/// Offset delta of the first record of `batch` (one whole, non-control batch) whose key is
-/// null, reading only each record's length, attributes, deltas and key length.
-fn first_null_key(batch: &[u8]) -> Result<Option<i64>, String> {
-    let h = BatchHeader::new(batch).ok_or("batch shorter than its header")?;
-    let raw = decompress(
-        h.attributes() & COMPRESSION_MASK,
-        Bytes::copy_from_slice(&batch[HEADER_LEN..]),
-    )?;
-    let mut pos = 0;
-    for _ in 0..h.records_count() {
-        let len =
-            usize::try_from(read_varlong(&raw, &mut pos)?).map_err(|_| "negative record length")?;
-        let end = pos
-            .checked_add(len)
-            .filter(|&e| e <= raw.len())
-            .ok_or("record runs past the batch")?;
-        pos += 1; // record attributes
-        read_varlong(&raw, &mut pos)?; // timestamp delta
-        let offset_delta = read_varlong(&raw, &mut pos)?;
-        let key_len = read_varlong(&raw, &mut pos)?;
-        if pos > end {
-            return Err("record header runs past the record".into());
-        }
-        if key_len < 0 {
-            return Ok(Some(offset_delta));
-        }
-        pos = end;
-    }
-    Ok(None)
-}
-
-fn decompress(codec_id: i16, mut data: Bytes) -> Result<Bytes, String> {
-    let take = |b: &mut Bytes| Ok(b.copy_to_bytes(b.remaining()));
-    let r = match codec_id {
-        0 => return Ok(data),
-        1 => codec::Gzip::decompress(&mut data, take),
-        2 => codec::Snappy::decompress(&mut data, take),
-        3 => codec::Lz4::decompress(&mut data, take),
-        4 => codec::Zstd::decompress(&mut data, take),
-        c => return Err(format!("unknown compression codec {c}")),
-    };
-    r.map_err(|e| e.to_string())
 }
 
 fn compress(codec_id: i16, raw: &[u8]) -> Result<Vec<u8>, String> {
@@ -142,20 +80,6 @@ fn compress(codec_id: i16, raw: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out.to_vec())
 }
 
-/// Zigzag varint (up to 64 bits) at `*pos`.
-fn read_varlong(buf: &[u8], pos: &mut usize) -> Result<i64, String> {
-    let mut v: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos).ok_or("record truncated inside a varint")?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(((v >> 1) as i64) ^ -((v & 1) as i64));
-        }
-    }
-    Err("varint longer than 10 bytes".into())
-}
-
 /// Re-encodes one v2 batch keeping only the records at the offsets in `keep` (ascending).
 ///
 /// The kept records are copied byte for byte out of the decompressed records section: their
@@ -166,7 +90,11 @@ fn read_varlong(buf: &[u8], pos: &mut usize) -> Result<i64, String> {
 /// recordsCount, maxTimestamp (CreateTime: the kept records' largest) and CRC are recomputed.
 /// `RecordBatchEncoder` cannot be used: it rebases offsets on the first kept record and
 /// derives lastOffsetDelta from the kept records.
-pub fn rewrite_batch(batch: &[u8], keep: &[i64]) -> Result<Vec<u8>, String> {
+pub fn rewrite_batch(
+    batch: &[u8],
+    keep: &[i64],
+    max_decompressed: usize,
+) -> Result<Vec<u8>, String> {
     let h = BatchHeader::new(batch).ok_or("batch shorter than its header")?;
     if h.total_size() != Some(batch.len()) {
         return Err("batch length does not match its buffer".into());
@@ -175,35 +103,26 @@ pub fn rewrite_batch(batch: &[u8], keep: &[i64]) -> Result<Vec<u8>, String> {
         return Err("control batches are never rewritten".into());
     }
     let codec_id = h.attributes() & COMPRESSION_MASK;
-    let raw = decompress(codec_id, Bytes::copy_from_slice(&batch[HEADER_LEN..]))?;
+    let raw =
+        decompress(codec_id, &batch[HEADER_LEN..], max_decompressed).map_err(|e| e.to_string())?;
     let (base, base_ts) = (h.base_offset(), h.base_timestamp());
     let mut kept = Vec::with_capacity(raw.len());
     let mut count: i32 = 0;
     let mut max_ts = i64::MIN;
-    let mut pos = 0;
-    for _ in 0..h.records_count() {
-        let start = pos;
-        let len =
-            usize::try_from(read_varlong(&raw, &mut pos)?).map_err(|_| "negative record length")?;
-        let end = pos
-            .checked_add(len)
-            .filter(|&e| e <= raw.len())
-            .ok_or("record runs past the batch")?;
-        pos += 1; // record attributes
-        let ts_delta = read_varlong(&raw, &mut pos)?;
-        let offset_delta = read_varlong(&raw, &mut pos)?;
-        if pos > end {
-            return Err("record header runs past the record".into());
-        }
-        pos = end;
-        if keep.binary_search(&(base + offset_delta)).is_ok() {
+    let mut reader = records(&raw, h.records_count()).map_err(|e| e.to_string())?;
+    let mut start = 0;
+    while let Some(record) = reader.next() {
+        let r = record.map_err(|e| e.to_string())?;
+        let end = reader.position();
+        if keep
+            .binary_search(&(base + i64::from(r.offset_delta)))
+            .is_ok()
+        {
             kept.extend_from_slice(&raw[start..end]);
             count += 1;
-            max_ts = max_ts.max(base_ts.saturating_add(ts_delta));
+            max_ts = max_ts.max(base_ts.saturating_add(r.timestamp_delta));
         }
-    }
-    if pos != raw.len() {
-        return Err("bytes after the last record".into());
+        start = end;
     }
     if count as usize != keep.len() || count == 0 {
         return Err(format!(
@@ -229,10 +148,12 @@ pub fn rewrite_batch(batch: &[u8], keep: &[i64]) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::{validate_client_batches, ValidationErrorKind};
     use kafka_protocol::indexmap::IndexMap;
     use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType,
     };
     use runnel_storage::{LogConfig, PartitionLog};
 
@@ -306,12 +227,14 @@ mod tests {
             ];
             let mut original = encode(&recs, compression);
             batch::set_base_offset(&mut original, 1000);
-            let keys = KafkaCodec.keys(&original).unwrap();
+            let keys = KafkaCodec::new(1 << 20).keys(&original).unwrap();
             assert_eq!(keys.len(), 5);
             assert_eq!(keys[3].offset, 1003);
             assert!(keys[3].tombstone);
             assert_eq!(keys[0].key.as_deref(), Some(&b"a"[..]));
-            let out = KafkaCodec.rewrite(&original, &[1002, 1003]).unwrap();
+            let out = KafkaCodec::new(1 << 20)
+                .rewrite(&original, &[1002, 1003])
+                .unwrap();
             let info = &batch::validate_batches(&out).unwrap()[0];
             let orig = &batch::validate_batches(&original).unwrap()[0];
             assert_eq!(info.base_offset, 1000, "{compression:?}");
@@ -332,53 +255,30 @@ mod tests {
             assert_eq!(got[0].headers.len(), 1);
             assert_eq!(got[0].sequence, 102);
             // Asking for offsets the batch does not hold is an error, not a silent loss.
-            assert!(KafkaCodec.rewrite(&original, &[1002, 1009]).is_err());
+            assert!(KafkaCodec::new(1 << 20)
+                .rewrite(&original, &[1002, 1009])
+                .is_err());
         }
     }
 
+    /// A stored batch whose record count lies (valid CRC) or whose records decompress past the
+    /// limit is refused by the codec, so the cleaner keeps it as it is instead of allocating
+    /// what it claims.
     #[test]
-    fn null_keys_are_rejected_for_compacted_topics() {
-        let ok = encode(&[(Some("a"), Some("1"))], Compression::Gzip);
-        reject_null_keys(&ok).unwrap();
-        let mut two = ok.clone();
-        two.extend(encode(
-            &[(Some("a"), Some("1")), (None, Some("2"))],
-            Compression::Zstd,
-        ));
-        let err = reject_null_keys(&two).unwrap_err();
-        assert!(
-            matches!(err, BrokerError::Storage(StorageError::InvalidRecord(_))),
-            "{err}"
-        );
-        let mut bad = ok.clone();
-        let last = bad.len() - 1;
-        bad[last] ^= 1;
-        assert!(matches!(
-            reject_null_keys(&bad),
-            Err(BrokerError::Storage(StorageError::CorruptBatch(_)))
-        ));
-    }
-
-    #[test]
-    fn a_corrupt_batch_is_corrupt_not_keyless() {
-        // A keyless record whose batch CRC is wrong: CORRUPT_MESSAGE, as the log would say.
-        let mut bad = encode(&[(None, Some("1"))], Compression::None);
-        bad[batch::CRC_OFF] ^= 1;
-        assert!(matches!(
-            reject_null_keys(&bad),
-            Err(BrokerError::Storage(StorageError::CorruptBatch(_)))
-        ));
-        // Unparseable records with a valid CRC: INVALID_RECORD.
-        let mut garbled = encode(&[(Some("a"), Some("1"))], Compression::None);
-        garbled[HEADER_LEN] = 0x7f; // record length past the batch
-        let crc = batch::compute_crc(&garbled);
-        garbled[CRC_OFF..CRC_OFF + 4].copy_from_slice(&crc.to_be_bytes());
-        assert!(matches!(
-            reject_null_keys(&garbled),
-            Err(BrokerError::Storage(StorageError::InvalidRecord(_)))
-        ));
-        // Control batches and bad framing are left to the log.
-        reject_null_keys(&bad[..30]).unwrap();
+    fn lying_and_oversized_stored_batches_are_refused() {
+        let mut lying = encode(&[(Some("a"), Some("1"))], Compression::None);
+        lying[RECORDS_COUNT_OFF..RECORDS_COUNT_OFF + 4].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = batch::compute_crc(&lying);
+        lying[CRC_OFF..CRC_OFF + 4].copy_from_slice(&crc.to_be_bytes());
+        let codec = KafkaCodec::new(1 << 20);
+        assert!(codec.keys(&lying).unwrap_err().contains("cannot hold"));
+        assert!(codec.rewrite(&lying, &[0]).is_err());
+        let big = "x".repeat(20 << 20);
+        let bomb = encode(&[(Some("a"), Some(big.as_str()))], Compression::Zstd);
+        assert!(codec
+            .keys(&bomb)
+            .unwrap_err()
+            .contains("decompress to more than"));
     }
 
     /// A replica manager with a compacted topic "c" (small segments) and a plain one.
@@ -420,8 +320,8 @@ mod tests {
         }
     }
 
-    /// The partition path: null keys are refused on compacted topics only, before the log
-    /// is touched, and `Partition::compact` cleans through plan / execute / install.
+    /// The partition path: a compacted partition's rules refuse null keys (a plain one's
+    /// do not), and `Partition::compact` cleans through plan / execute / install.
     #[test]
     fn compacted_topic_partition_rejects_null_keys_and_compacts() {
         let dir = tempfile::tempdir().unwrap();
@@ -432,12 +332,12 @@ mod tests {
             &[(Some("a"), Some("1")), (None, Some("2"))],
             Compression::Lz4,
         );
-        let err = c.append(&mut keyless.clone(), 0).unwrap_err();
-        assert!(
-            matches!(err, BrokerError::Storage(StorageError::InvalidRecord(_))),
-            "{err}"
-        );
-        assert_eq!(c.log_end_offset().unwrap(), 0);
+        let now = crate::partition::now_ms();
+        let err =
+            validate_client_batches(&keyless, &c.validation_rules().unwrap(), now).unwrap_err();
+        assert_eq!(err.kind, ValidationErrorKind::InvalidRecord, "{err}");
+        assert_eq!(err.record_errors.len(), 1);
+        validate_client_batches(&keyless, &plain.validation_rules().unwrap(), now).unwrap();
         plain.append(&mut keyless, 0).unwrap();
         fill_ab(&c);
         let before = c.size_bytes().unwrap();
@@ -520,7 +420,7 @@ mod tests {
         let expected = (3, 3, last.base_offset, last.last_offset);
         assert_eq!(rebuilt(&log), expected);
         let hw = log.log_end_offset();
-        let stats = log.compact(T0, hw, &KafkaCodec).unwrap();
+        let stats = log.compact(T0, hw, &KafkaCodec::new(1 << 20)).unwrap();
         assert_eq!(stats.batches_emptied, 1, "{stats:?}");
         // No record of producer 42 is left, but its last batch header is.
         let all = log.read(0, usize::MAX, i64::MAX, true).unwrap().records;
@@ -576,7 +476,7 @@ mod tests {
         assert!(log.segment_count() > 3);
         let end = log.log_end_offset();
         let before = log.size_bytes();
-        let stats = log.compact(T0, end, &KafkaCodec).unwrap();
+        let stats = log.compact(T0, end, &KafkaCodec::new(1 << 20)).unwrap();
         assert!(stats.cleaned && stats.records_removed > 0, "{stats:?}");
         assert!(
             stats.batches_rewritten > 0,

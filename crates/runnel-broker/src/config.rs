@@ -98,6 +98,22 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         doc: "Largest record batch the topic accepts.",
     },
     TopicConfigDef {
+        name: "message.timestamp.after.max.ms",
+        broker_name: "log.message.timestamp.after.max.ms",
+        config_type: ConfigType::Long,
+        default: "3600000",
+        allowed: &[],
+        doc: "How far after the broker's clock a CreateTime record timestamp may be (KIP-937).",
+    },
+    TopicConfigDef {
+        name: "message.timestamp.before.max.ms",
+        broker_name: "log.message.timestamp.before.max.ms",
+        config_type: ConfigType::Long,
+        default: "9223372036854775807",
+        allowed: &[],
+        doc: "How far before the broker's clock a CreateTime record timestamp may be (KIP-937).",
+    },
+    TopicConfigDef {
         name: "message.timestamp.type",
         broker_name: "log.message.timestamp.type",
         config_type: ConfigType::String,
@@ -276,10 +292,52 @@ pub static BROKER_ONLY_CONFIGS: &[(&str, ConfigType, &str, &str)] = &[
         "Client connections served at once; more wait to be accepted.",
     ),
     (
+        "max.connections.per.ip",
+        ConfigType::Int,
+        "2147483647",
+        "Client connections one address may hold; more are closed as soon as they are accepted.",
+    ),
+    (
+        "max.connections.per.ip.overrides",
+        ConfigType::String,
+        "",
+        "Per-address exceptions to max.connections.per.ip, as host:count,host:count.",
+    ),
+    (
+        "connections.max.idle.ms",
+        ConfigType::Long,
+        "600000",
+        "A client connection with no request in flight and nothing received for this long is closed.",
+    ),
+    (
+        "socket.request.read.timeout.ms",
+        ConfigType::Long,
+        "60000",
+        "Runnel's own: once a request frame's first byte arrives, the whole frame must arrive within this time or the connection is closed.",
+    ),
+    (
+        "socket.send.buffer.bytes",
+        ConfigType::Int,
+        "102400",
+        "Response bytes a client connection may have waiting to be read before its next request waits.",
+    ),
+    (
         "queued.max.requests",
         ConfigType::Int,
         "500",
-        "Requests in flight per connection before the node stops reading from it.",
+        "Requests read off client sockets but not yet started, node-wide; past it, connections stop reading.",
+    ),
+    (
+        "queued.max.request.bytes",
+        ConfigType::Long,
+        "536870912",
+        "Memory pool for request frames in the node, from their length prefix until their response is ready (-1: no pool).",
+    ),
+    (
+        "fetch.max.bytes",
+        ConfigType::Int,
+        "57671680",
+        "The most record bytes one Fetch response carries, whatever the client asks for.",
     ),
     (
         "broker.session.timeout.ms",
@@ -564,6 +622,39 @@ impl BrokerConfig {
         self.get_parsed("queued.max.requests", 500)
     }
 
+    pub fn max_connections_per_ip(&self) -> usize {
+        self.get_parsed::<i64>("max.connections.per.ip", i64::from(i32::MAX))
+            .max(0) as usize
+    }
+
+    pub fn max_connections_per_ip_overrides(&self) -> String {
+        self.get("max.connections.per.ip.overrides")
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    pub fn connections_max_idle_ms(&self) -> u64 {
+        self.get_parsed("connections.max.idle.ms", 600_000)
+    }
+
+    pub fn socket_request_read_timeout_ms(&self) -> u64 {
+        self.get_parsed("socket.request.read.timeout.ms", 60_000)
+    }
+
+    pub fn socket_send_buffer_bytes(&self) -> usize {
+        self.get_parsed("socket.send.buffer.bytes", 102_400)
+    }
+
+    /// `queued.max.request.bytes`; negative means no memory pool.
+    pub fn queued_max_request_bytes(&self) -> i64 {
+        self.get_parsed("queued.max.request.bytes", 536_870_912)
+    }
+
+    pub fn fetch_max_bytes(&self) -> usize {
+        self.get_parsed::<i64>("fetch.max.bytes", 57_671_680)
+            .max(1024) as usize
+    }
+
     pub fn broker_session_timeout_ms(&self) -> u64 {
         self.get_parsed("broker.session.timeout.ms", 9000)
     }
@@ -695,6 +786,8 @@ impl BrokerConfig {
                 .unwrap_or(0.5)
                 .clamp(0.0, 1.0),
             delete_retention_ms: long("delete.retention.ms"),
+            timestamp_before_max_ms: long("message.timestamp.before.max.ms").max(0),
+            timestamp_after_max_ms: long("message.timestamp.after.max.ms").max(0),
             min_compaction_lag_ms: long("min.compaction.lag.ms"),
         }
     }

@@ -27,6 +27,9 @@ pub enum BrokerError {
     NotEnoughReplicasAfterAppend { in_sync: usize, needed: usize },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A client's batch broke a record rule (Kafka's LogValidator); may name records.
+    #[error(transparent)]
+    Validation(#[from] crate::records::ValidationError),
     /// An idempotent producer's batch failed its sequence or epoch check.
     #[error(transparent)]
     Producer(#[from] crate::producer_state::ProducerError),
@@ -83,6 +86,7 @@ impl BrokerError {
                 _ => ResponseError::KafkaStorageError,
             },
             BrokerError::Producer(e) => e.code(),
+            BrokerError::Validation(e) => e.code(),
             BrokerError::NotLeader { .. } | BrokerError::StaleMetadata(_) => {
                 ResponseError::NotLeaderOrFollower
             }

@@ -11,6 +11,7 @@ pub mod metadata;
 pub mod partition;
 pub mod producer_ids;
 pub mod producer_state;
+pub mod records;
 pub mod replica_manager;
 pub mod replication;
 #[cfg(any(test, feature = "testing"))]

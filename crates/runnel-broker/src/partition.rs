@@ -251,13 +251,11 @@ impl Partition {
     /// log mutex): a retry of one of the producer's last five batches appends nothing and
     /// returns the original offsets with `record_count == 0`; an old epoch or a sequence gap
     /// is an error. Batches without a producer id only pay a header read.
+    ///
+    /// Only headers and CRCs are checked here: a client's batches must first pass
+    /// [`crate::records::validate_client_batches`] with [`Partition::validation_rules`], which
+    /// the produce handler runs before this, off the partition's locks.
     pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, BrokerError> {
-        // Compacted topics need a key on every record. The records are decoded here, before
-        // the log is locked for the append (only the config flag is read under the lock);
-        // the CRC is left to the log's own validation.
-        if self.with_log(|log| Ok(log.config().cleanup_compact))? {
-            crate::compaction::reject_null_keys(batches)?;
-        }
         let mut role = self.lock_role();
         let Role::Leader(state) = &mut *role else {
             return Err(self.not_leader());
@@ -319,6 +317,15 @@ impl Partition {
             }
         }
         Ok(info)
+    }
+
+    /// The topic's rules for client batches, as of now.
+    pub fn validation_rules(&self) -> Result<crate::records::ValidationRules, BrokerError> {
+        self.with_log(|log| {
+            Ok(crate::records::ValidationRules::from_log_config(
+                log.config(),
+            ))
+        })
     }
 
     /// Waits until the high watermark reaches `required_offset` (an acks=all produce whose
@@ -783,19 +790,21 @@ impl Partition {
     }
 
     /// The first record with a timestamp at or after `ts`: (offset, timestamp). The log finds
-    /// the batch; its records are decoded (decompressing if needed) to find the exact record,
-    /// as Kafka does. Only ListOffsets pays this, never the produce/fetch path.
+    /// the batch; its records are then read (decompressing if needed, bounded, outside the
+    /// log lock) to find the exact record, as Kafka does. Only ListOffsets pays this, never
+    /// the produce/fetch path.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, BrokerError> {
         let hw = self.high_watermark();
-        self.with_log(|log| {
+        let found = self.with_log(|log| {
             let Some((base, max_ts)) = log.offset_for_timestamp(ts)? else {
                 return Ok(None);
             };
             let batch = log.read(base, 1, hw, true)?.records;
-            Ok(Some(
-                first_record_at_or_after(batch, ts).unwrap_or((base, max_ts)),
-            ))
-        })
+            Ok(Some((base, max_ts, batch, log.config().max_message_bytes)))
+        })?;
+        Ok(found.map(|(base, max_ts, batch, max_message_bytes)| {
+            first_record_at_or_after(&batch, ts, max_message_bytes).unwrap_or((base, max_ts))
+        }))
     }
 
     pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, BrokerError> {
@@ -819,7 +828,8 @@ impl Partition {
         let Some(plan) = plan else {
             return Ok(runnel_storage::CompactionStats::default());
         };
-        let cleaned = plan.execute(&crate::compaction::KafkaCodec)?;
+        let max_message_bytes = self.with_log(|log| Ok(log.config().max_message_bytes))?;
+        let cleaned = plan.execute(&crate::compaction::KafkaCodec::new(max_message_bytes))?;
         self.with_log(|log| Ok(log.install(cleaned)?))
     }
 }
@@ -848,21 +858,30 @@ pub(crate) fn producer_batches(buf: &[u8]) -> Option<Vec<ProducerBatch>> {
 }
 
 /// Scans the first batch in `batch` for the first record with timestamp >= `ts`. `None` if the
-/// batch cannot be decoded or (LogAppendTime) carries one timestamp for all its records, in
-/// which case the batch's own base offset and max timestamp are the answer.
-fn first_record_at_or_after(mut batch: bytes::Bytes, ts: i64) -> Option<(i64, i64)> {
-    let header = runnel_storage::batch::validate_batches(&batch)
-        .ok()?
-        .into_iter()
-        .next()?;
-    if header.is_log_append_time() {
+/// batch cannot be read or (LogAppendTime) carries one timestamp for all its records, in which
+/// case the batch's own base offset and max timestamp are the answer.
+fn first_record_at_or_after(batch: &[u8], ts: i64, max_message_bytes: usize) -> Option<(i64, i64)> {
+    use runnel_storage::batch::{BatchHeader, COMPRESSION_MASK, HEADER_LEN, TIMESTAMP_TYPE_BIT};
+    let h = BatchHeader::new(batch)?;
+    let batch = batch.get(..h.total_size()?)?;
+    if h.attributes() & TIMESTAMP_TYPE_BIT != 0 {
         return None;
     }
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut batch).ok()?;
-    set.records
-        .iter()
-        .find(|r| r.timestamp >= ts)
-        .map(|r| (r.offset, r.timestamp))
+    let limit = crate::records::stored_decompress_limit(max_message_bytes);
+    let raw = crate::records::decompress(
+        h.attributes() & COMPRESSION_MASK,
+        &batch[HEADER_LEN..],
+        limit,
+    )
+    .ok()?;
+    for record in crate::records::records(&raw, h.records_count()).ok()? {
+        let r = record.ok()?;
+        let record_ts = h.base_timestamp().saturating_add(r.timestamp_delta);
+        if record_ts >= ts {
+            return Some((h.base_offset() + i64::from(r.offset_delta), record_ts));
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -1,7 +1,25 @@
 //! One task per client connection: read frames, decode, dispatch, and write responses back in
-//! request order while many requests are in flight.
+//! request order.
+//!
+//! **Order.** Requests on a connection take effect one at a time, in the order they were sent
+//! (Kafka's guarantee): the next frame is dispatched only when the request before it has
+//! released its *turn*, which a handler does when it returns, or, for Produce, once its
+//! batches are appended (so acks=all waits for replication overlap while appends stay in
+//! order). While a request holds its turn the connection is muted, as Kafka mutes a channel
+//! with a request in progress; bytes of the next frames are still read into the buffer.
+//!
+//! **Limits** (see [`ConnectionLimits`]): a frame's length is checked against
+//! `socket.request.max.bytes` and its bytes are reserved from the node's
+//! `queued.max.request.bytes` pool before the rest is read; the whole frame must arrive within
+//! `socket.request.read.timeout.ms` of its first byte; a dispatched request holds one of the
+//! node's `queued.max.requests` slots until its handler first parks or finishes; a connection
+//! with nothing to do is closed after `connections.max.idle.ms`, as is one whose client stops
+//! reading responses for that long; and no request is dispatched while more than
+//! `socket.send.buffer.bytes` of responses wait for the client to read them.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -11,15 +29,19 @@ use futures::FutureExt;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
+use tokio::time::Instant;
 
-use crate::frame::{raw_header, take_frame, RawHeader};
+use crate::frame::{frame_size, raw_header, take_frame, RawHeader};
 use crate::handlers;
+use crate::limits::ConnectionLimits;
 use crate::Context;
 
-/// Requests one connection may have in flight before the node stops reading from it. Bounds
-/// the memory a single pipelining client can make the node hold.
+/// Requests one connection may have unanswered before the node stops reading from it. Bounds
+/// what a pipelining client can make the node hold (acks=all produce requests waiting for
+/// replication, mostly).
 const MAX_IN_FLIGHT_PER_CONNECTION: usize = 128;
 
 /// A decoded request with what is needed to answer it.
@@ -28,6 +50,40 @@ pub(crate) struct Request {
     pub(crate) api_key: ApiKey,
     pub(crate) body: RequestKind,
     pub(crate) peer: SocketAddr,
+}
+
+/// A request's place in its connection's order: the next request is dispatched once this is
+/// released or dropped.
+pub(crate) struct Turn(Option<oneshot::Sender<()>>);
+
+impl Turn {
+    /// A turn that orders nothing, for calling handlers directly in tests.
+    #[cfg(test)]
+    pub(crate) fn detached() -> Turn {
+        Turn(None)
+    }
+
+    /// Lets the connection's next request start; this one's remaining work (waiting for
+    /// replication) has no effect later requests could observe out of order.
+    pub(crate) fn release(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Turn {
+    /// Runs `fut`, releasing the turn as soon as it first waits (or finishes): for handlers
+    /// whose effects happen before they park.
+    pub(crate) async fn release_when_parked<F: Future>(&mut self, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        futures::future::poll_fn(|cx| {
+            let poll = fut.as_mut().poll(cx);
+            self.release();
+            poll
+        })
+        .await
+    }
 }
 
 /// What a finished request asks of the connection.
@@ -50,121 +106,241 @@ enum Rejected {
     Close,
 }
 
+/// Why the connection loop stopped.
+enum Closing {
+    /// The client closed, a read failed, or shutdown: answer what is in flight, then close.
+    Drain,
+    /// Close now.
+    Now,
+}
+
 pub(crate) async fn run(
     socket: TcpStream,
     peer: SocketAddr,
     ctx: Arc<Context>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let limits = ctx.limits.clone();
     let (mut reader, writer) = socket.into_split();
     let mut writer = BufWriter::new(writer);
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut in_flight: InFlight = FuturesOrdered::new();
-    let max_frame = ctx.broker.config().socket_request_max_bytes();
+    // Response bytes produced and not yet written: added by a request when it finishes,
+    // taken off once written.
+    let unwritten = Arc::new(AtomicUsize::new(0));
+    // The turn of the request dispatched last, until it releases it.
+    let mut turn: Option<oneshot::Receiver<()>> = None;
+    // Pool memory reserved for the frame at the front of `buf`.
+    let mut frame_memory: Option<OwnedSemaphorePermit> = None;
+    // When the first byte of the (incomplete) frame at the front of `buf` arrived.
+    let mut partial_since: Option<Instant> = None;
+    let mut last_activity = Instant::now();
+    // False once the client closed its side, a read failed or the connection must close.
     let mut reading = true;
+    let mut shutting_down = false;
     tracing::debug!(%peer, "connection opened");
 
-    loop {
-        if !reading && in_flight.is_empty() {
-            break;
+    let closing = loop {
+        let front = match frame_size(&buf, limits.max_frame) {
+            Ok(size) => size,
+            Err(e) => {
+                limits.warnings.warn(|suppressed| {
+                    tracing::warn!(%peer, error = %e, suppressed, "closing connection: bad request frame");
+                });
+                break Closing::Drain;
+            }
+        };
+        let complete = front.is_some_and(|size| buf.len() >= 4 + size);
+        // Frames the client sent in full before closing its side are still answered.
+        let more_requests = complete && !shutting_down;
+        if !reading && !more_requests && in_flight.is_empty() {
+            break Closing::Drain;
         }
+        partial_since = match (front.is_none() && buf.is_empty()) || complete {
+            true => None,
+            false => partial_since.or(Some(Instant::now())),
+        };
+        let needs_memory = front.is_some() && frame_memory.is_none() && limits.has_memory_pool();
+        let can_dispatch = more_requests
+            && turn.is_none()
+            && !needs_memory
+            && in_flight.len() < MAX_IN_FLIGHT_PER_CONNECTION
+            && unwritten.load(Ordering::Acquire) < limits.unwritten_max;
+        let can_read = reading && !complete && !needs_memory;
+        if let (true, Some(size)) = (can_read, front) {
+            // Room for the whole frame at once, so a large one is read without reallocations.
+            buf.reserve(4 + size - buf.len());
+        }
+        let deadline = match partial_since {
+            Some(since) => Some(since + limits.frame_read_timeout),
+            None if in_flight.is_empty() && buf.is_empty() => Some(last_activity + limits.idle),
+            None => None,
+        };
+
         tokio::select! {
             // Responses first, so a pipelining client cannot starve its own answers.
             biased;
             Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
-                let mut next = Some(outcome);
-                // Write out everything already done, then flush once.
-                while let Some(outcome) = next.take() {
-                    match outcome {
-                        Outcome::Send(bytes) => {
-                            if writer.write_all(&bytes).await.is_err() {
-                                return;
-                            }
-                        }
-                        Outcome::Nothing => {}
-                        Outcome::Close => {
-                            let _ = writer.flush().await;
-                            return;
-                        }
-                    }
-                    next = in_flight.next().now_or_never().flatten();
+                if !write_outcomes(outcome, &mut in_flight, &mut writer, &unwritten, &limits, peer).await {
+                    break Closing::Now;
                 }
-                if writer.flush().await.is_err() {
-                    break;
+                last_activity = Instant::now();
+            }
+            _ = async { turn.as_mut().expect("guarded").await }, if turn.is_some() => {
+                turn = None;
+            }
+            memory = limits.reserve_memory(4 + front.unwrap_or(0)), if needs_memory => {
+                frame_memory = memory;
+            }
+            permit = limits.queued.clone().acquire_owned(), if can_dispatch => {
+                let Ok(permit) = permit else { break Closing::Drain };
+                let frame = take_frame(&mut buf, limits.max_frame)
+                    .expect("framed above")
+                    .expect("complete above");
+                let memory = frame_memory.take();
+                match decode(frame, peer, &limits) {
+                    Ok(request) => {
+                        let (tx, rx) = oneshot::channel();
+                        turn = Some(rx);
+                        let ctx = ctx.clone();
+                        let unwritten = unwritten.clone();
+                        in_flight.push_back(
+                            respond(ctx, request, Turn(Some(tx)), permit, memory, unwritten).boxed(),
+                        );
+                    }
+                    Err(Rejected::Answer(bytes)) => {
+                        unwritten.fetch_add(bytes.len(), Ordering::AcqRel);
+                        in_flight.push_back(futures::future::ready(Outcome::Send(bytes)).boxed());
+                    }
+                    Err(Rejected::Close) => {
+                        reading = false;
+                        shutting_down = true;
+                    }
                 }
             }
-            read = reader.read_buf(&mut buf), if reading && in_flight.len() < MAX_IN_FLIGHT_PER_CONNECTION => {
+            read = reader.read_buf(&mut buf), if can_read => {
                 match read {
                     Ok(0) => {
-                        if !buf.is_empty() {
-                            tracing::warn!(%peer, bytes = buf.len(), "client closed the connection in the middle of a request frame");
+                        if !buf.is_empty() && !complete {
+                            limits.warnings.warn(|suppressed| {
+                                tracing::warn!(%peer, bytes = buf.len(), suppressed,
+                                    "client closed the connection in the middle of a request frame");
+                            });
                         }
                         reading = false;
                     }
-                    Ok(_) => {
-                        if !drain_frames(&mut buf, max_frame, peer, &ctx, &mut in_flight) {
-                            reading = false;
-                        }
-                    }
+                    Ok(_) => last_activity = Instant::now(),
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "read failed");
                         reading = false;
                     }
                 }
             }
-            _ = shutdown.changed(), if reading => {
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                if partial_since.is_some() {
+                    limits.warnings.warn(|suppressed| {
+                        tracing::warn!(%peer, bytes = buf.len(), timeout = ?limits.frame_read_timeout, suppressed,
+                            "closing connection: a request frame did not arrive in full within socket.request.read.timeout.ms");
+                    });
+                } else {
+                    tracing::debug!(%peer, idle = ?limits.idle, "closing idle connection (connections.max.idle.ms)");
+                }
+                break Closing::Now;
+            }
+            _ = shutdown.changed(), if !shutting_down => {
                 // Stop taking requests; answer those already in flight, then close.
                 reading = false;
+                shutting_down = true;
+            }
+        }
+    };
+    if matches!(closing, Closing::Drain) {
+        while let Some(outcome) = in_flight.next().await {
+            if !write_outcomes(
+                outcome,
+                &mut in_flight,
+                &mut writer,
+                &unwritten,
+                &limits,
+                peer,
+            )
+            .await
+            {
+                break;
             }
         }
     }
-    let _ = writer.shutdown().await;
+    let _ = tokio::time::timeout(limits.idle, writer.shutdown()).await;
     tracing::debug!(%peer, "connection closed");
 }
 
-/// Turns every complete frame in `buf` into an in-flight request. Returns false when the
-/// connection must be closed.
-fn drain_frames(
-    buf: &mut BytesMut,
-    max_frame: usize,
-    peer: SocketAddr,
-    ctx: &Arc<Context>,
+/// Writes `first` and every outcome already finished behind it, then flushes. False when the
+/// connection must close: a write failed, a response asked for it, or the client did not read
+/// for `connections.max.idle.ms`.
+async fn write_outcomes(
+    first: Outcome,
     in_flight: &mut InFlight,
+    writer: &mut BufWriter<OwnedWriteHalf>,
+    unwritten: &AtomicUsize,
+    limits: &ConnectionLimits,
+    peer: SocketAddr,
 ) -> bool {
-    loop {
-        let frame = match take_frame(buf, max_frame) {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return true,
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "closing connection: bad request frame");
-                return false;
+    let write = async {
+        let mut next = Some(first);
+        while let Some(outcome) = next.take() {
+            match outcome {
+                Outcome::Send(bytes) => {
+                    writer.write_all(&bytes).await?;
+                    unwritten.fetch_sub(bytes.len(), Ordering::AcqRel);
+                }
+                Outcome::Nothing => {}
+                Outcome::Close => {
+                    writer.flush().await?;
+                    return Ok(false);
+                }
             }
-        };
-        match decode(frame, peer) {
-            Ok(request) => {
-                let ctx = ctx.clone();
-                in_flight.push_back(async move { respond(ctx, request).await }.boxed());
-            }
-            Err(Rejected::Answer(bytes)) => {
-                in_flight.push_back(futures::future::ready(Outcome::Send(bytes)).boxed());
-            }
-            Err(Rejected::Close) => return false,
+            next = in_flight.next().now_or_never().flatten();
+        }
+        writer.flush().await?;
+        Ok::<_, std::io::Error>(true)
+    };
+    match tokio::time::timeout(limits.idle, write).await {
+        Ok(Ok(keep)) => keep,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "write failed");
+            false
+        }
+        Err(_) => {
+            limits.warnings.warn(|suppressed| {
+                tracing::warn!(%peer, idle = ?limits.idle, suppressed,
+                    "closing connection: the client read none of its responses for connections.max.idle.ms");
+            });
+            false
         }
     }
 }
 
-fn decode(mut frame: Bytes, peer: SocketAddr) -> Result<Request, Rejected> {
+fn decode(
+    mut frame: Bytes,
+    peer: SocketAddr,
+    limits: &ConnectionLimits,
+) -> Result<Request, Rejected> {
     let RawHeader {
         api_key: key,
         api_version: version,
         correlation_id,
     } = raw_header(&frame);
+    let warn = |what: &str, detail: String| {
+        limits.warnings.warn(|suppressed| {
+            tracing::warn!(%peer, api_key = key, version, correlation_id, suppressed, "closing connection: {what}{detail}");
+        });
+    };
     let Ok(api_key) = ApiKey::try_from(key) else {
-        tracing::warn!(%peer, api_key = key, correlation_id, "closing connection: unknown API key");
+        warn("unknown API key", String::new());
         return Err(Rejected::Close);
     };
     let Some(range) = handlers::supported_versions(api_key) else {
-        tracing::warn!(%peer, api = ?api_key, version, "closing connection: API not supported by Runnel");
+        warn("API not supported by Runnel", format!(" ({api_key:?})"));
         return Err(Rejected::Close);
     };
     if version < range.min || version > range.max {
@@ -177,15 +353,16 @@ fn decode(mut frame: Bytes, peer: SocketAddr) -> Result<Request, Rejected> {
                 .ok_or(Rejected::Close)
                 .and_then(Err);
         }
-        tracing::warn!(%peer, api = ?api_key, version, supported = %format!("{}..={}", range.min, range.max),
-            "closing connection: unsupported API version");
+        warn(
+            "unsupported API version",
+            format!(" ({api_key:?}, supported {}..={})", range.min, range.max),
+        );
         return Err(Rejected::Close);
     }
     // Walk the frame against its schema first: kafka-protocol sizes allocations from counts
     // it has not checked, and a failed allocation aborts the process (see `bounds`).
     if let Err(e) = crate::bounds::check_request(api_key, version, &frame) {
-        tracing::warn!(%peer, api = ?api_key, version, correlation_id, error = %e,
-            "closing connection: malformed request");
+        warn("malformed request: ", e.to_string());
         return Err(Rejected::Close);
     }
     // The crate's decoders return errors on short input; catch_unwind is a second line of
@@ -203,33 +380,56 @@ fn decode(mut frame: Bytes, peer: SocketAddr) -> Result<Request, Rejected> {
             peer,
         }),
         Ok(Err(e)) => {
-            tracing::warn!(%peer, api = ?api_key, version, correlation_id, error = %e,
-                "closing connection: malformed request");
+            warn("malformed request: ", format!("{e:#}"));
             Err(Rejected::Close)
         }
         Err(_) => {
-            tracing::warn!(%peer, api = ?api_key, version, correlation_id,
-                "closing connection: request could not be decoded");
+            warn("request could not be decoded", String::new());
             Err(Rejected::Close)
         }
     }
 }
 
-async fn respond(ctx: Arc<Context>, request: Request) -> Outcome {
+/// Runs a request's handler and encodes its response. `queued` is the request's
+/// `queued.max.requests` slot, given back as soon as the handler first parks (waits for
+/// replication, a long poll, a rebalance) or finishes, as a Kafka request leaves the request
+/// queue when a handler thread takes it; `memory` is its frame's pool reservation, held until
+/// the response is ready.
+async fn respond(
+    ctx: Arc<Context>,
+    request: Request,
+    turn: Turn,
+    queued: OwnedSemaphorePermit,
+    memory: Option<OwnedSemaphorePermit>,
+    unwritten: Arc<AtomicUsize>,
+) -> Outcome {
     let api_key = request.api_key;
     let version = request.header.request_api_version;
     let correlation_id = request.header.correlation_id;
     let peer = request.peer;
-    match handlers::handle(ctx, request).await {
+    let mut handler = std::pin::pin!(handlers::handle(ctx, request, turn));
+    let mut queued = Some(queued);
+    let result = futures::future::poll_fn(|cx| {
+        let poll = handler.as_mut().poll(cx);
+        queued.take();
+        poll
+    })
+    .await;
+    let outcome = match result {
         Ok(Some(response)) => {
             match encode_response(api_key, version, correlation_id, &response, peer) {
-                Some(bytes) => Outcome::Send(bytes),
+                Some(bytes) => {
+                    unwritten.fetch_add(bytes.len(), Ordering::AcqRel);
+                    Outcome::Send(bytes)
+                }
                 None => Outcome::Close,
             }
         }
         Ok(None) => Outcome::Nothing,
         Err(handlers::CloseConnection) => Outcome::Close,
-    }
+    };
+    drop(memory);
+    outcome
 }
 
 /// Size prefix, response header, body.

@@ -22,13 +22,13 @@ pub(crate) struct RawHeader {
     pub(crate) correlation_id: i32,
 }
 
-/// Splits one complete frame off the front of `buf` if it is all there. A cheap length check
-/// runs before anything is copied; partial frames stay in `buf` for the next read.
-pub(crate) fn take_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
-    if buf.len() < 4 {
+/// The size of the frame at the front of `buf` (without its 4-byte prefix), checked against
+/// `max`; `None` until the prefix is all there.
+pub(crate) fn frame_size(buf: &[u8], max: usize) -> Result<Option<usize>, FrameError> {
+    let Some(prefix) = buf.first_chunk::<4>() else {
         return Ok(None);
-    }
-    let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    };
+    let size = i32::from_be_bytes(*prefix);
     if size < 0 {
         return Err(FrameError::Negative(size));
     }
@@ -39,6 +39,15 @@ pub(crate) fn take_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>
     if size < 8 {
         return Err(FrameError::TooShort(size));
     }
+    Ok(Some(size))
+}
+
+/// Splits one complete frame off the front of `buf` if it is all there. A cheap length check
+/// runs before anything is copied; partial frames stay in `buf` for the next read.
+pub(crate) fn take_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
+    let Some(size) = frame_size(buf, max)? else {
+        return Ok(None);
+    };
     if buf.len() < 4 + size {
         // Reserve once so a large frame is read without repeated reallocations.
         buf.reserve(4 + size - buf.len());

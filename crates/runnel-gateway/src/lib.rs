@@ -6,6 +6,7 @@ mod bounds;
 mod connection;
 mod frame;
 mod handlers;
+mod limits;
 mod server;
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use runnel_broker::{GroupCoordinator, ProducerIdManager, ReplicaManager};
 
 pub use handlers::supported_apis;
+pub use limits::ConnectionLimits;
 pub use server::serve;
 
 /// What every handler can reach.
@@ -23,4 +25,6 @@ pub struct Context {
     /// The name of the Kafka listener this context serves (`PLAINTEXT` unless named):
     /// Metadata and FindCoordinator answer with the brokers' addresses on that listener.
     pub listener: Arc<str>,
+    /// The node's connection and request limits, shared by all its listeners.
+    pub limits: Arc<ConnectionLimits>,
 }

@@ -1,11 +1,12 @@
-//! The accept loop: caps concurrent connections, spawns one task per connection, and on
-//! shutdown stops accepting and lets open connections answer what they already read.
+//! The accept loop: caps concurrent connections (`max.connections`, node-wide, and
+//! `max.connections.per.ip`), spawns one task per connection, and on shutdown stops accepting
+//! and lets open connections answer what they already read.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::Context;
@@ -15,15 +16,15 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves Kafka clients on `listener` until `shutdown` becomes true.
 pub async fn serve(listener: TcpListener, ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
-    let limit = Arc::new(Semaphore::new(ctx.broker.config().max_connections()));
+    let limits = ctx.limits.clone();
     let mut connections = JoinSet::new();
     loop {
         // Waiting for a permit before accepting makes excess clients queue in the kernel's
         // backlog instead of costing the node a task each.
         let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
+            permit = limits.connection_slot() => match permit {
+                Some(p) => p,
+                None => break,
             },
             _ = shutdown.changed() => break,
         };
@@ -40,12 +41,22 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>, mut shutdown: watch
                 continue;
             }
         };
+        // Past its address's limit a connection is closed at once, unanswered, as Kafka does.
+        let ip_slot = match limits.admit_ip(peer.ip()) {
+            Ok(slot) => slot,
+            Err(max) => {
+                limits.warnings.warn(|suppressed| {
+                    tracing::info!(%peer, max, suppressed, "rejected a connection: its address already has max.connections.per.ip connections");
+                });
+                continue;
+            }
+        };
         let _ = socket.set_nodelay(true);
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             crate::connection::run(socket, peer, ctx, shutdown).await;
-            drop(permit);
+            drop((permit, ip_slot));
         });
         while connections.try_join_next().is_some() {}
     }

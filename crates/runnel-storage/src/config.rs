@@ -62,6 +62,12 @@ pub struct LogConfig {
     pub delete_retention_ms: i64,
     /// `min.compaction.lag.ms`: segments holding records younger than this are not cleaned.
     pub min_compaction_lag_ms: i64,
+    /// `message.timestamp.before.max.ms`: how far before the broker's clock a CreateTime
+    /// record may be (checked by the broker on produce).
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: how far after the broker's clock a CreateTime
+    /// record may be.
+    pub timestamp_after_max_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -82,6 +88,8 @@ impl Default for LogConfig {
             min_cleanable_dirty_ratio: 0.5,
             delete_retention_ms: 24 * 60 * 60 * 1000,
             min_compaction_lag_ms: 0,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: 3_600_000,
         }
     }
 }

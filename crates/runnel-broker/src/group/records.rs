@@ -14,10 +14,15 @@
 //! is a tombstone: the key was deleted. Strings are int16-length prefixed (null is -1), bytes
 //! int32-length prefixed, arrays int32-count prefixed — Kafka's non-flexible encoding.
 
+use std::borrow::Cow;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use runnel_storage::batch::{BatchHeader, COMPRESSION_MASK, CONTROL_BIT, HEADER_LEN};
+
+use crate::records::{decompress, records, MIN_STORED_DECOMPRESS_LIMIT};
 
 /// Why a record could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -471,38 +476,68 @@ pub struct Decoded {
 pub fn decode_batches(mut buf: Bytes) -> Result<Decoded, CodecError> {
     let mut out = Decoded::default();
     while buf.has_remaining() {
-        let header = runnel_storage::batch::BatchHeader::new(&buf)
-            .ok_or_else(|| err("truncated batch header"))?;
+        let header = BatchHeader::new(&buf).ok_or_else(|| err("truncated batch header"))?;
         let size = header
             .total_size()
             .filter(|s| *s <= buf.len())
             .ok_or_else(|| err("batch length exceeds the data read"))?;
         let base_offset = header.base_offset();
         out.next = Some(base_offset + i64::from(header.last_offset_delta()) + 1);
-        let mut batch = buf.split_to(size);
-        let set = match RecordBatchDecoder::decode(&mut batch) {
-            Ok(set) => set,
-            Err(e) => {
+        let batch = buf.split_to(size);
+        let header = BatchHeader::new(&batch).expect("a whole batch");
+        if header.attributes() & CONTROL_BIT != 0 {
+            continue;
+        }
+        let records = match batch_records(&batch, &header) {
+            Ok(records) => records,
+            Err(reason) => {
                 out.skipped.push(Skipped {
                     offset: base_offset,
-                    reason: err(format!("cannot decode a record batch: {e}")),
+                    reason: err(format!("cannot decode a record batch: {reason}")),
                 });
                 continue;
             }
         };
-        for record in set.records {
-            if record.control {
-                continue;
-            }
-            match CoordinatorRecord::decode(record.key, record.value) {
+        for (offset_delta, key, value) in records {
+            match CoordinatorRecord::decode(key, value) {
                 Ok(Some(r)) => out.records.push(r),
                 Ok(None) => {}
                 Err(reason) => out.skipped.push(Skipped {
-                    offset: record.offset,
+                    offset: base_offset + i64::from(offset_delta),
                     reason,
                 }),
             }
         }
+    }
+    Ok(out)
+}
+
+/// The (offset delta, key, value) of every record of one batch, read with the bounded record
+/// reader; keys and values are slices of the batch (or of its decompressed records).
+#[allow(clippy::type_complexity)]
+fn batch_records(
+    batch: &Bytes,
+    header: &BatchHeader<'_>,
+) -> Result<Vec<(i32, Option<Bytes>, Option<Bytes>)>, String> {
+    let section = batch.slice(HEADER_LEN..);
+    let raw = match decompress(
+        header.attributes() & COMPRESSION_MASK,
+        &section,
+        MIN_STORED_DECOMPRESS_LIMIT,
+    )
+    .map_err(|e| e.to_string())?
+    {
+        Cow::Borrowed(_) => section,
+        Cow::Owned(v) => Bytes::from(v),
+    };
+    let mut out = Vec::new();
+    for record in records(&raw, header.records_count()).map_err(|e| e.to_string())? {
+        let r = record.map_err(|e| e.to_string())?;
+        out.push((
+            r.offset_delta,
+            r.key.map(|k| raw.slice_ref(k)),
+            r.value.map(|v| raw.slice_ref(v)),
+        ));
     }
     Ok(out)
 }

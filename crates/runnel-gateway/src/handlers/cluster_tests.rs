@@ -45,6 +45,7 @@ fn cluster(dir: &std::path::Path) -> (Arc<LocalController>, Context) {
         broker.clone(),
     ));
     let ctx = Context {
+        limits: crate::ConnectionLimits::from_config(broker.config()).unwrap(),
         broker,
         groups,
         producer_ids,
@@ -67,10 +68,16 @@ async fn produce_codes(ctx: &Context) -> Vec<i16> {
             .with_topic_data(vec![TopicProduceData::default()
                 .with_name(topic_name())
                 .with_partition_data(partitions)]);
-    let response = produce::handle(ctx, request, 9, "test")
-        .await
-        .unwrap()
-        .unwrap();
+    let response = produce::handle(
+        ctx,
+        request,
+        9,
+        "test",
+        &mut crate::connection::Turn::detached(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     response.responses[0]
         .partition_responses
         .iter()
@@ -220,6 +227,7 @@ async fn metadata_answers_with_the_addresses_of_the_clients_listener() {
         groups: ctx.groups.clone(),
         producer_ids: ctx.producer_ids.clone(),
         listener: listener.into(),
+        limits: ctx.limits.clone(),
     };
     let addresses = |response: &MetadataResponse| -> Vec<(i32, String, i32)> {
         let brokers = response.brokers.iter();

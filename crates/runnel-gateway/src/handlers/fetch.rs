@@ -90,11 +90,11 @@ pub(crate) async fn handle(ctx: &Context, request: FetchRequest, version: i16) -
     let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let deadline = Instant::now() + max_wait;
     let min_bytes = request.min_bytes.max(0) as usize;
-    let max_bytes = if request.max_bytes <= 0 {
-        i32::MAX as usize
-    } else {
-        request.max_bytes as usize
-    };
+    // The broker's fetch.max.bytes caps what the client asks for; 0 or less still returns
+    // the first batch (Kafka's minOneMessage), never an unbounded response.
+    let max_bytes = usize::try_from(request.max_bytes)
+        .unwrap_or(0)
+        .min(ctx.broker.config().fetch_max_bytes());
 
     let mut watchers: Vec<watch::Receiver<ReplicaView>> = topics
         .iter()

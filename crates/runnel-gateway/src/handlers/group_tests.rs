@@ -57,6 +57,7 @@ fn context(dir: &std::path::Path) -> Context {
         broker.clone(),
     ));
     Context {
+        limits: crate::ConnectionLimits::from_config(broker.config()).unwrap(),
         broker,
         groups,
         producer_ids,

@@ -35,7 +35,7 @@ use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 use runnel_broker::BrokerError;
 
-use crate::connection::Request;
+use crate::connection::{Request, Turn};
 use crate::Context;
 
 /// The APIs Runnel implements and the version range of each.
@@ -88,9 +88,15 @@ pub(crate) fn supported_versions(key: ApiKey) -> Option<VersionRange> {
 pub(crate) struct CloseConnection;
 
 /// Runs the request's handler. `Ok(None)` means no response is sent (acks=0 produce).
+///
+/// The request holds its connection's `turn` until this returns (the next request on the
+/// connection waits for it), except that Produce gives it back once its batches are appended,
+/// and JoinGroup and SyncGroup once they park to wait for the rest of the group (the member's
+/// join or sync is registered by then; a rebalance can take minutes).
 pub(crate) async fn handle(
     ctx: Arc<Context>,
     request: Request,
+    mut turn: Turn,
 ) -> Result<Option<ResponseKind>, CloseConnection> {
     let version = request.header.request_api_version;
     let client = request
@@ -100,10 +106,12 @@ pub(crate) async fn handle(
         .map(|c| c.as_str().to_string())
         .unwrap_or_default();
     let response = match request.body {
-        RequestKind::Produce(r) => match produce::handle(&ctx, r, version, &client).await? {
-            Some(resp) => ResponseKind::Produce(resp),
-            None => return Ok(None),
-        },
+        RequestKind::Produce(r) => {
+            match produce::handle(&ctx, r, version, &client, &mut turn).await? {
+                Some(resp) => ResponseKind::Produce(resp),
+                None => return Ok(None),
+            }
+        }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(&ctx, r, version).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(&ctx, r, version))
@@ -136,10 +144,12 @@ pub(crate) async fn handle(
         }
         RequestKind::JoinGroup(r) => {
             let peer = request.peer;
-            ResponseKind::JoinGroup(join_group::handle(&ctx, r, version, &client, peer).await)
+            let join = join_group::handle(&ctx, r, version, &client, peer);
+            ResponseKind::JoinGroup(turn.release_when_parked(join).await)
         }
         RequestKind::SyncGroup(r) => {
-            ResponseKind::SyncGroup(sync_group::handle(&ctx, r, version).await)
+            let sync = sync_group::handle(&ctx, r, version);
+            ResponseKind::SyncGroup(turn.release_when_parked(sync).await)
         }
         RequestKind::Heartbeat(r) => {
             ResponseKind::Heartbeat(heartbeat::handle(&ctx, r, version).await)

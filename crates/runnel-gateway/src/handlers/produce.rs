@@ -1,6 +1,12 @@
 //! Produce: hands each partition's record batches, as bytes, to the partition log. Batches are
-//! never decoded record by record: the storage layer checks the v2 header and CRC and writes
-//! the offsets into the header.
+//! never decoded into records: each record is walked once on the bytes, as Kafka's
+//! LogValidator does (`runnel_broker::records::validate`), before the partition is locked;
+//! compressed batches are decompressed for that on a blocking thread, at most
+//! [`MAX_CONCURRENT_DECOMPRESSIONS`] at a time node-wide, each bounded by the topic's
+//! `max.message.bytes`. A refused batch fails the partition with INVALID_RECORD,
+//! INVALID_TIMESTAMP, CORRUPT_MESSAGE or MESSAGE_TOO_LARGE and, from v8, an `error_message` and
+//! the offending records' indexes (`record_errors`, KIP-467). The storage layer then checks
+//! the v2 header and CRC and writes the offsets into the header.
 //!
 //! Batches of idempotent producers are checked by the partition against its producer state:
 //! a retried batch is answered with success and its original base offset (nothing is
@@ -16,18 +22,30 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
-use runnel_broker::{is_internal_topic, BrokerError, Partition};
+use runnel_broker::records::{any_compressed, validate_client_batches};
+use runnel_broker::{is_internal_topic, now_ms, BrokerError, Partition};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::{str_bytes, CloseConnection};
+use crate::connection::Turn;
 use crate::Context;
 
 pub(crate) const VERSIONS: VersionRange = VersionRange { min: 3, max: 13 };
+
+/// Compressed batches validated at once, node-wide. Each may hold up to `max.message.bytes`
+/// of decompressed records (twice that while its buffer grows), so this bounds the memory
+/// decompression can take however many clients produce compressed batches.
+pub(crate) const MAX_CONCURRENT_DECOMPRESSIONS: usize = 4;
+
+static DECOMPRESSIONS: Semaphore = Semaphore::const_new(MAX_CONCURRENT_DECOMPRESSIONS);
 
 fn partition_error(
     index: i32,
@@ -51,6 +69,7 @@ pub(crate) async fn handle(
     request: ProduceRequest,
     version: i16,
     client: &str,
+    turn: &mut Turn,
 ) -> Result<Option<ProduceResponse>, CloseConnection> {
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
@@ -107,7 +126,8 @@ pub(crate) async fn handle(
                     }
                 }
                 for p in topic.partition_data {
-                    let (response, commit) = append(ctx, name, p.index, p.records, acks, client);
+                    let (response, commit) =
+                        append(ctx, name, p.index, p.records, acks, client).await;
                     if let Some(commit) = commit {
                         pending.push((responses.len(), partitions.len(), commit));
                     }
@@ -126,6 +146,9 @@ pub(crate) async fn handle(
                 .with_partition_responses(partitions),
         );
     }
+    // Everything this request changes is in the logs now: the connection's next request may
+    // start while this one waits for replication.
+    turn.release();
     let waits = pending.iter().map(|(_, _, c)| {
         c.partition.wait_committed(
             c.required_offset,
@@ -174,15 +197,15 @@ struct Commit {
     min_insync_replicas: usize,
 }
 
-fn append(
+async fn append(
     ctx: &Context,
     topic: &str,
     index: i32,
-    records: Option<bytes::Bytes>,
+    records: Option<Bytes>,
     acks: i16,
     client: &str,
 ) -> (PartitionProduceResponse, Option<Commit>) {
-    let result = (|| {
+    let result = async {
         let (partition, leader_epoch) = ctx.broker.leader_partition(topic, index)?;
         let records = records.filter(|r| !r.is_empty()).ok_or_else(|| {
             BrokerError::InvalidRequest("the produce request carries no record batch".into())
@@ -200,12 +223,14 @@ fn append(
                 return Err(BrokerError::NotEnoughReplicas { in_sync, needed });
             }
         }
+        validate(&partition, &records).await?;
         // The records are a slice of the request frame; patching offsets needs our own copy.
         let mut batches = BytesMut::from(&records[..]);
         let info = partition.append(&mut batches, leader_epoch)?;
         let log_start = partition.log_start_offset()?;
         Ok::<_, BrokerError>((info, log_start, partition, leader_epoch, needed))
-    })();
+    }
+    .await;
     match result {
         Ok((info, log_start, partition, leader_epoch, min_insync_replicas)) => {
             let response = PartitionProduceResponse::default()
@@ -224,7 +249,38 @@ fn append(
         }
         Err(e) => {
             tracing::warn!(topic, partition = index, client, error = %e, "produce rejected");
-            (partition_error(index, e.code(), Some(e.to_string())), None)
+            let mut response = partition_error(index, e.code(), Some(e.to_string()));
+            if let BrokerError::Validation(v) = &e {
+                response.record_errors = v
+                    .record_errors
+                    .iter()
+                    .map(|(i, why)| {
+                        BatchIndexAndErrorMessage::default()
+                            .with_batch_index(*i)
+                            .with_batch_index_error_message(Some(str_bytes(why.as_str())))
+                    })
+                    .collect();
+            }
+            (response, None)
         }
     }
+}
+
+/// Kafka's record validation of a client's batches for one partition: inline when nothing is
+/// compressed (a walk over the bytes), else on a blocking thread with a decompression permit.
+async fn validate(partition: &Partition, records: &Bytes) -> Result<(), BrokerError> {
+    let rules = partition.validation_rules()?;
+    let now = now_ms();
+    if !any_compressed(records) {
+        return Ok(validate_client_batches(records, &rules, now)?);
+    }
+    let _permit = DECOMPRESSIONS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    let records = records.clone();
+    tokio::task::spawn_blocking(move || validate_client_batches(&records, &rules, now))
+        .await
+        .map_err(|e| BrokerError::InvalidRequest(format!("record validation failed: {e}")))??;
+    Ok(())
 }

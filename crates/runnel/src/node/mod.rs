@@ -357,6 +357,7 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
                 let stray_broker = parts.broker.clone();
                 tokio::task::spawn_blocking(move || stray_broker.remove_stray_dirs()).await?;
                 let mut addresses = Vec::new();
+                let limits = runnel_gateway::ConnectionLimits::from_config(parts.broker.config())?;
                 let serving = parts.kafka.into_iter().map(|listener| {
                     addresses.push(format!(
                         "{}://{} ({}:{})",
@@ -375,6 +376,7 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
                             groups: parts.groups.clone(),
                             producer_ids: parts.producer_ids.clone(),
                             listener: listener.name.into(),
+                            limits: limits.clone(),
                         }),
                         shutdown_rx.clone(),
                     )
