@@ -389,6 +389,11 @@ def test_rpc_and_http_ports_shrug_off_garbage(node_factory):
         still_serves(node)
         with urllib.request.urlopen(f"{node.http}/health", timeout=10) as r:
             assert r.status == 200
+        # An HTTP request whose headers never end is dropped (header read timeout, 10 s).
+        unfinished = socket.create_connection(("127.0.0.1", node.http_port), timeout=5)
+        sockets.append(unfinished)
+        unfinished.sendall(b"GET /health HTTP/1.1\r\n")
+        assert closed_by_peer(unfinished, 20), "an unfinished HTTP request was held open"
     finally:
         for s in sockets:
             s.close()

@@ -1,15 +1,36 @@
 //! The node's HTTP endpoint: `GET /health` (200 once the node serves clients, 503 before) and
 //! `GET /v1/cluster` (this node's view of the quorum, the brokers and unhealthy partitions;
 //! what `runnel cluster status` shows).
+//!
+//! Connections are served with hyper directly rather than `axum::serve`, for their limits: at
+//! most [`MAX_CONNECTIONS`] at once, request headers within [`MAX_HEADER_BYTES`] and read in
+//! full within [`HEADER_READ_TIMEOUT`] (also the idle time between keep-alive requests), and
+//! request bodies, which no route reads, capped at [`MAX_BODY_BYTES`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use runnel_controller::raft::Controller;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// HTTP connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 256;
+/// A request's headers must arrive in full within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request head (request line and headers).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// The largest request body a route may read.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long shutdown waits for a connection's request in progress.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the endpoint reads.
 #[derive(Clone)]
@@ -43,15 +64,46 @@ pub(crate) async fn serve(
                 async move { axum::Json(cluster_view(&state)) }
             }),
         );
-    let graceful = async move {
-        let _ = shutdown.changed().await;
-    };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(graceful)
-        .await
-    {
-        tracing::warn!(error = %e, "HTTP endpoint stopped");
+    let app = app.layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+            _ = shutdown.changed() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTP accept failed; retrying in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let mut stop = shutdown.clone();
+        connections.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES)
+                .serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
+                }
+            }
+            drop(slot);
+        });
+        while connections.try_join_next().is_some() {}
     }
+    connections.shutdown().await;
 }
 
 fn health(state: &HttpState) -> axum::response::Response {
