@@ -5,6 +5,7 @@
 #               docker-compose tests (make test-docker) when a Docker engine answers
 #
 #   make cluster-up / cluster-down   the three-node docker-compose cluster (deploy/)
+#   make fuzz / fuzz-net             cargo-fuzz targets (fuzz/) and the network fuzzer (docs/robustness.md)
 #
 # `make test` installs what it needs by itself, idempotently: a Python venv under .venv
 # (packages from tests/requirements.txt, reinstalled only when that file changes) and
@@ -48,7 +49,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DEBIAN_FRONTEND := noninteractive
 
 .PHONY: help build run fmt fmt-check clippy test test-rust test-e2e test-docker test-docker-if-available \
-	docker-image cluster-up cluster-down bench clean-data venv kcat
+	docker-image cluster-up cluster-down bench clean-data venv kcat fuzz fuzz-net
 
 help: ## Show this help
 	@echo "Runnel make targets:"
@@ -114,6 +115,38 @@ bench: build ## Benchmark with librdkafka (tests/bench): throughput, latency, RS
 
 clean-data: ## Delete the data directories of `make run` (./data)
 	rm -rf ./data
+
+# Seconds each fuzz target runs in `make fuzz` (e.g. make fuzz FUZZ_SECONDS=600).
+FUZZ_SECONDS ?= 60
+
+fuzz: ## Run every cargo-fuzz target in fuzz/ for FUZZ_SECONDS (60) each on nightly; logs in fuzz/target/fuzz-logs
+	@if ! $(CARGO) +nightly fuzz --version >/dev/null 2>&1; then \
+		echo "fuzz: cargo-fuzz not found, installing it from crates.io"; \
+		$(CARGO) install cargo-fuzz --locked; \
+	fi
+	@cd fuzz && mkdir -p target/fuzz-logs && failed="" && \
+	for t in $$($(CARGO) +nightly fuzz list); do \
+		log="target/fuzz-logs/$$t.log"; \
+		echo "fuzz: $$t for $(FUZZ_SECONDS)s (log: fuzz/$$log)"; \
+		if $(CARGO) +nightly fuzz run "$$t" -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 >"$$log" 2>&1; then \
+			status=ok; \
+		else \
+			status=FAILED; failed="$$failed $$t"; \
+		fi; \
+		stat() { sed -n "s/^stat::$$1: *//p" "$$log" | tail -n 1; }; \
+		corpus=$$(grep -o 'corp: [0-9]*' "$$log" | tail -n 1 | cut -d' ' -f2 || true); \
+		echo "fuzz: $$t $$status: $$(stat number_of_executed_units) executions in $$(grep -o 'Done [0-9]* runs in [0-9]* second' "$$log" | tail -n 1 | cut -d' ' -f5)s ($$(stat average_exec_per_sec) exec/s), peak RSS $$(stat peak_rss_mb) MB, corpus $${corpus:-?} inputs"; \
+		if [ "$$status" = FAILED ]; then \
+			grep -E 'Test unit written to|SUMMARY|panicked at' "$$log" | sed 's/^/fuzz:   /' || tail -n 20 "$$log"; \
+		fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: FAILED:$$failed (reproducers under fuzz/artifacts/)"; exit 1; fi
+
+# Seconds of the long network-fuzzer round of `make fuzz-net`.
+FUZZ_NET_SECONDS ?= 600
+
+fuzz-net: build venv ## Network fuzzer: mutated client frames against a live 3-node cluster with a checked workload, FUZZ_NET_SECONDS (600)
+	$(VENV)/bin/python tests/python/netfuzz.py --seconds $(FUZZ_NET_SECONDS)
 
 # --- tools the end-to-end tests need ------------------------------------------------------
 

@@ -49,7 +49,7 @@ impl CompactionCodec for KafkaCodec {
         for record in records(&raw, h.records_count()).map_err(|e| e.to_string())? {
             let r = record.map_err(|e| e.to_string())?;
             out.push(RecordKey {
-                offset: h.base_offset() + i64::from(r.offset_delta),
+                offset: h.base_offset().saturating_add(i64::from(r.offset_delta)),
                 tombstone: r.value.is_none(),
                 key: r.key.map(Bytes::copy_from_slice),
             });
@@ -115,7 +115,7 @@ pub fn rewrite_batch(
         let r = record.map_err(|e| e.to_string())?;
         let end = reader.position();
         if keep
-            .binary_search(&(base + i64::from(r.offset_delta)))
+            .binary_search(&base.saturating_add(i64::from(r.offset_delta)))
             .is_ok()
         {
             kept.extend_from_slice(&raw[start..end]);

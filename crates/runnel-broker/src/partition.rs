@@ -878,7 +878,8 @@ fn first_record_at_or_after(batch: &[u8], ts: i64, max_message_bytes: usize) -> 
         let r = record.ok()?;
         let record_ts = h.base_timestamp().saturating_add(r.timestamp_delta);
         if record_ts >= ts {
-            return Some((h.base_offset() + i64::from(r.offset_delta), record_ts));
+            let offset = h.base_offset().saturating_add(i64::from(r.offset_delta));
+            return Some((offset, record_ts));
         }
     }
     None

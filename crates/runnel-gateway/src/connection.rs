@@ -58,7 +58,7 @@ pub(crate) struct Turn(Option<oneshot::Sender<()>>);
 
 impl Turn {
     /// A turn that orders nothing, for calling handlers directly in tests.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn detached() -> Turn {
         Turn(None)
     }
@@ -99,7 +99,7 @@ enum Outcome {
 type InFlight = FuturesOrdered<BoxFuture<'static, Outcome>>;
 
 /// What to do with a frame that could not become a [`Request`].
-enum Rejected {
+pub(crate) enum Rejected {
     /// Answer with these bytes (ApiVersions with an unsupported version).
     Answer(Bytes),
     /// Close the connection; the reason was logged.
@@ -135,6 +135,10 @@ pub(crate) async fn run(
     // When the first byte of the (incomplete) frame at the front of `buf` arrived.
     let mut partial_since: Option<Instant> = None;
     let mut last_activity = Instant::now();
+    // One timer for both deadlines, moved only when the deadline changes.
+    let timer = tokio::time::sleep_until(last_activity + limits.idle);
+    tokio::pin!(timer);
+    let mut armed = None;
     // False once the client closed its side, a read failed or the connection must close.
     let mut reading = true;
     let mut shutting_down = false;
@@ -177,6 +181,13 @@ pub(crate) async fn run(
             None => None,
         };
 
+        if deadline != armed {
+            if let Some(at) = deadline {
+                timer.as_mut().reset(at);
+            }
+            armed = deadline;
+        }
+
         tokio::select! {
             // Responses first, so a pipelining client cannot starve its own answers.
             biased;
@@ -192,7 +203,7 @@ pub(crate) async fn run(
             memory = limits.reserve_memory(4 + front.unwrap_or(0)), if needs_memory => {
                 frame_memory = memory;
             }
-            permit = limits.queued.clone().acquire_owned(), if can_dispatch => {
+            permit = async { limits.queued.clone().acquire_owned().await }, if can_dispatch => {
                 let Ok(permit) = permit else { break Closing::Drain };
                 let frame = take_frame(&mut buf, limits.max_frame)
                     .expect("framed above")
@@ -236,7 +247,7 @@ pub(crate) async fn run(
                     }
                 }
             }
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+            _ = &mut timer, if deadline.is_some() => {
                 if partial_since.is_some() {
                     limits.warnings.warn(|suppressed| {
                         tracing::warn!(%peer, bytes = buf.len(), timeout = ?limits.frame_read_timeout, suppressed,
@@ -320,7 +331,7 @@ async fn write_outcomes(
     }
 }
 
-fn decode(
+pub(crate) fn decode(
     mut frame: Bytes,
     peer: SocketAddr,
     limits: &ConnectionLimits,
@@ -433,7 +444,7 @@ async fn respond(
 }
 
 /// Size prefix, response header, body.
-fn encode_response(
+pub(crate) fn encode_response(
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,

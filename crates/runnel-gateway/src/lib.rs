@@ -5,6 +5,8 @@
 mod bounds;
 mod connection;
 mod frame;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod handlers;
 mod limits;
 mod server;

@@ -82,7 +82,8 @@ impl<'a> BatchHeader<'a> {
         be_i32(self.buf, LAST_OFFSET_DELTA_OFF)
     }
     pub fn last_offset(&self) -> i64 {
-        self.base_offset() + i64::from(self.last_offset_delta())
+        self.base_offset()
+            .saturating_add(i64::from(self.last_offset_delta()))
     }
     pub fn base_timestamp(&self) -> i64 {
         be_i64(self.buf, BASE_TIMESTAMP_OFF)
@@ -150,7 +151,8 @@ impl BatchInfo {
     }
     /// Offset of the last record in the batch.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.last_offset_delta)
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
     }
     /// Compression codec id (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
     pub fn compression(&self) -> u8 {

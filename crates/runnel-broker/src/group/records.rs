@@ -482,7 +482,11 @@ pub fn decode_batches(mut buf: Bytes) -> Result<Decoded, CodecError> {
             .filter(|s| *s <= buf.len())
             .ok_or_else(|| err("batch length exceeds the data read"))?;
         let base_offset = header.base_offset();
-        out.next = Some(base_offset + i64::from(header.last_offset_delta()) + 1);
+        out.next = Some(
+            base_offset
+                .saturating_add(i64::from(header.last_offset_delta()))
+                .saturating_add(1),
+        );
         let batch = buf.split_to(size);
         let header = BatchHeader::new(&batch).expect("a whole batch");
         if header.attributes() & CONTROL_BIT != 0 {
@@ -503,7 +507,7 @@ pub fn decode_batches(mut buf: Bytes) -> Result<Decoded, CodecError> {
                 Ok(Some(r)) => out.records.push(r),
                 Ok(None) => {}
                 Err(reason) => out.skipped.push(Skipped {
-                    offset: base_offset + i64::from(offset_delta),
+                    offset: base_offset.saturating_add(i64::from(offset_delta)),
                     reason,
                 }),
             }

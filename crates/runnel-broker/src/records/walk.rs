@@ -103,74 +103,126 @@ impl<'a> Iterator for Records<'a> {
         let mut cursor = Cursor {
             data: self.data,
             pos: self.pos,
+            bad: Bad::EndsInField,
         };
         match cursor.record() {
-            Ok(record) => {
+            Some(record) => {
                 self.pos = cursor.pos;
                 Some(Ok(record))
             }
-            Err(reason) => {
+            None => {
                 self.done = true;
-                Some(Err(RecordError { index, reason }))
+                Some(Err(RecordError {
+                    index,
+                    reason: cursor.bad.to_string(),
+                }))
             }
         }
     }
 }
 
+/// What is wrong with a record; formatted only when a batch is refused, so the happy path
+/// moves nothing bigger than a word.
+#[derive(Clone, Copy, Debug)]
+enum Bad {
+    EndsInField,
+    LongVarint(u32),
+    WideVarint(i64),
+    NegativeLength(&'static str, i64),
+    PastRecord(&'static str, usize),
+    RecordPastBatch { length: usize, left: usize },
+    TooManyHeaders { count: u32, left: usize },
+    NullHeaderKey,
+    SizeMismatch { read: usize, length: usize },
+}
+
+impl std::fmt::Display for Bad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Bad::EndsInField => write!(f, "the record ends inside a field"),
+            Bad::LongVarint(max) => write!(f, "varint longer than {max} bytes"),
+            Bad::WideVarint(v) => write!(f, "varint {v} does not fit in 32 bits"),
+            Bad::NegativeLength(what, len) => write!(f, "negative {what} {len}"),
+            Bad::PastRecord(what, len) => write!(f, "{what} of {len} bytes runs past the record"),
+            Bad::RecordPastBatch { length, left } => write!(
+                f,
+                "record length {length} runs past the batch ({left} bytes left)"
+            ),
+            Bad::TooManyHeaders { count, left } => write!(
+                f,
+                "{count} headers cannot fit in the record's last {left} bytes"
+            ),
+            Bad::NullHeaderKey => write!(f, "a header key is null"),
+            Bad::SizeMismatch { read, length } => write!(
+                f,
+                "the record's fields take {read} bytes but its length says {length}"
+            ),
+        }
+    }
+}
+
+/// A reader over one records section. Its methods return `None` on a problem and leave
+/// what it was in `bad`, so the per-field results stay a word or two wide.
 struct Cursor<'a> {
     data: &'a [u8],
     pos: usize,
+    bad: Bad,
 }
 
 impl<'a> Cursor<'a> {
-    fn record(&mut self) -> Result<RecordView<'a>, String> {
+    fn fail<T>(&mut self, bad: Bad) -> Option<T> {
+        self.bad = bad;
+        None
+    }
+
+    fn record(&mut self) -> Option<RecordView<'a>> {
         let length = self.varint()?;
-        let length =
-            usize::try_from(length).map_err(|_| format!("negative record length {length}"))?;
-        let end = self
-            .pos
-            .checked_add(length)
-            .filter(|&e| e <= self.data.len())
-            .ok_or_else(|| {
-                format!(
-                    "record length {length} runs past the batch ({} bytes left)",
-                    self.data.len() - self.pos
-                )
-            })?;
-        // Read inside the record only, so no field can reach into the next one.
-        let mut inner = Cursor {
-            data: &self.data[..end],
-            pos: self.pos,
+        let Ok(length) = usize::try_from(length) else {
+            return self.fail(Bad::NegativeLength("record length", length.into()));
         };
-        let attributes = inner.byte()? as i8;
-        let timestamp_delta = inner.varlong()?;
-        let offset_delta = inner.varint()?;
-        let key = inner.bytes("key")?;
-        let value = inner.bytes("value")?;
-        let header_count = inner.varint()?;
-        let header_count = u32::try_from(header_count)
-            .map_err(|_| format!("negative header count {header_count}"))?;
+        let left = self.data.len() - self.pos;
+        if length > left {
+            return self.fail(Bad::RecordPastBatch { length, left });
+        }
+        let start = self.pos;
+        let end = start + length;
+        // Read inside the record only, so no field can reach into the next one.
+        let outer = self.data;
+        self.data = &outer[..end];
+        let record = self.fields(start, end, length);
+        self.data = outer;
+        record
+    }
+
+    fn fields(&mut self, start: usize, end: usize, length: usize) -> Option<RecordView<'a>> {
+        let attributes = self.byte()? as i8;
+        let timestamp_delta = self.varlong()?;
+        let offset_delta = self.varint()?;
+        let key = self.bytes("key length")?;
+        let value = self.bytes("value length")?;
+        let header_count = self.varint()?;
+        let Ok(header_count) = u32::try_from(header_count) else {
+            return self.fail(Bad::NegativeLength("header count", header_count.into()));
+        };
         // A header takes at least two bytes (two lengths).
-        if header_count as usize * 2 > end - inner.pos {
-            return Err(format!(
-                "{header_count} headers cannot fit in the record's last {} bytes",
-                end - inner.pos
-            ));
+        if header_count as usize * 2 > end - self.pos {
+            let left = end - self.pos;
+            return self.fail(Bad::TooManyHeaders {
+                count: header_count,
+                left,
+            });
         }
         for _ in 0..header_count {
-            if inner.bytes("header key")?.is_none() {
-                return Err("a header key is null".into());
+            if self.bytes("header key length")?.is_none() {
+                return self.fail(Bad::NullHeaderKey);
             }
-            inner.bytes("header value")?;
+            self.bytes("header value length")?;
         }
-        if inner.pos != end {
-            return Err(format!(
-                "the record's fields take {} bytes but its length says {length}",
-                inner.pos - self.pos
-            ));
+        if self.pos != end {
+            let read = self.pos - start;
+            return self.fail(Bad::SizeMismatch { read, length });
         }
-        self.pos = end;
-        Ok(RecordView {
+        Some(RecordView {
             attributes,
             timestamp_delta,
             offset_delta,
@@ -180,51 +232,67 @@ impl<'a> Cursor<'a> {
         })
     }
 
-    fn byte(&mut self) -> Result<u8, String> {
-        let b = *self
-            .data
-            .get(self.pos)
-            .ok_or("the record ends inside a field")?;
-        self.pos += 1;
-        Ok(b)
+    #[inline]
+    fn byte(&mut self) -> Option<u8> {
+        match self.data.get(self.pos) {
+            Some(&b) => {
+                self.pos += 1;
+                Some(b)
+            }
+            None => self.fail(Bad::EndsInField),
+        }
     }
 
-    /// A zigzag varint of at most `max_bytes` bytes.
-    fn zigzag(&mut self, max_bytes: u32) -> Result<i64, String> {
-        let mut raw: u64 = 0;
-        for i in 0..max_bytes {
+    /// A zigzag varint of at most `max_bytes` bytes. Most are one byte: that path is short.
+    #[inline]
+    fn zigzag(&mut self, max_bytes: u32) -> Option<i64> {
+        let first = self.byte()?;
+        if first < 0x80 {
+            return Some(i64::from(first >> 1) ^ -i64::from(first & 1));
+        }
+        let mut raw = u64::from(first & 0x7f);
+        for i in 1..max_bytes {
             let b = self.byte()?;
             raw |= u64::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
-                return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+                return Some(((raw >> 1) as i64) ^ -((raw & 1) as i64));
             }
         }
-        Err(format!("varint longer than {max_bytes} bytes"))
+        self.fail(Bad::LongVarint(max_bytes))
     }
 
     /// A 32-bit zigzag varint (Kafka's `ByteUtils.readVarint`: at most 5 bytes).
-    fn varint(&mut self) -> Result<i32, String> {
+    #[inline]
+    fn varint(&mut self) -> Option<i32> {
         let v = self.zigzag(5)?;
-        i32::try_from(v).map_err(|_| format!("varint {v} does not fit in 32 bits"))
+        match i32::try_from(v) {
+            Ok(v) => Some(v),
+            Err(_) => self.fail(Bad::WideVarint(v)),
+        }
     }
 
-    fn varlong(&mut self) -> Result<i64, String> {
+    #[inline]
+    fn varlong(&mut self) -> Option<i64> {
         self.zigzag(10)
     }
 
-    /// A varint length (-1 is null) and that many bytes.
-    fn bytes(&mut self, what: &str) -> Result<Option<&'a [u8]>, String> {
+    /// A varint length (-1 is null) and that many bytes: `Some(None)` for null.
+    #[inline]
+    fn bytes(&mut self, what: &'static str) -> Option<Option<&'a [u8]>> {
         let len = self.varint()?;
         if len == -1 {
-            return Ok(None);
+            return Some(None);
         }
-        let len = usize::try_from(len).map_err(|_| format!("negative {what} length {len}"))?;
-        let slice = self
-            .data
-            .get(self.pos..self.pos + len)
-            .ok_or_else(|| format!("{what} of {len} bytes runs past the record"))?;
-        self.pos += len;
-        Ok(Some(slice))
+        let Ok(len) = usize::try_from(len) else {
+            return self.fail(Bad::NegativeLength(what, len.into()));
+        };
+        match self.data.get(self.pos..self.pos + len) {
+            Some(slice) => {
+                self.pos += len;
+                Some(Some(slice))
+            }
+            None => self.fail(Bad::PastRecord(what, len)),
+        }
     }
 }
 

@@ -41,7 +41,9 @@ pub(crate) async fn handle(
             continue;
         };
         if is_internal_topic(&name) {
-            tracing::warn!(topic = %name, "refused to delete an internal topic");
+            ctx.limits.warnings.warn(|suppressed| {
+                tracing::warn!(topic = %name, suppressed, "refused to delete an internal topic");
+            });
             responses.push(
                 result
                     .with_error_code(ResponseError::InvalidRequest.code())

@@ -108,7 +108,9 @@ pub(crate) async fn handle(
                 }
             }
             Some(name) if is_internal_topic(name) => {
-                tracing::warn!(topic = %name, client, "produce to an internal topic refused");
+                ctx.limits.warnings.warn(|suppressed| {
+                    tracing::warn!(topic = %name, client, suppressed, "produce to an internal topic refused");
+                });
                 for p in &topic.partition_data {
                     let msg =
                         format!("'{name}' is an internal topic; only the broker writes to it");
@@ -248,7 +250,10 @@ async fn append(
             (response, commit)
         }
         Err(e) => {
-            tracing::warn!(topic, partition = index, client, error = %e, "produce rejected");
+            // A client may send bad batches on purpose: rate-limited.
+            ctx.limits.warnings.warn(|suppressed| {
+                tracing::warn!(topic, partition = index, client, error = %e, suppressed, "produce rejected");
+            });
             let mut response = partition_error(index, e.code(), Some(e.to_string()));
             if let BrokerError::Validation(v) = &e {
                 response.record_errors = v
