@@ -10,14 +10,14 @@
 //! removed. The group coordinator's `__consumer_offsets` batches carry no producer id, so
 //! that log never has any.
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::compression::{self as codec, Compressor};
+use bytes::Bytes;
 use runnel_storage::batch::{
     self, BatchHeader, COMPRESSION_MASK, CONTROL_BIT, CRC_OFF, HEADER_LEN, LENGTH_OFF,
     LOG_OVERHEAD, MAX_TIMESTAMP_OFF, RECORDS_COUNT_OFF, TIMESTAMP_TYPE_BIT,
 };
 use runnel_storage::{CompactionCodec, RecordKey};
 
+use crate::records::decompress::compress;
 use crate::records::{decompress, records};
 
 /// [`CompactionCodec`] over the bounded record reader and kafka-protocol's compressors.
@@ -60,24 +60,6 @@ impl CompactionCodec for KafkaCodec {
     fn rewrite(&self, batch: &[u8], keep: &[i64]) -> Result<Vec<u8>, String> {
         rewrite_batch(batch, keep, self.max_decompressed)
     }
-}
-
-fn compress(codec_id: i16, raw: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = BytesMut::new();
-    let fill = |tmp: &mut BytesMut| {
-        tmp.extend_from_slice(raw);
-        Ok(())
-    };
-    let r = match codec_id {
-        0 => return Ok(raw.to_vec()),
-        1 => codec::Gzip::compress(&mut out, fill),
-        2 => codec::Snappy::compress(&mut out, fill),
-        3 => codec::Lz4::compress(&mut out, fill),
-        4 => codec::Zstd::compress(&mut out, fill),
-        c => return Err(format!("unknown compression codec {c}")),
-    };
-    r.map_err(|e| e.to_string())?;
-    Ok(out.to_vec())
 }
 
 /// Re-encodes one v2 batch keeping only the records at the offsets in `keep` (ascending).
@@ -187,7 +169,7 @@ mod tests {
                 },
             })
             .collect();
-        let mut buf = BytesMut::new();
+        let mut buf = bytes::BytesMut::new();
         RecordBatchEncoder::encode(
             &mut buf,
             &records,

@@ -1,4 +1,5 @@
-//! Decompression of a batch's records section with a hard cap on the output.
+//! Decompression of a batch's records section with a hard cap on the output, and the
+//! compression the broker does itself (the cleaner recompressing a rewritten batch).
 //!
 //! kafka-protocol's decompressors grow their output until the input ends, so a 1 KiB gzip
 //! stream of zeros can become gigabytes, and its snappy decoder allocates whatever length a
@@ -51,6 +52,27 @@ pub fn decompress(codec: i16, data: &[u8], limit: usize) -> Result<Cow<'_, [u8]>
         c => return Err(DecompressError::UnknownCodec(c)),
     };
     Ok(Cow::Owned(out))
+}
+
+/// `raw` records compressed with `codec` (the batch attributes' low three bits), with
+/// kafka-protocol's compressors: only for records the broker itself encodes.
+pub fn compress(codec: i16, raw: &[u8]) -> Result<Vec<u8>, String> {
+    use kafka_protocol::compression::{self as kp, Compressor};
+    let mut out = bytes::BytesMut::new();
+    let fill = |tmp: &mut bytes::BytesMut| {
+        tmp.extend_from_slice(raw);
+        Ok(())
+    };
+    let r = match codec {
+        0 => return Ok(raw.to_vec()),
+        1 => kp::Gzip::compress(&mut out, fill),
+        2 => kp::Snappy::compress(&mut out, fill),
+        3 => kp::Lz4::compress(&mut out, fill),
+        4 => kp::Zstd::compress(&mut out, fill),
+        c => return Err(format!("unknown compression codec {c}")),
+    };
+    r.map_err(|e| e.to_string())?;
+    Ok(out.to_vec())
 }
 
 fn corrupt(codec: &'static str, e: impl std::fmt::Display) -> DecompressError {
@@ -121,24 +143,9 @@ fn snappy_block(block: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), Dec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
-    use kafka_protocol::compression::{self as codec, Compressor};
 
-    fn compress(codec_id: i16, raw: &[u8]) -> Vec<u8> {
-        let mut out = BytesMut::new();
-        let fill = |tmp: &mut BytesMut| {
-            tmp.extend_from_slice(raw);
-            Ok(())
-        };
-        match codec_id {
-            1 => codec::Gzip::compress(&mut out, fill),
-            2 => codec::Snappy::compress(&mut out, fill),
-            3 => codec::Lz4::compress(&mut out, fill),
-            4 => codec::Zstd::compress(&mut out, fill),
-            _ => unreachable!(),
-        }
-        .unwrap();
-        out.to_vec()
+    fn packed(codec_id: i16, raw: &[u8]) -> Vec<u8> {
+        compress(codec_id, raw).unwrap()
     }
 
     #[test]
@@ -147,7 +154,7 @@ mod tests {
             .flat_map(|i| (i % 251).to_be_bytes())
             .collect();
         for c in 1..=4 {
-            let packed = compress(c, &raw);
+            let packed = packed(c, &raw);
             assert_eq!(
                 &*decompress(c, &packed, raw.len()).unwrap(),
                 &raw[..],
@@ -169,7 +176,7 @@ mod tests {
         // 64 MiB of zeros in each codec: every one is refused at 1 MiB.
         let zeros = vec![0u8; 64 << 20];
         for c in 1..=4 {
-            let packed = compress(c, &zeros);
+            let packed = packed(c, &zeros);
             assert!(packed.len() < 4 << 20, "codec {c}: {} bytes", packed.len());
             assert_eq!(
                 decompress(c, &packed, 1 << 20).unwrap_err(),
@@ -188,7 +195,7 @@ mod tests {
             DecompressError::TooLarge { limit: 1 << 20 }
         );
         // The same inside xerial framing, after a valid first block.
-        let mut framed = compress(2, b"hello");
+        let mut framed = packed(2, b"hello");
         framed.extend_from_slice(&(claim.len() as u32).to_be_bytes());
         framed.extend_from_slice(&claim);
         assert_eq!(

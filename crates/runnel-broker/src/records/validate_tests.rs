@@ -1,5 +1,3 @@
-use bytes::BytesMut;
-use kafka_protocol::compression::{self as codec, Compressor};
 use runnel_storage::batch::testing::{build_batch_with, BatchSpec, TestRecord};
 use runnel_storage::batch::{compute_crc, ATTRIBUTES_OFF, CRC_OFF, LENGTH_OFF, LOG_OVERHEAD};
 
@@ -46,19 +44,7 @@ fn compressed(plain: &[u8], codec_id: i16) -> Vec<u8> {
 }
 
 fn compressed_section(header: &[u8], raw: &[u8], codec_id: i16) -> Vec<u8> {
-    let mut packed = BytesMut::new();
-    let fill = |tmp: &mut BytesMut| {
-        tmp.extend_from_slice(raw);
-        Ok(())
-    };
-    match codec_id {
-        1 => codec::Gzip::compress(&mut packed, fill),
-        2 => codec::Snappy::compress(&mut packed, fill),
-        3 => codec::Lz4::compress(&mut packed, fill),
-        4 => codec::Zstd::compress(&mut packed, fill),
-        _ => unreachable!(),
-    }
-    .unwrap();
+    let packed = crate::records::decompress::compress(codec_id, raw).unwrap();
     let mut out = header.to_vec();
     out.extend_from_slice(&packed);
     let len = (out.len() - LOG_OVERHEAD) as i32;
