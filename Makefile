@@ -69,8 +69,9 @@ fmt: ## Format all Rust code
 fmt-check: ## Check Rust formatting
 	$(CARGO) fmt --all -- --check
 
-clippy: ## Lint with clippy, warnings are errors
+clippy: ## Lint with clippy, warnings are errors (also the gateway's fuzzing harness, which only fuzz/ builds)
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p runnel-gateway --features fuzzing --all-targets -- -D warnings
 
 test: fmt-check clippy test-rust test-e2e test-docker-if-available ## Run everything: fmt-check, clippy, Rust tests, end-to-end and docker-compose tests
 
