@@ -42,6 +42,8 @@ pub struct ConnectionLimits {
     /// `socket.send.buffer.bytes`: response bytes a connection may have waiting for the
     /// client to read before its next request waits.
     pub(crate) unwritten_max: usize,
+    /// `fetch.max.bytes`: the most record bytes one Fetch response carries.
+    pub(crate) fetch_max_bytes: usize,
     /// Warnings about misbehaving clients, rate-limited so a hostile one cannot flood the log.
     pub(crate) warnings: RateLimitedLog,
 }
@@ -70,6 +72,7 @@ impl ConnectionLimits {
             idle: Duration::from_millis(config.connections_max_idle_ms()),
             frame_read_timeout: Duration::from_millis(config.socket_request_read_timeout_ms()),
             unwritten_max: config.socket_send_buffer_bytes(),
+            fetch_max_bytes: config.fetch_max_bytes(),
             warnings: RateLimitedLog::new(10, Duration::from_secs(1)),
         }))
     }

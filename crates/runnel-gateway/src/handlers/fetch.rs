@@ -94,7 +94,7 @@ pub(crate) async fn handle(ctx: &Context, request: FetchRequest, version: i16) -
     // the first batch (Kafka's minOneMessage), never an unbounded response.
     let max_bytes = usize::try_from(request.max_bytes)
         .unwrap_or(0)
-        .min(ctx.broker.config().fetch_max_bytes());
+        .min(ctx.limits.fetch_max_bytes);
 
     let mut watchers: Vec<watch::Receiver<ReplicaView>> = topics
         .iter()
