@@ -12,6 +12,7 @@ mod compaction;
 mod config;
 mod epochs;
 mod error;
+mod index;
 mod log;
 mod segment;
 

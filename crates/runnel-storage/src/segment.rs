@@ -9,22 +9,16 @@ use std::path::{Path, PathBuf};
 
 use crate::batch::{self, BatchHeader, HEADER_LEN, LENGTH_OFF};
 use crate::error::{IoContext, StorageError};
+use crate::index::{OffsetEntry, SparseIndex, TimeEntry};
 
 pub(crate) const LOG_SUFFIX: &str = "log";
 pub(crate) const INDEX_SUFFIX: &str = "index";
 pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
-const INDEX_ENTRY: usize = 8;
-const TIME_INDEX_ENTRY: usize = 12;
 /// Read granularity when walking headers: small enough to be cheap when the
 /// sparse index lands close, large enough to cover many small batches.
 const WALK_CHUNK: usize = 8 * 1024;
 /// Read granularity of the recovery scan, which must read every byte anyway.
 const SCAN_CHUNK: usize = 1024 * 1024;
-
-/// Offset index entry: (offset relative to the segment base, file position).
-type IndexEntry = (u32, u32);
-/// Time index entry: (timestamp, relative offset of the batch holding it).
-type TimeEntry = (i64, u32);
 
 /// `dir/<20-digit base offset>.<suffix>`, Kafka's naming so tools recognise it.
 pub(crate) fn segment_path(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
@@ -72,12 +66,10 @@ pub(crate) struct Segment {
     base_offset: i64,
     dir: PathBuf,
     log: File,
-    index_file: File,
-    time_index_file: File,
     size: u64,
     next_offset: i64,
-    index: Vec<IndexEntry>,
-    time_index: Vec<TimeEntry>,
+    index: SparseIndex<OffsetEntry>,
+    time_index: SparseIndex<TimeEntry>,
     /// Largest batch maxTimestamp and the base offset of that batch.
     max_timestamp: Option<(i64, i64)>,
     bytes_since_index: u64,
@@ -149,8 +141,8 @@ impl Segment {
         let index_path = name(INDEX_SUFFIX);
         let time_index_path = name(TIME_INDEX_SUFFIX);
         let indexes_existed = index_path.exists() && time_index_path.exists();
-        let index_file = open_rw(&index_path, truncate)?;
-        let time_index_file = open_rw(&time_index_path, truncate)?;
+        let index = SparseIndex::new(open_rw(&index_path, truncate)?);
+        let time_index = SparseIndex::new(open_rw(&time_index_path, truncate)?);
         let size = log
             .metadata()
             .ctx(|| format!("reading size of {}", log_path.display()))?
@@ -159,12 +151,10 @@ impl Segment {
             base_offset,
             dir: dir.to_path_buf(),
             log,
-            index_file,
-            time_index_file,
             size,
             next_offset: base_offset,
-            index: Vec::new(),
-            time_index: Vec::new(),
+            index,
+            time_index,
             max_timestamp: None,
             bytes_since_index: 0,
             roll_base_ms: None,
@@ -209,7 +199,7 @@ impl Segment {
     }
     #[cfg(test)]
     pub(crate) fn index_len(&self) -> usize {
-        self.index.len()
+        self.index.entries().len()
     }
 
     /// Whether `offset` can be stored relative to this segment's base.
@@ -228,67 +218,30 @@ impl Segment {
             return Ok(false);
         }
         let span = next_offset - self.base_offset;
-        let read_all = |f: &File, what: &str| -> Result<Vec<u8>, StorageError> {
-            let len = f
-                .metadata()
-                .ctx(|| format!("reading size of {}", self.path(what).display()))?
-                .len();
-            let mut buf = vec![0; len as usize];
-            f.read_exact_at(&mut buf, 0)
-                .ctx(|| format!("reading {}", self.path(what).display()))?;
-            Ok(buf)
-        };
-        let raw = read_all(&self.index_file, INDEX_SUFFIX)?;
-        if raw.len() % INDEX_ENTRY != 0 {
-            tracing::warn!(segment = %self.path(INDEX_SUFFIX).display(), bytes = raw.len(), "offset index size is not a multiple of 8, rebuilding");
-            return Ok(false);
-        }
-        let index: Vec<(u32, u32)> = raw
-            .chunks_exact(INDEX_ENTRY)
-            .map(|c| {
-                (
-                    u32::from_be_bytes(c[..4].try_into().expect("4")),
-                    u32::from_be_bytes(c[4..].try_into().expect("4")),
-                )
-            })
-            .collect();
-        let index_ok = index.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
-            && index
+        let size = self.size;
+        let Some(index) = self.index.load(&self.path(INDEX_SUFFIX), |entries| {
+            entries
                 .iter()
-                .all(|&(rel, pos)| i64::from(rel) < span && u64::from(pos) < self.size);
-        if !index_ok {
-            tracing::warn!(segment = %self.path(INDEX_SUFFIX).display(), "offset index entries are out of order or beyond the log, rebuilding");
+                .all(|e| i64::from(e.rel) < span && u64::from(e.position) < size)
+        })?
+        else {
             return Ok(false);
-        }
-        let raw = read_all(&self.time_index_file, TIME_INDEX_SUFFIX)?;
-        if raw.len() % TIME_INDEX_ENTRY != 0 {
-            tracing::warn!(segment = %self.path(TIME_INDEX_SUFFIX).display(), bytes = raw.len(), "time index size is not a multiple of 12, rebuilding");
+        };
+        // A sealed non-empty segment always ends with a time entry.
+        let Some(time_index) = self
+            .time_index
+            .load(&self.path(TIME_INDEX_SUFFIX), |entries| {
+                entries.iter().all(|e| i64::from(e.rel) < span) && !(entries.is_empty() && size > 0)
+            })?
+        else {
             return Ok(false);
-        }
-        let time_index: Vec<(i64, u32)> = raw
-            .chunks_exact(TIME_INDEX_ENTRY)
-            .map(|c| {
-                (
-                    i64::from_be_bytes(c[..8].try_into().expect("8")),
-                    u32::from_be_bytes(c[8..].try_into().expect("4")),
-                )
-            })
-            .collect();
-        let time_ok = time_index
-            .windows(2)
-            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
-            && time_index.iter().all(|&(_, rel)| i64::from(rel) < span);
-        if !time_ok || (time_index.is_empty() && self.size > 0) {
-            // A sealed non-empty segment always ends with a time entry.
-            tracing::warn!(segment = %self.path(TIME_INDEX_SUFFIX).display(), "time index is empty or its entries are out of order, rebuilding");
-            return Ok(false);
-        }
+        };
         self.max_timestamp = time_index
             .last()
-            .map(|&(ts, rel)| (ts, self.base_offset + i64::from(rel)));
-        self.bytes_since_index = self.size - index.last().map_or(0, |e| u64::from(e.1));
-        self.index = index;
-        self.time_index = time_index;
+            .map(|e| (e.timestamp, self.base_offset + i64::from(e.rel)));
+        self.bytes_since_index = self.size - index.last().map_or(0, |e| u64::from(e.position));
+        self.index.set_entries(index);
+        self.time_index.set_entries(time_index);
         Ok(true)
     }
 
@@ -398,47 +351,37 @@ impl Segment {
 
     /// Replaces both index files with the in-memory entries.
     fn write_indexes(&mut self) -> Result<(), StorageError> {
-        let mut raw = Vec::with_capacity(self.index.len() * INDEX_ENTRY);
-        for &(rel, pos) in &self.index {
-            raw.extend_from_slice(&rel.to_be_bytes());
-            raw.extend_from_slice(&pos.to_be_bytes());
-        }
-        replace_contents(&self.index_file, &raw, &self.path(INDEX_SUFFIX))?;
-        let mut raw = Vec::with_capacity(self.time_index.len() * TIME_INDEX_ENTRY);
-        for &(ts, rel) in &self.time_index {
-            raw.extend_from_slice(&ts.to_be_bytes());
-            raw.extend_from_slice(&rel.to_be_bytes());
-        }
-        replace_contents(&self.time_index_file, &raw, &self.path(TIME_INDEX_SUFFIX))
+        self.index.write_all(&self.path(INDEX_SUFFIX))?;
+        self.time_index.write_all(&self.path(TIME_INDEX_SUFFIX))
     }
 
     /// Updates metadata and in-memory indexes for a batch stored at
-    /// `summary.position`; returns the index entries that became due.
-    fn track(
-        &mut self,
-        s: &HeaderSummary,
-        index_interval: u32,
-    ) -> (Option<IndexEntry>, Option<TimeEntry>) {
+    /// `summary.position`; returns whether the offset and the time index got an entry.
+    fn track(&mut self, s: &HeaderSummary, index_interval: u32) -> (bool, bool) {
         if !matches!(self.max_timestamp, Some((t, _)) if s.max_timestamp <= t) {
             self.max_timestamp = Some((s.max_timestamp, s.base_offset));
         }
-        let mut entries = (None, None);
+        let mut added = (false, false);
         if self.bytes_since_index >= u64::from(index_interval) {
-            let e = ((s.base_offset - self.base_offset) as u32, s.position as u32);
-            self.index.push(e);
-            entries.0 = Some(e);
+            self.index.push(OffsetEntry {
+                rel: (s.base_offset - self.base_offset) as u32,
+                position: s.position as u32,
+            });
+            added.0 = true;
             let (ts, off) = self.max_timestamp.expect("set above");
-            if !matches!(self.time_index.last(), Some(l) if ts <= l.0) {
-                let te = (ts, (off - self.base_offset) as u32);
-                self.time_index.push(te);
-                entries.1 = Some(te);
+            if !matches!(self.time_index.last(), Some(l) if ts <= l.timestamp) {
+                self.time_index.push(TimeEntry {
+                    timestamp: ts,
+                    rel: (off - self.base_offset) as u32,
+                });
+                added.1 = true;
             }
             self.bytes_since_index = 0;
         }
         self.bytes_since_index += s.size;
         self.next_offset = s.last_offset + 1;
         self.size = s.position + s.size;
-        entries
+        added
     }
 
     /// Appends already validated and offset-assigned batches with a single
@@ -476,34 +419,26 @@ impl Segment {
                 leader_epoch: b.partition_leader_epoch,
             };
             let (idx, tidx) = self.track(&s, index_interval);
-            if let Some(e) = idx {
-                self.write_index_entry(e)?;
+            if idx {
+                self.write_index_entry()?;
             }
-            if let Some(e) = tidx {
-                self.write_time_entry(e)?;
+            if tidx {
+                self.write_time_entry()?;
             }
         }
         Ok(())
     }
 
-    fn write_index_entry(&mut self, (rel, pos): (u32, u32)) -> Result<(), StorageError> {
-        let mut e = [0u8; INDEX_ENTRY];
-        e[..4].copy_from_slice(&rel.to_be_bytes());
-        e[4..].copy_from_slice(&pos.to_be_bytes());
-        let at = ((self.index.len() - 1) * INDEX_ENTRY) as u64;
-        self.index_file
-            .write_all_at(&e, at)
-            .ctx(|| format!("writing {}", self.path(INDEX_SUFFIX).display()))
+    /// Writes the entry [`Segment::track`] just added to the offset index.
+    fn write_index_entry(&mut self) -> Result<(), StorageError> {
+        let path = self.path(INDEX_SUFFIX);
+        self.index.write_last(&path)
     }
 
-    fn write_time_entry(&mut self, (ts, rel): (i64, u32)) -> Result<(), StorageError> {
-        let mut e = [0u8; TIME_INDEX_ENTRY];
-        e[..8].copy_from_slice(&ts.to_be_bytes());
-        e[8..].copy_from_slice(&rel.to_be_bytes());
-        let at = ((self.time_index.len() - 1) * TIME_INDEX_ENTRY) as u64;
-        self.time_index_file
-            .write_all_at(&e, at)
-            .ctx(|| format!("writing {}", self.path(TIME_INDEX_SUFFIX).display()))
+    /// Writes the entry just added to the time index.
+    fn write_time_entry(&mut self) -> Result<(), StorageError> {
+        let path = self.path(TIME_INDEX_SUFFIX);
+        self.time_index.write_last(&path)
     }
 
     /// Called when the segment stops being active: records its final max
@@ -511,10 +446,12 @@ impl Segment {
     /// scanning (as Kafka does on roll).
     pub(crate) fn seal(&mut self) -> Result<(), StorageError> {
         if let Some((ts, off)) = self.max_timestamp {
-            if !matches!(self.time_index.last(), Some(l) if ts <= l.0) {
-                let e = (ts, (off - self.base_offset) as u32);
-                self.time_index.push(e);
-                self.write_time_entry(e)?;
+            if !matches!(self.time_index.last(), Some(l) if ts <= l.timestamp) {
+                self.time_index.push(TimeEntry {
+                    timestamp: ts,
+                    rel: (off - self.base_offset) as u32,
+                });
+                self.write_time_entry()?;
             }
         }
         Ok(())
@@ -522,15 +459,11 @@ impl Segment {
 
     /// fsyncs the log and both indexes.
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
-        for (f, suffix) in [
-            (&self.log, LOG_SUFFIX),
-            (&self.index_file, INDEX_SUFFIX),
-            (&self.time_index_file, TIME_INDEX_SUFFIX),
-        ] {
-            f.sync_data()
-                .ctx(|| format!("fsync of {}", self.path(suffix).display()))?;
-        }
-        Ok(())
+        self.log
+            .sync_data()
+            .ctx(|| format!("fsync of {}", self.path(LOG_SUFFIX).display()))?;
+        self.index.sync(&self.path(INDEX_SUFFIX))?;
+        self.time_index.sync(&self.path(TIME_INDEX_SUFFIX))
     }
 
     /// Removes the segment's files; the `.log` first so that a crash midway
@@ -560,11 +493,12 @@ impl Segment {
     /// Position of the last indexed batch starting at or before `offset`.
     fn index_lookup(&self, offset: i64) -> u64 {
         let rel = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
-        let i = self.index.partition_point(|e| e.0 <= rel);
+        let index = self.index.entries();
+        let i = index.partition_point(|e| e.rel <= rel);
         if i == 0 {
             0
         } else {
-            u64::from(self.index[i - 1].1)
+            u64::from(index[i - 1].position)
         }
     }
 
@@ -628,11 +562,12 @@ impl Segment {
     /// The first batch whose maxTimestamp >= `ts`, using the time index to
     /// skip batches known to be older.
     pub(crate) fn find_timestamp(&self, ts: i64) -> Result<Option<HeaderSummary>, StorageError> {
-        let i = self.time_index.partition_point(|e| e.0 < ts);
+        let time_index = self.time_index.entries();
+        let i = time_index.partition_point(|e| e.timestamp < ts);
         let start = if i == 0 {
             0
         } else {
-            self.index_lookup(self.base_offset + i64::from(self.time_index[i - 1].1))
+            self.index_lookup(self.base_offset + i64::from(time_index[i - 1].rel))
         };
         let mut found = None;
         self.walk_headers(start, |s| {
@@ -662,8 +597,8 @@ impl Segment {
         self.size = position;
         self.next_offset = next_offset;
         let rel_end = next_offset - self.base_offset;
-        self.index.retain(|e| u64::from(e.1) < position);
-        self.time_index.retain(|e| i64::from(e.1) < rel_end);
+        self.index.retain(|e| u64::from(e.position) < position);
+        self.time_index.retain(|e| i64::from(e.rel) < rel_end);
         self.max_timestamp = None;
         let mut max = None;
         self.walk_headers(0, |s| {
@@ -673,7 +608,7 @@ impl Segment {
             true
         })?;
         self.max_timestamp = max;
-        self.bytes_since_index = position - self.index.last().map_or(0, |e| u64::from(e.1));
+        self.bytes_since_index = position - self.index.last().map_or(0, |e| u64::from(e.position));
         if position == 0 {
             self.roll_base_ms = None;
         }
@@ -726,11 +661,4 @@ fn fill(
         .ctx(|| format!("reading {} at byte {pos}", path.display()))?;
     *buf_pos = pos;
     Ok(())
-}
-
-fn replace_contents(f: &File, raw: &[u8], path: &Path) -> Result<(), StorageError> {
-    f.set_len(0)
-        .ctx(|| format!("truncating {}", path.display()))?;
-    f.write_all_at(raw, 0)
-        .ctx(|| format!("writing {}", path.display()))
 }
