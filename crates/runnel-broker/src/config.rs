@@ -408,6 +408,21 @@ static BROKER_ALIASES: &[(&str, &str, i64)] = &[
     ("log.roll.hours", "log.roll.ms", 3_600_000),
 ];
 
+/// The table default of broker config `name` as a `T`. The defaults are defined only in the
+/// tables; a test calls every accessor, so a default its type cannot hold fails there.
+fn broker_default<T: std::str::FromStr>(name: &str) -> T {
+    broker_config_type(name)
+        .and_then(|(_, default, _)| default.parse().ok())
+        .unwrap_or_else(|| panic!("no default of broker config {name} fits its accessor's type"))
+}
+
+/// The table default of topic config `name` as a `T` (see [`broker_default`]).
+fn topic_default<T: std::str::FromStr>(name: &str) -> T {
+    topic_config_def(name)
+        .and_then(|d| d.default.parse().ok())
+        .unwrap_or_else(|| panic!("no default of topic config {name} fits its type"))
+}
+
 pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
 }
@@ -544,87 +559,88 @@ impl BrokerConfig {
         self.overrides.get(broker_name).map(String::as_str)
     }
 
-    fn get_parsed<T: std::str::FromStr>(&self, broker_name: &str, default: T) -> T {
+    /// A broker config as a `T`: its override, else its default from the tables above (also
+    /// when the override does not fit `T`, as a negative value for an unsigned one).
+    fn get_parsed<T: std::str::FromStr>(&self, broker_name: &str) -> T {
         self.get(broker_name)
             .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
+            .unwrap_or_else(|| broker_default(broker_name))
     }
 
     pub fn auto_create_topics(&self) -> bool {
-        self.get_parsed("auto.create.topics.enable", true)
+        self.get_parsed("auto.create.topics.enable")
     }
 
     pub fn num_partitions(&self) -> i32 {
-        self.get_parsed("num.partitions", 1)
+        self.get_parsed("num.partitions")
     }
 
     pub fn default_replication_factor(&self) -> i16 {
-        self.get_parsed("default.replication.factor", 1)
+        self.get_parsed("default.replication.factor")
     }
 
     pub fn socket_request_max_bytes(&self) -> usize {
-        self.get_parsed("socket.request.max.bytes", 104_857_600)
+        self.get_parsed("socket.request.max.bytes")
     }
 
     pub fn retention_check_interval_ms(&self) -> u64 {
-        self.get_parsed("log.retention.check.interval.ms", 300_000)
+        self.get_parsed("log.retention.check.interval.ms")
     }
 
     pub fn log_cleaner_enable(&self) -> bool {
-        self.get_parsed("log.cleaner.enable", true)
+        self.get_parsed("log.cleaner.enable")
     }
 
     pub fn log_cleaner_backoff_ms(&self) -> u64 {
-        self.get_parsed("log.cleaner.backoff.ms", 15_000)
+        self.get_parsed("log.cleaner.backoff.ms")
     }
 
     pub fn offsets_topic_num_partitions(&self) -> i32 {
-        self.get_parsed("offsets.topic.num.partitions", 50)
+        self.get_parsed("offsets.topic.num.partitions")
     }
 
     pub fn offsets_topic_replication_factor(&self) -> i16 {
-        self.get_parsed("offsets.topic.replication.factor", 3)
+        self.get_parsed("offsets.topic.replication.factor")
     }
 
     pub fn offsets_retention_ms(&self) -> i64 {
-        self.get_parsed::<i64>("offsets.retention.minutes", 10080) * 60_000
+        self.get_parsed::<i64>("offsets.retention.minutes") * 60_000
     }
 
     pub fn offsets_retention_check_interval_ms(&self) -> u64 {
-        self.get_parsed("offsets.retention.check.interval.ms", 600_000)
+        self.get_parsed("offsets.retention.check.interval.ms")
     }
 
     pub fn group_initial_rebalance_delay_ms(&self) -> u64 {
-        self.get_parsed("group.initial.rebalance.delay.ms", 3000)
+        self.get_parsed("group.initial.rebalance.delay.ms")
     }
 
     pub fn group_min_session_timeout_ms(&self) -> i32 {
-        self.get_parsed("group.min.session.timeout.ms", 6000)
+        self.get_parsed("group.min.session.timeout.ms")
     }
 
     pub fn group_max_session_timeout_ms(&self) -> i32 {
-        self.get_parsed("group.max.session.timeout.ms", 1_800_000)
+        self.get_parsed("group.max.session.timeout.ms")
     }
 
     pub fn group_max_size(&self) -> usize {
-        self.get_parsed("group.max.size", i32::MAX as usize)
+        self.get_parsed("group.max.size")
     }
 
     pub fn producer_id_expiration_ms(&self) -> i64 {
-        self.get_parsed("producer.id.expiration.ms", 86_400_000)
+        self.get_parsed("producer.id.expiration.ms")
     }
 
     pub fn max_connections(&self) -> usize {
-        self.get_parsed("max.connections", 10_000)
+        self.get_parsed("max.connections")
     }
 
     pub fn queued_max_requests(&self) -> usize {
-        self.get_parsed("queued.max.requests", 500)
+        self.get_parsed("queued.max.requests")
     }
 
     pub fn max_connections_per_ip(&self) -> usize {
-        self.get_parsed::<i64>("max.connections.per.ip", i64::from(i32::MAX))
-            .max(0) as usize
+        self.get_parsed::<i64>("max.connections.per.ip").max(0) as usize
     }
 
     pub fn max_connections_per_ip_overrides(&self) -> String {
@@ -634,61 +650,60 @@ impl BrokerConfig {
     }
 
     pub fn connections_max_idle_ms(&self) -> u64 {
-        self.get_parsed("connections.max.idle.ms", 600_000)
+        self.get_parsed("connections.max.idle.ms")
     }
 
     pub fn socket_request_read_timeout_ms(&self) -> u64 {
-        self.get_parsed("socket.request.read.timeout.ms", 60_000)
+        self.get_parsed("socket.request.read.timeout.ms")
     }
 
     pub fn socket_send_buffer_bytes(&self) -> usize {
-        self.get_parsed("socket.send.buffer.bytes", 102_400)
+        self.get_parsed("socket.send.buffer.bytes")
     }
 
     /// `queued.max.request.bytes`; negative means no memory pool.
     pub fn queued_max_request_bytes(&self) -> i64 {
-        self.get_parsed("queued.max.request.bytes", 536_870_912)
+        self.get_parsed("queued.max.request.bytes")
     }
 
     pub fn fetch_max_bytes(&self) -> usize {
-        self.get_parsed::<i64>("fetch.max.bytes", 57_671_680)
-            .max(1024) as usize
+        self.get_parsed::<i64>("fetch.max.bytes").max(1024) as usize
     }
 
     pub fn broker_session_timeout_ms(&self) -> u64 {
-        self.get_parsed("broker.session.timeout.ms", 9000)
+        self.get_parsed("broker.session.timeout.ms")
     }
 
     pub fn broker_heartbeat_interval_ms(&self) -> u64 {
-        self.get_parsed("broker.heartbeat.interval.ms", 2000)
+        self.get_parsed("broker.heartbeat.interval.ms")
     }
 
     pub fn offsets_commit_timeout_ms(&self) -> u64 {
-        self.get_parsed("offsets.commit.timeout.ms", 5_000)
+        self.get_parsed("offsets.commit.timeout.ms")
     }
 
     pub fn replica_lag_time_max_ms(&self) -> u64 {
-        self.get_parsed("replica.lag.time.max.ms", 30_000)
+        self.get_parsed("replica.lag.time.max.ms")
     }
 
     pub fn replica_fetch_wait_max_ms(&self) -> u64 {
-        self.get_parsed("replica.fetch.wait.max.ms", 500)
+        self.get_parsed("replica.fetch.wait.max.ms")
     }
 
     pub fn replica_fetch_max_bytes(&self) -> usize {
-        self.get_parsed("replica.fetch.max.bytes", 1_048_576)
+        self.get_parsed("replica.fetch.max.bytes")
     }
 
     pub fn replica_fetch_response_max_bytes(&self) -> usize {
-        self.get_parsed("replica.fetch.response.max.bytes", 10_485_760)
+        self.get_parsed("replica.fetch.response.max.bytes")
     }
 
     pub fn auto_leader_rebalance_enable(&self) -> bool {
-        self.get_parsed("auto.leader.rebalance.enable", true)
+        self.get_parsed("auto.leader.rebalance.enable")
     }
 
     pub fn leader_imbalance_check_interval_seconds(&self) -> u64 {
-        self.get_parsed("leader.imbalance.check.interval.seconds", 300)
+        self.get_parsed("leader.imbalance.check.interval.seconds")
     }
 
     /// `broker.rack`, `None` when unset or empty.
@@ -767,8 +782,10 @@ impl BrokerConfig {
             segment_ms: unsigned("segment.ms"),
             retention_ms: long("retention.ms"),
             retention_bytes: long("retention.bytes"),
-            index_interval_bytes: u32::try_from(long("index.interval.bytes")).unwrap_or(4096),
-            max_message_bytes: usize::try_from(long("max.message.bytes")).unwrap_or(1_048_588),
+            index_interval_bytes: u32::try_from(long("index.interval.bytes"))
+                .unwrap_or_else(|_| topic_default("index.interval.bytes")),
+            max_message_bytes: usize::try_from(long("max.message.bytes"))
+                .unwrap_or_else(|_| topic_default("max.message.bytes")),
             flush_messages: unsigned("flush.messages"),
             flush_ms: unsigned("flush.ms"),
             timestamp_type: if value("message.timestamp.type").eq_ignore_ascii_case("LogAppendTime")
@@ -783,7 +800,7 @@ impl BrokerConfig {
                 .parse::<f64>()
                 .ok()
                 .filter(|r| r.is_finite())
-                .unwrap_or(0.5)
+                .unwrap_or_else(|| topic_default("min.cleanable.dirty.ratio"))
                 .clamp(0.0, 1.0),
             delete_retention_ms: long("delete.retention.ms"),
             timestamp_before_max_ms: long("message.timestamp.before.max.ms").max(0),
@@ -795,12 +812,15 @@ impl BrokerConfig {
     /// `min.insync.replicas` of a topic: acks=all writes need this many in-sync replicas.
     pub fn min_insync_replicas(&self, topic: &BTreeMap<String, String>) -> usize {
         let def = topic_config_def("min.insync.replicas").expect("known topic config");
-        self.effective(def, topic).value.parse().unwrap_or(1)
+        self.effective(def, topic)
+            .value
+            .parse()
+            .unwrap_or_else(|_| topic_default(def.name))
     }
 
     /// Largest batch any topic accepts by default; the gateway uses it to sanity-check frames.
     pub fn message_max_bytes(&self) -> usize {
-        self.get_parsed("message.max.bytes", 1_048_588)
+        self.get_parsed("message.max.bytes")
     }
 }
 
@@ -895,6 +915,184 @@ mod tests {
         let described = c.describe_broker();
         let rack = described.iter().find(|c| c.name == "broker.rack").unwrap();
         assert_eq!(rack.value, "r1");
+    }
+
+    #[test]
+    fn every_default_is_a_valid_value_of_its_type() {
+        for d in TOPIC_CONFIGS {
+            validate_value(d.name, d.default, d.config_type, d.allowed).unwrap();
+        }
+        for (name, config_type, default, _) in BROKER_ONLY_CONFIGS {
+            validate_value(name, default, *config_type, &[]).unwrap();
+        }
+    }
+
+    /// Calls every accessor of an empty config: each must yield its table default (and none
+    /// may panic on a default its type cannot hold).
+    #[test]
+    fn accessors_default_to_the_tables() {
+        let d = BrokerConfig::default();
+        let table = |name: &str| broker_config_type(name).expect(name).1.to_string();
+        let cases = [
+            (
+                "auto.create.topics.enable",
+                d.auto_create_topics().to_string(),
+            ),
+            ("num.partitions", d.num_partitions().to_string()),
+            (
+                "default.replication.factor",
+                d.default_replication_factor().to_string(),
+            ),
+            (
+                "socket.request.max.bytes",
+                d.socket_request_max_bytes().to_string(),
+            ),
+            (
+                "log.retention.check.interval.ms",
+                d.retention_check_interval_ms().to_string(),
+            ),
+            ("log.cleaner.enable", d.log_cleaner_enable().to_string()),
+            (
+                "log.cleaner.backoff.ms",
+                d.log_cleaner_backoff_ms().to_string(),
+            ),
+            (
+                "offsets.topic.num.partitions",
+                d.offsets_topic_num_partitions().to_string(),
+            ),
+            (
+                "offsets.topic.replication.factor",
+                d.offsets_topic_replication_factor().to_string(),
+            ),
+            (
+                "offsets.retention.minutes",
+                (d.offsets_retention_ms() / 60_000).to_string(),
+            ),
+            (
+                "offsets.retention.check.interval.ms",
+                d.offsets_retention_check_interval_ms().to_string(),
+            ),
+            (
+                "group.initial.rebalance.delay.ms",
+                d.group_initial_rebalance_delay_ms().to_string(),
+            ),
+            (
+                "group.min.session.timeout.ms",
+                d.group_min_session_timeout_ms().to_string(),
+            ),
+            (
+                "group.max.session.timeout.ms",
+                d.group_max_session_timeout_ms().to_string(),
+            ),
+            ("group.max.size", d.group_max_size().to_string()),
+            (
+                "producer.id.expiration.ms",
+                d.producer_id_expiration_ms().to_string(),
+            ),
+            ("max.connections", d.max_connections().to_string()),
+            ("queued.max.requests", d.queued_max_requests().to_string()),
+            (
+                "max.connections.per.ip",
+                d.max_connections_per_ip().to_string(),
+            ),
+            (
+                "max.connections.per.ip.overrides",
+                d.max_connections_per_ip_overrides(),
+            ),
+            (
+                "connections.max.idle.ms",
+                d.connections_max_idle_ms().to_string(),
+            ),
+            (
+                "socket.request.read.timeout.ms",
+                d.socket_request_read_timeout_ms().to_string(),
+            ),
+            (
+                "socket.send.buffer.bytes",
+                d.socket_send_buffer_bytes().to_string(),
+            ),
+            (
+                "queued.max.request.bytes",
+                d.queued_max_request_bytes().to_string(),
+            ),
+            ("fetch.max.bytes", d.fetch_max_bytes().to_string()),
+            (
+                "broker.session.timeout.ms",
+                d.broker_session_timeout_ms().to_string(),
+            ),
+            (
+                "broker.heartbeat.interval.ms",
+                d.broker_heartbeat_interval_ms().to_string(),
+            ),
+            (
+                "offsets.commit.timeout.ms",
+                d.offsets_commit_timeout_ms().to_string(),
+            ),
+            (
+                "replica.lag.time.max.ms",
+                d.replica_lag_time_max_ms().to_string(),
+            ),
+            (
+                "replica.fetch.wait.max.ms",
+                d.replica_fetch_wait_max_ms().to_string(),
+            ),
+            (
+                "replica.fetch.max.bytes",
+                d.replica_fetch_max_bytes().to_string(),
+            ),
+            (
+                "replica.fetch.response.max.bytes",
+                d.replica_fetch_response_max_bytes().to_string(),
+            ),
+            (
+                "auto.leader.rebalance.enable",
+                d.auto_leader_rebalance_enable().to_string(),
+            ),
+            (
+                "leader.imbalance.check.interval.seconds",
+                d.leader_imbalance_check_interval_seconds().to_string(),
+            ),
+            ("broker.rack", d.broker_rack().unwrap_or_default()),
+            ("message.max.bytes", d.message_max_bytes().to_string()),
+            (
+                "min.insync.replicas",
+                d.min_insync_replicas(&BTreeMap::new()).to_string(),
+            ),
+        ];
+        for (name, got) in cases {
+            assert_eq!(got, table(name), "{name}");
+        }
+        let log = d.log_config(&BTreeMap::new());
+        let topic = |name: &str| topic_config_def(name).expect(name).default.to_string();
+        for (name, got) in [
+            ("segment.bytes", log.segment_bytes.to_string()),
+            ("segment.ms", log.segment_ms.to_string()),
+            ("retention.ms", log.retention_ms.to_string()),
+            ("retention.bytes", log.retention_bytes.to_string()),
+            ("index.interval.bytes", log.index_interval_bytes.to_string()),
+            ("max.message.bytes", log.max_message_bytes.to_string()),
+            ("flush.messages", log.flush_messages.to_string()),
+            ("flush.ms", log.flush_ms.to_string()),
+            (
+                "min.cleanable.dirty.ratio",
+                log.min_cleanable_dirty_ratio.to_string(),
+            ),
+            ("delete.retention.ms", log.delete_retention_ms.to_string()),
+            (
+                "message.timestamp.before.max.ms",
+                log.timestamp_before_max_ms.to_string(),
+            ),
+            (
+                "message.timestamp.after.max.ms",
+                log.timestamp_after_max_ms.to_string(),
+            ),
+            (
+                "min.compaction.lag.ms",
+                log.min_compaction_lag_ms.to_string(),
+            ),
+        ] {
+            assert_eq!(got, topic(name), "{name}");
+        }
     }
 
     #[test]
