@@ -202,10 +202,10 @@ impl Fetcher {
         let client = ReplicaServiceClient::new(channel)
             .max_decoding_message_size(runnel_rpc::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(runnel_rpc::MAX_MESSAGE_BYTES);
-        let config = &manager.config;
+        let config = manager.config();
         let clamp = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
         Some(Self {
-            node_id: manager.node_id,
+            node_id: manager.node_id(),
             leader,
             client,
             assignments,

@@ -4,27 +4,67 @@
 //! leader's [`LeaderState`](super::LeaderState) keeps the change pending (and counts the
 //! maximal ISR for the high watermark) until the answer or a newer metadata image arrives.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runnel_controller::command::{CommandResult, ControllerCommand};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
-use crate::partition::now_ms;
-use crate::replica_manager::{ReplicaManager, TopicPartition};
+use crate::metadata::MetadataWriter;
+use crate::partition::{now_ms, Partition};
+use crate::replica_manager::registry::PartitionRegistry;
+use crate::replica_manager::TopicPartition;
 use crate::replication::IsrChange;
 
 /// Pause before re-sending a change whose request got no answer from any controller.
 const RETRY_BACKOFF: Duration = Duration::from_millis(250);
 
-impl ReplicaManager {
+/// Carries the leader's ISR changes to the controller: a queue with at most one change per
+/// partition, and the task that sends it.
+pub(crate) struct IsrSender {
+    node_id: i32,
+    /// `replica.lag.time.max.ms`.
+    max_lag_ms: u64,
+    writer: Arc<dyn MetadataWriter>,
+    registry: Arc<PartitionRegistry>,
+    /// Changes not sent yet, at most one per partition, and the wake-up of the sending task.
+    outbox: Mutex<HashMap<TopicPartition, IsrChange>>,
+    notify: Notify,
+}
+
+impl IsrSender {
+    pub(crate) fn new(
+        node_id: i32,
+        max_lag_ms: u64,
+        writer: Arc<dyn MetadataWriter>,
+        registry: Arc<PartitionRegistry>,
+    ) -> Self {
+        Self {
+            node_id,
+            max_lag_ms,
+            writer,
+            registry,
+            outbox: Mutex::new(HashMap::new()),
+            notify: Notify::new(),
+        }
+    }
+
+    /// Queues an ISR change for the controller (replacing an older one of the partition).
+    pub(crate) fn submit(&self, partition: &Partition, change: IsrChange) {
+        self.outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((partition.topic().to_string(), partition.index()), change);
+        self.notify.notify_one();
+    }
+
     /// Sends queued ISR changes to the controller and checks for lagging followers every
     /// half `replica.lag.time.max.ms`, until `shutdown` fires. Each partition has at most one
     /// AlterPartition in flight; partitions do not wait for each other.
-    pub async fn run_isr_updates(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let max_lag_ms = self.config.replica_lag_time_max_ms();
+    pub(crate) async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let max_lag_ms = self.max_lag_ms;
         let every = Duration::from_millis((max_lag_ms / 2).clamp(100, 5_000));
         let mut expiry = tokio::time::interval(every);
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -32,7 +72,7 @@ impl ReplicaManager {
         let mut busy: HashSet<TopicPartition> = HashSet::new();
         loop {
             tokio::select! {
-                _ = self.isr_notify.notified() => {}
+                _ = self.notify.notified() => {}
                 _ = expiry.tick() => self.expire_lagging_followers(max_lag_ms as i64),
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                     if let Ok(tp) = done {
@@ -42,7 +82,7 @@ impl ReplicaManager {
                 _ = shutdown.changed() => break,
             }
             let ready: Vec<(TopicPartition, IsrChange)> = {
-                let mut outbox = self.isr_outbox.lock().unwrap_or_else(|p| p.into_inner());
+                let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
                 let keys: Vec<TopicPartition> = outbox
                     .keys()
                     .filter(|tp| !busy.contains(*tp))
@@ -67,9 +107,9 @@ impl ReplicaManager {
     /// Kafka's `maybeShrinkIsr` over every partition this node leads.
     fn expire_lagging_followers(&self, max_lag_ms: i64) {
         let now = now_ms();
-        for partition in self.all_partitions() {
+        for partition in self.registry.all() {
             if let Some(change) = partition.maybe_shrink_isr(now, max_lag_ms) {
-                self.submit_isr_change(&partition, change);
+                self.submit(&partition, change);
             }
         }
     }
@@ -77,7 +117,7 @@ impl ReplicaManager {
     /// One AlterPartition round trip; the answer goes to the partition's leader state. A
     /// request no controller answered is queued again while the change is still pending.
     async fn alter_partition(&self, (topic, index): TopicPartition, change: IsrChange) {
-        let Ok(partition) = self.partition(&topic, index) else {
+        let Some(partition) = self.registry.get(&topic, index) else {
             return;
         };
         tracing::info!(
@@ -117,7 +157,7 @@ impl ReplicaManager {
                 tracing::warn!(topic, partition = index, error = %e, "no controller answered an ISR change; retrying");
                 tokio::time::sleep(RETRY_BACKOFF).await;
                 if partition.is_pending(&change) {
-                    self.submit_isr_change(&partition, change);
+                    self.submit(&partition, change);
                 }
             }
         }

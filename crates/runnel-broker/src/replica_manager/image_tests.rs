@@ -1,0 +1,96 @@
+//! Tests of image application: logs and configs follow the image, applied offsets only move
+//! forward, roles wait for an image that knows this process.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::executor::block_on;
+use runnel_controller::command::ControllerCommand;
+use runnel_storage::batch::testing::build_batch;
+use uuid::Uuid;
+
+use crate::config::BrokerConfig;
+use crate::replica_manager::tests::create;
+use crate::replica_manager::ReplicaManager;
+use crate::testing::LocalController;
+
+#[test]
+fn roles_wait_for_an_image_that_knows_this_incarnation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, rm) = LocalController::start(dir.path(), 1, BrokerConfig::default());
+    create(&rm, "t", 1);
+    let offset = rm.applied_offset();
+    drop(rm);
+    // A restart: the replayed image still has the previous incarnation of broker 1.
+    let incarnation = Uuid::new_v4();
+    let rm = ReplicaManager::open(
+        dir.path(),
+        1,
+        BrokerConfig::default(),
+        controller.clone(),
+        offset,
+        Arc::new(controller.image()),
+        Some(incarnation),
+    )
+    .unwrap();
+    let (p, epoch) = rm.leader_partition("t", 0).unwrap();
+    assert!(
+        p.append(&mut build_batch(1, 10), epoch).is_err(),
+        "no role from an old image"
+    );
+    controller
+        .apply(ControllerCommand::RegisterBroker {
+            id: 1,
+            incarnation,
+            host: "localhost".into(),
+            port: 9092,
+            listeners: Vec::new(),
+            rpc_address: "localhost:9093".into(),
+            rack: None,
+        })
+        .unwrap();
+    controller
+        .apply(ControllerCommand::UnfenceBroker { id: 1 })
+        .unwrap();
+    rm.apply_image(offset + 2, Arc::new(controller.image()))
+        .unwrap();
+    let (p, epoch) = rm.leader_partition("t", 0).unwrap();
+    p.append(&mut build_batch(1, 10), epoch).unwrap();
+}
+
+#[test]
+fn apply_image_follows_creates_deletes_and_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, rm) = LocalController::start(dir.path(), 1, BrokerConfig::default());
+    create(&rm, "t", 1);
+    block_on(rm.create_partitions("t", 3, false)).unwrap();
+    for i in 0..3 {
+        assert!(rm.partition("t", i).is_ok());
+        assert!(dir.path().join(format!("t-{i}")).is_dir());
+    }
+    let configs = BTreeMap::from([("retention.ms".to_string(), "1234".to_string())]);
+    block_on(rm.set_topic_configs("t", configs, false)).unwrap();
+    let p = rm.partition("t", 2).unwrap();
+    assert_eq!(p.with_log(|l| Ok(l.config().retention_ms)).unwrap(), 1234);
+    // Deleted and re-created in one step, as a broker that missed the log between sees it.
+    let offset = rm.applied_offset();
+    let mut image = controller.image();
+    let mut topic = image.topics["t"].clone();
+    topic.id = Uuid::new_v4();
+    topic.partitions.truncate(1);
+    image.topics.insert("t".into(), topic);
+    p.append(&mut build_batch(2, 10), 0).unwrap();
+    rm.partition("t", 0)
+        .unwrap()
+        .append(&mut build_batch(2, 10), 0)
+        .unwrap();
+    rm.apply_image(offset + 1, Arc::new(image.clone())).unwrap();
+    assert!(!dir.path().join("t-1").exists() && !dir.path().join("t-2").exists());
+    assert_eq!(rm.partition("t", 0).unwrap().log_end_offset().unwrap(), 0);
+    assert!(p.append(&mut build_batch(1, 10), 0).is_err());
+    // An offset already applied changes nothing.
+    image.topics.clear();
+    rm.apply_image(offset + 1, Arc::new(image)).unwrap();
+    assert!(rm.partition("t", 0).is_ok());
+    assert_eq!(rm.applied_offset(), offset + 1);
+}
