@@ -208,3 +208,7 @@ impl LogMaintenance {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "maintenance_tests.rs"]
+mod tests;
