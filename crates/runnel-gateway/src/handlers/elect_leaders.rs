@@ -8,7 +8,7 @@ use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaE
 use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
 use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
-use runnel_controller::command::{ElectionType, PartitionRef};
+use runnel_broker::{ElectionType, PartitionRef};
 
 use super::{error_parts, str_bytes};
 use crate::Context;

@@ -9,8 +9,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
-use runnel_broker::{BrokerError, Partition, ReplicaView};
-use runnel_storage::StorageError;
+use runnel_broker::{Partition, ReplicaView};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -218,10 +217,7 @@ fn read_partition(
                 .with_records(Some(read.records))
         }
         Err(e) => {
-            if !matches!(
-                e,
-                BrokerError::Storage(StorageError::OffsetOutOfRange { .. })
-            ) {
+            if !e.is_offset_out_of_range() {
                 tracing::warn!(topic, partition = request.partition, error = %e, "fetch failed");
             }
             error_data(request.partition, e.code())
