@@ -7,7 +7,6 @@ use std::time::Duration;
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
-use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
 use runnel_broker::{Partition, ReplicaView};
 use tokio::sync::watch;
@@ -16,8 +15,6 @@ use uuid::Uuid;
 
 use super::str_bytes;
 use crate::Context;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 4, max: 18 };
 
 /// One requested topic, resolved once per request.
 struct TopicFetch {
