@@ -63,6 +63,15 @@ impl BrokerError {
         )
     }
 
+    /// A read asked for an offset outside the log (the client resets its position; nothing
+    /// went wrong on this node).
+    pub fn is_offset_out_of_range(&self) -> bool {
+        matches!(
+            self,
+            BrokerError::Storage(StorageError::OffsetOutOfRange { .. })
+        )
+    }
+
     /// The Kafka error code for this error.
     pub fn code(&self) -> ResponseError {
         match self {

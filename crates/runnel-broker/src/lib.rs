@@ -21,8 +21,8 @@ pub use config::BrokerConfig;
 pub use error::BrokerError;
 pub use group::GroupCoordinator;
 pub use metadata::{
-    is_internal_topic, BrokerInfo, MetadataImage, MetadataWriter, PartitionInfo, TopicInfo,
-    Written, NO_LEADER,
+    is_internal_topic, BrokerInfo, ElectionType, MetadataImage, MetadataWriter, PartitionInfo,
+    PartitionRef, TopicInfo, Written, NO_LEADER,
 };
 pub use partition::{now_ms, Partition, ReplicaView};
 pub use producer_ids::{ControllerBlockSource, ProducerIdManager};

@@ -6,6 +6,7 @@ use futures::future::BoxFuture;
 use runnel_controller::command::{CommandResult, ControllerCommand};
 use runnel_controller::error::ControllerError;
 
+pub use runnel_controller::command::{ElectionType, PartitionRef};
 pub use runnel_controller::image::{
     is_internal_topic, validate_topic_name, BrokerInfo, MetadataImage, PartitionInfo, TopicInfo,
     NO_LEADER,

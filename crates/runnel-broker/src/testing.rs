@@ -9,9 +9,15 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 
 use futures::future::BoxFuture;
-use runnel_controller::command::{apply, CommandResult, ControllerCommand};
+use runnel_controller::command::{apply, CommandResult};
 use runnel_controller::error::ControllerError;
 use uuid::Uuid;
+
+// What other crates' tests hand to [`LocalController::apply`] and produce: re-exported so
+// they need only the broker.
+pub use runnel_controller::command::ControllerCommand;
+pub use runnel_controller::image::Endpoint;
+pub use runnel_storage::batch::testing::build_batch;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;

@@ -61,7 +61,7 @@ fn captured_client_frames_round_trip() {
             for topic in produce.topic_data {
                 for partition in topic.partition_data {
                     let records = partition.records.expect("records");
-                    let batches = runnel_storage::batch::validate_batches(&records)
+                    let batches = runnel_broker::records::validate_batches(&records)
                         .unwrap_or_else(|e| panic!("{name}: {e}"));
                     assert!(!batches.is_empty());
                 }

@@ -23,6 +23,8 @@ pub mod validate;
 pub mod walk;
 
 pub use decompress::{decompress, DecompressError};
+/// The log's framing and CRC check, which every batch a partition appends passes.
+pub use runnel_storage::batch::validate_batches;
 pub use validate::{
     any_compressed, validate_client_batches, ValidationError, ValidationErrorKind, ValidationRules,
 };

@@ -119,8 +119,8 @@ pub(crate) enum BoundsError {
     },
     #[error("{field}: string at byte {at} is not UTF-8")]
     NotUtf8 { field: &'static str, at: usize },
-    #[error("no schema for {0:?}")]
-    NoSchema(ApiKey),
+    #[error("no schema for {0:?} v{1}")]
+    NoSchema(ApiKey, i16),
 }
 
 /// What decoding a checked frame will cost, beyond the frame itself (strings and byte fields
@@ -141,7 +141,10 @@ pub(crate) fn check_request(
     version: i16,
     frame: &[u8],
 ) -> Result<Footprint, BoundsError> {
-    let body = request_schema(api_key).ok_or(BoundsError::NoSchema(api_key))?;
+    let body = match request_schema(api_key) {
+        Some((versions, body)) if versions.contains(version) => body,
+        _ => return Err(BoundsError::NoSchema(api_key, version)),
+    };
     let flexible = api_key.request_header_version(version) >= 2;
     let mut walk = Walk {
         buf: frame,

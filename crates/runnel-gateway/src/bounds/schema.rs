@@ -3,8 +3,10 @@
 //! They follow Kafka's message definitions (`clients/src/main/resources/common/message/
 //! *Request.json`) as kafka-protocol 0.18 decodes them (where the two differ, the decoder
 //! wins: it is what runs). `schemas_match_the_decoder` (in `tests.rs`) checks every one
-//! against the decoder, for every supported version, so adding an API or a version starts
-//! with its schema here.
+//! against the decoder, for every supported version, and each schema names the versions it
+//! was written for, which must be exactly those the handlers' `apis!` list serves
+//! (`schemas_cover_exactly_the_served_versions`): adding an API or a version starts with its
+//! schema here.
 //!
 //! Conventions: `from(n)` is Kafka's `"n+"`, `v(a, b)` is `"a-b"`; a field whose versions
 //! start at or below the API's lowest supported version is written `from(0)`. Tagged fields
@@ -44,37 +46,40 @@ const fn tagged(name: &'static str, ty: Ty, versions: Versions, tag: u32) -> Fie
     }
 }
 
-/// The body schema of a request, or `None` for an API the gateway does not serve.
-pub(crate) fn request_schema(key: ApiKey) -> Option<&'static Struct> {
-    Some(match key {
-        ApiKey::Produce => &produce::REQUEST,
-        ApiKey::Fetch => &fetch::REQUEST,
-        ApiKey::ListOffsets => &list_offsets::REQUEST,
-        ApiKey::Metadata => &metadata::REQUEST,
-        ApiKey::ApiVersions => &api_versions::REQUEST,
-        ApiKey::CreateTopics => &create_topics::REQUEST,
-        ApiKey::DeleteTopics => &delete_topics::REQUEST,
-        ApiKey::DescribeConfigs => &describe_configs::REQUEST,
-        ApiKey::AlterConfigs => &alter_configs::REQUEST,
-        ApiKey::CreatePartitions => &create_partitions::REQUEST,
-        ApiKey::IncrementalAlterConfigs => &incremental_alter_configs::REQUEST,
-        ApiKey::DescribeCluster => &describe_cluster::REQUEST,
-        ApiKey::FindCoordinator => &find_coordinator::REQUEST,
-        ApiKey::JoinGroup => &join_group::REQUEST,
-        ApiKey::SyncGroup => &sync_group::REQUEST,
-        ApiKey::Heartbeat => &heartbeat::REQUEST,
-        ApiKey::LeaveGroup => &leave_group::REQUEST,
-        ApiKey::OffsetCommit => &offset_commit::REQUEST,
-        ApiKey::OffsetFetch => &offset_fetch::REQUEST,
-        ApiKey::ListGroups => &list_groups::REQUEST,
-        ApiKey::DescribeGroups => &describe_groups::REQUEST,
-        ApiKey::DeleteGroups => &delete_groups::REQUEST,
-        ApiKey::OffsetDelete => &offset_delete::REQUEST,
-        ApiKey::InitProducerId => &init_producer_id::REQUEST,
-        ApiKey::ElectLeaders => &elect_leaders::REQUEST,
-        ApiKey::OffsetForLeaderEpoch => &offset_for_leader_epoch::REQUEST,
+/// The body schema of a request and the versions it describes: those the gateway serves
+/// (`schemas_cover_exactly_the_served_versions` checks that the two agree). `None` for an API
+/// the gateway does not serve.
+pub(crate) fn request_schema(key: ApiKey) -> Option<(Versions, &'static Struct)> {
+    let (versions, body) = match key {
+        ApiKey::Produce => (v(3, 13), &produce::REQUEST),
+        ApiKey::Fetch => (v(4, 18), &fetch::REQUEST),
+        ApiKey::ListOffsets => (v(1, 10), &list_offsets::REQUEST),
+        ApiKey::Metadata => (v(0, 13), &metadata::REQUEST),
+        ApiKey::ApiVersions => (v(0, 4), &api_versions::REQUEST),
+        ApiKey::CreateTopics => (v(2, 7), &create_topics::REQUEST),
+        ApiKey::DeleteTopics => (v(1, 6), &delete_topics::REQUEST),
+        ApiKey::DescribeConfigs => (v(1, 4), &describe_configs::REQUEST),
+        ApiKey::AlterConfigs => (v(0, 2), &alter_configs::REQUEST),
+        ApiKey::CreatePartitions => (v(0, 3), &create_partitions::REQUEST),
+        ApiKey::IncrementalAlterConfigs => (v(0, 1), &incremental_alter_configs::REQUEST),
+        ApiKey::DescribeCluster => (v(0, 2), &describe_cluster::REQUEST),
+        ApiKey::FindCoordinator => (v(0, 6), &find_coordinator::REQUEST),
+        ApiKey::JoinGroup => (v(0, 9), &join_group::REQUEST),
+        ApiKey::SyncGroup => (v(0, 5), &sync_group::REQUEST),
+        ApiKey::Heartbeat => (v(0, 4), &heartbeat::REQUEST),
+        ApiKey::LeaveGroup => (v(0, 5), &leave_group::REQUEST),
+        ApiKey::OffsetCommit => (v(2, 9), &offset_commit::REQUEST),
+        ApiKey::OffsetFetch => (v(1, 9), &offset_fetch::REQUEST),
+        ApiKey::ListGroups => (v(0, 5), &list_groups::REQUEST),
+        ApiKey::DescribeGroups => (v(0, 6), &describe_groups::REQUEST),
+        ApiKey::DeleteGroups => (v(0, 2), &delete_groups::REQUEST),
+        ApiKey::OffsetDelete => (v(0, 0), &offset_delete::REQUEST),
+        ApiKey::InitProducerId => (v(0, 5), &init_producer_id::REQUEST),
+        ApiKey::ElectLeaders => (v(0, 2), &elect_leaders::REQUEST),
+        ApiKey::OffsetForLeaderEpoch => (v(2, 4), &offset_for_leader_epoch::REQUEST),
         _ => return None,
-    })
+    };
+    Some((versions, body))
 }
 
 // Produce (produce_request)

@@ -2,10 +2,7 @@
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsResponse, ResponseKind};
-use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 4 };
 
 fn api_list() -> Vec<ApiVersion> {
     super::supported_apis()

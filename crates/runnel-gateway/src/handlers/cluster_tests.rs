@@ -11,10 +11,8 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use runnel_broker::testing::LocalController;
+use runnel_broker::testing::{build_batch, ControllerCommand, LocalController};
 use runnel_broker::{BrokerConfig, ProducerIdManager};
-use runnel_controller::command::ControllerCommand;
-use runnel_storage::batch::testing::build_batch;
 
 use super::{describe_cluster, fetch, list_offsets, metadata, produce};
 use crate::Context;
@@ -194,7 +192,7 @@ async fn metadata_lists_live_brokers_and_leaderless_partitions() {
 
 #[tokio::test]
 async fn metadata_answers_with_the_addresses_of_the_clients_listener() {
-    use runnel_controller::image::Endpoint;
+    use runnel_broker::testing::Endpoint;
     let dir = tempfile::tempdir().unwrap();
     let (controller, ctx) = cluster(dir.path());
     // Brokers 1 and 2 re-register (same incarnation: only their addresses change) with an

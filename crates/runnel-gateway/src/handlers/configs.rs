@@ -11,17 +11,13 @@ use kafka_protocol::messages::{
     AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
-use kafka_protocol::protocol::{StrBytes, VersionRange};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use runnel_broker::config::{topic_config_def, ConfigSource, ConfigType, DescribedConfig};
 use runnel_broker::BrokerError;
 
 use super::str_bytes;
 use crate::Context;
-
-pub(crate) const DESCRIBE_VERSIONS: VersionRange = VersionRange { min: 1, max: 4 };
-pub(crate) const ALTER_VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
-pub(crate) const INCREMENTAL_ALTER_VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;

@@ -2,14 +2,11 @@
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
-use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
 use runnel_broker::is_internal_topic;
 
 use super::{error_parts, str_bytes};
 use crate::Context;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 3 };
 
 pub(crate) async fn handle(
     ctx: &Context,

@@ -8,14 +8,11 @@ use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
-use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
 use runnel_broker::BrokerError;
 
 use super::{error_parts, str_bytes};
 use crate::Context;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 2, max: 7 };
 
 pub(crate) async fn handle(
     ctx: &Context,

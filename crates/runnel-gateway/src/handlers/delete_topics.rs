@@ -2,15 +2,12 @@
 
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
-use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
 use runnel_broker::is_internal_topic;
 use uuid::Uuid;
 
 use super::{error_parts, str_bytes};
 use crate::Context;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 1, max: 6 };
 
 pub(crate) async fn handle(
     ctx: &Context,

@@ -2,13 +2,10 @@
 
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
-use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::Context;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
 
 /// READ, DELETE and DESCRIBE (AclOperation codes 3, 6, 8): without ACLs everyone may do all
 /// that applies to a group.

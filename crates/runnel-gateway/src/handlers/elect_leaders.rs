@@ -6,14 +6,11 @@ use std::collections::BTreeMap;
 
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
-use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
-use runnel_controller::command::{ElectionType, PartitionRef};
+use runnel_broker::{ElectionType, PartitionRef};
 
 use super::{error_parts, str_bytes};
 use crate::Context;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
 
 pub(crate) async fn handle(
     ctx: &Context,

@@ -7,18 +7,14 @@ use std::time::Duration;
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
-use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
-use runnel_broker::{BrokerError, Partition, ReplicaView};
-use runnel_storage::StorageError;
+use runnel_broker::{Partition, ReplicaView};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::str_bytes;
 use crate::Context;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 4, max: 18 };
 
 /// One requested topic, resolved once per request.
 struct TopicFetch {
@@ -218,10 +214,7 @@ fn read_partition(
                 .with_records(Some(read.records))
         }
         Err(e) => {
-            if !matches!(
-                e,
-                BrokerError::Storage(StorageError::OffsetOutOfRange { .. })
-            ) {
+            if !e.is_offset_out_of_range() {
                 tracing::warn!(topic, partition = request.partition, error = %e, "fetch failed");
             }
             error_data(request.partition, e.code())

@@ -1,11 +1,8 @@
 //! Heartbeat: keeps a member's session alive and tells it when to rejoin.
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
-use kafka_protocol::protocol::VersionRange;
 
 use crate::Context;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 4 };
 
 pub(crate) async fn handle(
     ctx: &Context,

@@ -7,12 +7,9 @@
 //! this") rather than retrying, and the node logs why.
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
-use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
 
 use crate::Context;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
 
 fn error(code: ResponseError) -> InitProducerIdResponse {
     InitProducerIdResponse::default()

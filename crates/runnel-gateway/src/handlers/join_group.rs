@@ -4,13 +4,10 @@ use std::net::SocketAddr;
 
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
-use kafka_protocol::protocol::VersionRange;
 use runnel_broker::group::JoinRequest;
 
 use super::str_bytes;
 use crate::Context;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 9 };
 
 /// `client_id` and `peer` are recorded for the member (DescribeGroups shows them) and
 /// name its member id (`<client.id>-<uuid>`), as in Kafka.

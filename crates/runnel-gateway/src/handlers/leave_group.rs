@@ -3,13 +3,10 @@
 
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
-use kafka_protocol::protocol::VersionRange;
 use runnel_broker::group::LeavingMember;
 
 use super::str_bytes;
 use crate::Context;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
 
 pub(crate) async fn handle(
     ctx: &Context,

@@ -2,12 +2,9 @@
 
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
-use kafka_protocol::protocol::VersionRange;
 
 use super::str_bytes;
 use crate::Context;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
 
 /// Every group here speaks the classic protocol.
 const GROUP_TYPE: &str = "classic";

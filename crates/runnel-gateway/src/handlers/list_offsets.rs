@@ -4,13 +4,10 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
 use runnel_broker::BrokerError;
 
 use crate::Context;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 1, max: 10 };
 
 /// Special timestamps of the ListOffsets API.
 const LATEST: i64 = -1;

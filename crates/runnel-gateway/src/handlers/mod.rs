@@ -1,5 +1,5 @@
-//! One handler per Kafka API. Each declares the versions it implements; ApiVersions is built
-//! from [`APIS`], so the node can never advertise an API or version it does not serve.
+//! One handler per Kafka API, each declared once in the `apis!` list below with the versions
+//! it serves: ApiVersions and the dispatch are both built from that list.
 
 pub(crate) mod api_versions;
 mod configs;
@@ -29,6 +29,7 @@ mod sync_group;
 #[cfg(test)]
 mod cluster_tests;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
@@ -38,41 +39,83 @@ use runnel_broker::BrokerError;
 use crate::connection::{Request, Turn};
 use crate::Context;
 
-/// The APIs Runnel implements and the version range of each.
-static APIS: &[(ApiKey, VersionRange)] = &[
-    (ApiKey::Produce, produce::VERSIONS),
-    (ApiKey::Fetch, fetch::VERSIONS),
-    (ApiKey::ListOffsets, list_offsets::VERSIONS),
-    (ApiKey::Metadata, metadata::VERSIONS),
-    (ApiKey::ApiVersions, api_versions::VERSIONS),
-    (ApiKey::CreateTopics, create_topics::VERSIONS),
-    (ApiKey::DeleteTopics, delete_topics::VERSIONS),
-    (ApiKey::DescribeConfigs, configs::DESCRIBE_VERSIONS),
-    (ApiKey::AlterConfigs, configs::ALTER_VERSIONS),
-    (ApiKey::CreatePartitions, create_partitions::VERSIONS),
-    (
-        ApiKey::IncrementalAlterConfigs,
-        configs::INCREMENTAL_ALTER_VERSIONS,
-    ),
-    (ApiKey::DescribeCluster, describe_cluster::VERSIONS),
-    (ApiKey::FindCoordinator, find_coordinator::VERSIONS),
-    (ApiKey::JoinGroup, join_group::VERSIONS),
-    (ApiKey::SyncGroup, sync_group::VERSIONS),
-    (ApiKey::Heartbeat, heartbeat::VERSIONS),
-    (ApiKey::LeaveGroup, leave_group::VERSIONS),
-    (ApiKey::OffsetCommit, offset_commit::VERSIONS),
-    (ApiKey::OffsetFetch, offset_fetch::VERSIONS),
-    (ApiKey::ListGroups, list_groups::VERSIONS),
-    (ApiKey::DescribeGroups, describe_groups::VERSIONS),
-    (ApiKey::DeleteGroups, delete_groups::VERSIONS),
-    (ApiKey::OffsetDelete, offset_delete::VERSIONS),
-    (ApiKey::InitProducerId, init_producer_id::VERSIONS),
-    (ApiKey::ElectLeaders, elect_leaders::VERSIONS),
-    (
-        ApiKey::OffsetForLeaderEpoch,
-        offset_for_leader_epoch::VERSIONS,
-    ),
-];
+/// Declares the APIs the node serves, one entry each:
+///
+/// `Name min..=max => |request, call| handler,`
+///
+/// where `Name` is the API's variant in `ApiKey`, `RequestKind` and `ResponseKind`,
+/// `min..=max` the versions served, and `handler` an expression (it may `.await` and use `?`)
+/// giving the response to the decoded `request` body, with the [`Call`] `call`. Both the
+/// ApiVersions list ([`APIS`]) and the dispatch come from this one list, so an API is never
+/// advertised without a handler, nor handled without being advertised.
+macro_rules! apis {
+    ($($api:ident $min:literal ..= $max:literal => |$request:pat_param, $call:pat_param| $handler:expr,)+) => {
+        /// The APIs Runnel implements and the version range of each, in ApiVersions order.
+        static APIS: &[(ApiKey, VersionRange)] = &[
+            $((ApiKey::$api, VersionRange { min: $min, max: $max }),)+
+        ];
+
+        /// Runs the handler of `body`'s API. `Ok(None)` means no response is sent.
+        async fn dispatch(
+            body: RequestKind,
+            call: Call<'_>,
+        ) -> Result<Option<ResponseKind>, CloseConnection> {
+            let response = match body {
+                $(RequestKind::$api($request) => {
+                    let $call = call;
+                    ResponseKind::$api($handler)
+                })+
+                other => {
+                    // Unreachable: `decode` lets through only the APIs in APIS.
+                    tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a listed API");
+                    return Err(CloseConnection);
+                }
+            };
+            Ok(Some(response))
+        }
+    };
+}
+
+apis! {
+    Produce 3..=13 => |r, c| {
+        match produce::handle(c.ctx, r, c.version, c.client, c.turn).await? {
+            Some(response) => response,
+            // acks=0: Kafka answers nothing.
+            None => return Ok(None),
+        }
+    },
+    Fetch 4..=18 => |r, c| fetch::handle(c.ctx, r, c.version).await,
+    ListOffsets 1..=10 => |r, c| list_offsets::handle(c.ctx, r, c.version),
+    Metadata 0..=13 => |r, c| metadata::handle(c.ctx, r, c.version).await,
+    ApiVersions 0..=4 => |_, _| api_versions::handle(),
+    CreateTopics 2..=7 => |r, c| create_topics::handle(c.ctx, r, c.version).await,
+    DeleteTopics 1..=6 => |r, c| delete_topics::handle(c.ctx, r, c.version).await,
+    DescribeConfigs 1..=4 => |r, c| configs::describe(c.ctx, r, c.version),
+    AlterConfigs 0..=2 => |r, c| configs::alter(c.ctx, r).await,
+    CreatePartitions 0..=3 => |r, c| create_partitions::handle(c.ctx, r).await,
+    IncrementalAlterConfigs 0..=1 => |r, c| configs::incremental_alter(c.ctx, r).await,
+    DescribeCluster 0..=2 => |r, c| describe_cluster::handle(c.ctx, r, c.version),
+    FindCoordinator 0..=6 => |r, c| find_coordinator::handle(c.ctx, r, c.version).await,
+    JoinGroup 0..=9 => |r, c| {
+        let join = join_group::handle(c.ctx, r, c.version, c.client, c.peer);
+        c.turn.release_when_parked(join).await
+    },
+    SyncGroup 0..=5 => |r, c| {
+        let sync = sync_group::handle(c.ctx, r, c.version);
+        c.turn.release_when_parked(sync).await
+    },
+    Heartbeat 0..=4 => |r, c| heartbeat::handle(c.ctx, r, c.version).await,
+    LeaveGroup 0..=5 => |r, c| leave_group::handle(c.ctx, r, c.version).await,
+    OffsetCommit 2..=9 => |r, c| offset_commit::handle(c.ctx, r, c.version).await,
+    OffsetFetch 1..=9 => |r, c| offset_fetch::handle(c.ctx, r, c.version).await,
+    ListGroups 0..=5 => |r, c| list_groups::handle(c.ctx, r, c.version).await,
+    DescribeGroups 0..=6 => |r, c| describe_groups::handle(c.ctx, r, c.version).await,
+    DeleteGroups 0..=2 => |r, c| delete_groups::handle(c.ctx, r, c.version).await,
+    OffsetDelete 0..=0 => |r, c| offset_delete::handle(c.ctx, r, c.version).await,
+    InitProducerId 0..=5 => |r, c| init_producer_id::handle(c.ctx, r, c.version).await,
+    ElectLeaders 0..=2 => |r, c| elect_leaders::handle(c.ctx, r, c.version).await,
+    OffsetForLeaderEpoch 2..=4 => |r, c| offset_for_leader_epoch::handle(c.ctx, r),
+}
 
 /// Every implemented API with its version range.
 pub fn supported_apis() -> impl Iterator<Item = (ApiKey, VersionRange)> {
@@ -87,6 +130,17 @@ pub(crate) fn supported_versions(key: ApiKey) -> Option<VersionRange> {
 #[derive(Debug)]
 pub(crate) struct CloseConnection;
 
+/// What a handler gets besides its request's body.
+struct Call<'a> {
+    ctx: &'a Context,
+    version: i16,
+    /// The request header's client id, empty when null.
+    client: &'a str,
+    peer: SocketAddr,
+    /// The request's place in its connection's order (see [`handle`]).
+    turn: &'a mut Turn,
+}
+
 /// Runs the request's handler. `Ok(None)` means no response is sent (acks=0 produce).
 ///
 /// The request holds its connection's `turn` until this returns (the next request on the
@@ -98,100 +152,20 @@ pub(crate) async fn handle(
     request: Request,
     mut turn: Turn,
 ) -> Result<Option<ResponseKind>, CloseConnection> {
-    let version = request.header.request_api_version;
     let client = request
         .header
         .client_id
         .as_ref()
         .map(|c| c.as_str().to_string())
         .unwrap_or_default();
-    let response = match request.body {
-        RequestKind::Produce(r) => {
-            match produce::handle(&ctx, r, version, &client, &mut turn).await? {
-                Some(resp) => ResponseKind::Produce(resp),
-                None => return Ok(None),
-            }
-        }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(&ctx, r, version).await),
-        RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(list_offsets::handle(&ctx, r, version))
-        }
-        RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::handle(&ctx, r, version).await)
-        }
-        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
-        RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(create_topics::handle(&ctx, r, version).await)
-        }
-        RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(delete_topics::handle(&ctx, r, version).await)
-        }
-        RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(configs::describe(&ctx, r, version))
-        }
-        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter(&ctx, r).await),
-        RequestKind::IncrementalAlterConfigs(r) => {
-            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(&ctx, r).await)
-        }
-        RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(create_partitions::handle(&ctx, r).await)
-        }
-        RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(describe_cluster::handle(&ctx, r, version))
-        }
-        RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(find_coordinator::handle(&ctx, r, version).await)
-        }
-        RequestKind::JoinGroup(r) => {
-            let peer = request.peer;
-            let join = join_group::handle(&ctx, r, version, &client, peer);
-            ResponseKind::JoinGroup(turn.release_when_parked(join).await)
-        }
-        RequestKind::SyncGroup(r) => {
-            let sync = sync_group::handle(&ctx, r, version);
-            ResponseKind::SyncGroup(turn.release_when_parked(sync).await)
-        }
-        RequestKind::Heartbeat(r) => {
-            ResponseKind::Heartbeat(heartbeat::handle(&ctx, r, version).await)
-        }
-        RequestKind::LeaveGroup(r) => {
-            ResponseKind::LeaveGroup(leave_group::handle(&ctx, r, version).await)
-        }
-        RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(offset_commit::handle(&ctx, r, version).await)
-        }
-        RequestKind::OffsetFetch(r) => {
-            ResponseKind::OffsetFetch(offset_fetch::handle(&ctx, r, version).await)
-        }
-        RequestKind::ListGroups(r) => {
-            ResponseKind::ListGroups(list_groups::handle(&ctx, r, version).await)
-        }
-        RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(describe_groups::handle(&ctx, r, version).await)
-        }
-        RequestKind::DeleteGroups(r) => {
-            ResponseKind::DeleteGroups(delete_groups::handle(&ctx, r, version).await)
-        }
-        RequestKind::OffsetDelete(r) => {
-            ResponseKind::OffsetDelete(offset_delete::handle(&ctx, r, version).await)
-        }
-        RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(init_producer_id::handle(&ctx, r, version).await)
-        }
-        RequestKind::OffsetForLeaderEpoch(r) => {
-            ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(&ctx, r))
-        }
-        RequestKind::ElectLeaders(r) => {
-            ResponseKind::ElectLeaders(elect_leaders::handle(&ctx, r, version).await)
-        }
-        other => {
-            // Unreachable while APIS and this match agree; the decode step only lets through
-            // APIs listed in APIS.
-            tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a listed API");
-            return Err(CloseConnection);
-        }
+    let call = Call {
+        ctx: &ctx,
+        version: request.header.request_api_version,
+        client: &client,
+        peer: request.peer,
+        turn: &mut turn,
     };
-    Ok(Some(response))
+    dispatch(request.body, call).await
 }
 
 pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {

@@ -4,12 +4,9 @@ use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
-use kafka_protocol::protocol::VersionRange;
 use runnel_broker::group::{CommitRequest, OffsetCommit};
 
 use crate::Context;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 2, max: 9 };
 
 pub(crate) async fn handle(
     ctx: &Context,

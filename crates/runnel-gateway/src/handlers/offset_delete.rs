@@ -4,12 +4,9 @@ use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
-use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
 
 use crate::Context;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
 
 pub(crate) async fn handle(
     ctx: &Context,

@@ -7,13 +7,10 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
-use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::Context;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 1, max: 9 };
 
 /// (partition, offset, leader epoch, metadata, error) per topic, in request order.
 type Fetched = Vec<(String, Vec<(i32, i64, i32, String, i16)>)>;

@@ -6,13 +6,10 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
-use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
 use runnel_broker::BrokerError;
 
 use crate::Context;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 2, max: 4 };
 
 pub(crate) fn handle(
     ctx: &Context,

@@ -27,7 +27,6 @@ use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
-use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
 use runnel_broker::records::{any_compressed, validate_client_batches};
 use runnel_broker::{is_internal_topic, now_ms, BrokerError, Partition};
@@ -37,8 +36,6 @@ use uuid::Uuid;
 use super::{str_bytes, CloseConnection};
 use crate::connection::Turn;
 use crate::Context;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 3, max: 13 };
 
 /// Compressed batches validated at once, node-wide. Each may hold up to `max.message.bytes`
 /// of decompressed records (twice that while its buffer grows), so this bounds the memory

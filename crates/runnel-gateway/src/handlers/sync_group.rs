@@ -2,13 +2,10 @@
 //! theirs.
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
-use kafka_protocol::protocol::VersionRange;
 use runnel_broker::group::SyncRequest;
 
 use super::str_bytes;
 use crate::Context;
-
-pub(crate) const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
 
 pub(crate) async fn handle(
     ctx: &Context,
