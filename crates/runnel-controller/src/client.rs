@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use runnel_rpc::controller::v1 as pb;
 use runnel_rpc::controller::v1::controller_service_client::ControllerServiceClient;
 use tokio::time::Instant;
@@ -60,7 +60,7 @@ impl ControllerClient {
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, String> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut channels = self.channels.lock();
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
