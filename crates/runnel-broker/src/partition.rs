@@ -2,15 +2,15 @@
 //! place in replication: leader (with the ISR bookkeeping of [`LeaderState`]) or follower
 //! of another broker.
 //!
-//! Locking: `role`, then `log`, then `producers`; each is a `std::sync::Mutex` held only for
-//! synchronous work (a page-cache write, a positional read, a state update), never across an
-//! `.await`. Appends as leader and as follower take `role` first, so no batch of an old role
-//! lands in the log after the role changed. Everything waiting on the partition (long-polling
+//! Locking: `role`, then `log`, then `producers`; each is a `parking_lot::Mutex` held only
+//! for synchronous work (a page-cache write, a positional read, a state update), never across
+//! an `.await`. Appends as leader and as follower take `role` first, so no batch of an old
+//! role lands in the log after the role changed. Everything waiting on the partition (long-polling
 //! consumer fetches, acks=all produces, follower fetches) waits on a `watch` channel.
 
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use parking_lot::Mutex;
 use runnel_storage::{AppendInfo, PartitionLog, ReadResult};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -182,7 +182,7 @@ impl Partition {
         &self,
         f: impl FnOnce(&mut PartitionLog) -> Result<T, BrokerError>,
     ) -> Result<T, BrokerError> {
-        let mut guard = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.log.lock();
         match guard.as_mut() {
             Some(log) => f(log),
             None => Err(BrokerError::UnknownPartition {
@@ -194,8 +194,8 @@ impl Partition {
 
     /// Takes the log out for deletion; later requests get UNKNOWN_TOPIC_OR_PARTITION.
     pub(crate) fn take_log(&self) -> Option<PartitionLog> {
-        let _role = self.role.lock().unwrap_or_else(|p| p.into_inner());
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).take()
+        let _role = self.role.lock();
+        self.log.lock().take()
     }
 
     pub fn topic(&self) -> &str {
@@ -217,8 +217,8 @@ impl Partition {
         }
     }
 
-    fn lock_role(&self) -> std::sync::MutexGuard<'_, Role> {
-        self.role.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_role(&self) -> parking_lot::MutexGuard<'_, Role> {
+        self.role.lock()
     }
 
     /// Publishes a new high watermark (and leadership) to every waiter.
@@ -265,7 +265,7 @@ impl Partition {
         }
         let info = self.with_log(|log| {
             let now = now_ms();
-            let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut producers = self.producers.lock();
             let headers = producer_batches(batches);
             if let Some(headers) = &headers {
                 match producers.check(headers)? {
@@ -665,7 +665,7 @@ impl Partition {
     /// After a truncation: the producer state of what the log still holds (from the newest
     /// snapshot at or below its end, later ones deleted). Called with the log locked.
     fn rebuild_producer_state(&self, log: &PartitionLog) {
-        let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut producers = self.producers.lock();
         *producers = ProducerStateManager::load(log, self.producer_expiration_ms);
     }
 
@@ -732,7 +732,7 @@ impl Partition {
         self.as_follower(leader_epoch, |log| {
             if !records.is_empty() {
                 let info = log.append_as_follower(records)?;
-                let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+                let mut producers = self.producers.lock();
                 producers.apply_stored_batches(records, info.base_offset);
                 if producers.note_appended(records.len()) {
                     if let Err(e) = producers.write_snapshot(info.last_offset + 1, now_ms(), false)
@@ -749,7 +749,7 @@ impl Partition {
     /// Writes a producer-state snapshot at the log end offset (fsynced when `sync`).
     pub fn snapshot_producer_state(&self, sync: bool) -> Result<(), BrokerError> {
         self.with_log(|log| {
-            let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut producers = self.producers.lock();
             producers
                 .write_snapshot(log.log_end_offset(), now_ms(), sync)
                 .map_err(|e| {

@@ -6,9 +6,10 @@
 //! once its metadata log is applied.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use futures::future::BoxFuture;
+use parking_lot::Mutex;
 use runnel_controller::command::{apply, CommandResult};
 use runnel_controller::error::ControllerError;
 use uuid::Uuid;
@@ -134,8 +135,8 @@ impl LocalController {
         self.commit(cmd).expect("applying the new image").result
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     /// A refused command is a log entry too: the offset moves, the image does not.

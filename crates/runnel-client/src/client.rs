@@ -21,6 +21,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Message, StrBytes, VersionRange};
 use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
+use runnel_util::Backoff;
 use uuid::Uuid;
 
 use crate::connection::{ClientConfig, Connection};
@@ -49,6 +50,9 @@ const LIST_OFFSETS_MAX: i16 = 9;
 
 /// How many times partition and admin requests are retried after retriable errors.
 const MAX_RETRIES: u32 = 5;
+/// The wait before the first retry, doubled before each next one up to the maximum.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(1600);
 
 /// Kafka's config resource type for topics.
 const RESOURCE_TOPIC: i8 = 2;
@@ -426,18 +430,28 @@ impl Client {
         self.any_conn().await
     }
 
-    async fn backoff(&mut self, attempt: u32, error: &Error) {
-        let delay = Duration::from_millis(100 * (1 << attempt.min(4)));
-        tracing::debug!(%error, attempt, ?delay, "retrying");
-        tokio::time::sleep(delay).await;
+    /// The backoff of one request's retries, at most `max_retries` of them.
+    fn retries(max_retries: u32) -> Backoff {
+        Backoff::new(RETRY_BACKOFF, RETRY_BACKOFF_MAX).with_max_retries(max_retries)
     }
 
-    fn should_retry(error: &Error, attempt: u32) -> bool {
-        attempt < MAX_RETRIES
-            && match error {
-                Error::Timeout { .. } => false,
-                e => e.is_retriable(),
-            }
+    /// Waits before retrying after `error`; false, without waiting, once the retries are used up.
+    async fn backoff(retries: &mut Backoff, error: &Error) -> bool {
+        let attempt = retries.retries();
+        let Some(delay) = retries.next_delay() else {
+            return false;
+        };
+        tracing::debug!(%error, attempt, ?delay, "retrying");
+        tokio::time::sleep(delay).await;
+        true
+    }
+
+    /// Whether `error` is worth a retry (a timed-out request is not retried).
+    fn should_retry(error: &Error) -> bool {
+        match error {
+            Error::Timeout { .. } => false,
+            e => e.is_retriable(),
+        }
     }
 
     // ---------------------------------------------------------------- metadata
@@ -510,7 +524,7 @@ impl Client {
     /// Fetches metadata for one topic; errors if it does not exist. Retries briefly while the
     /// topic has no leaders yet (just after creation).
     pub async fn topic_metadata(&mut self, topic: &str) -> Result<TopicMetadata> {
-        let mut attempt = 0;
+        let mut retries = Self::retries(MAX_RETRIES);
         loop {
             let md = self.metadata(Some(&[topic.to_owned()])).await?;
             let t = md
@@ -533,12 +547,10 @@ impl Client {
                 },
             };
             let retriable = err.kafka_error() != Some(ResponseError::UnknownTopicOrPartition)
-                && Self::should_retry(&err, attempt);
-            if !retriable {
+                && Self::should_retry(&err);
+            if !retriable || !Self::backoff(&mut retries, &err).await {
                 return Err(err);
             }
-            self.backoff(attempt, &err).await;
-            attempt += 1;
         }
     }
 
@@ -576,10 +588,9 @@ impl Client {
         self.topic_metadata(topic).await.map(|_| ())
     }
 
-    /// After a retriable partition error: back off, reload metadata. Returns the error to give
-    /// up with, if reloading shows the topic is gone.
-    async fn recover(&mut self, topic: &str, attempt: u32, error: &Error) -> Result<()> {
-        self.backoff(attempt, error).await;
+    /// After a retriable partition error and its backoff: reload metadata. Returns the error to
+    /// give up with, if reloading shows the topic is gone.
+    async fn recover(&mut self, topic: &str) -> Result<()> {
         match self.refresh_topic(topic).await {
             Err(e) if e.kafka_error() == Some(ResponseError::UnknownTopicOrPartition) => Err(e),
             _ => Ok(()),
@@ -587,18 +598,18 @@ impl Client {
     }
 
     /// Runs a request on a partition of `topic`, retrying retriable errors (see
-    /// [`Client::should_retry`]) up to [`MAX_RETRIES`] times, each after [`Client::recover`].
+    /// [`Client::should_retry`]) up to [`MAX_RETRIES`] times, each after a backoff and
+    /// [`Client::recover`].
     async fn with_partition_retries<T>(
         &mut self,
         topic: &str,
         mut request: impl AsyncFnMut(&mut Self) -> Result<T>,
     ) -> Result<T> {
-        let mut attempt = 0;
+        let mut retries = Self::retries(MAX_RETRIES);
         loop {
             match request(self).await {
-                Err(e) if Self::should_retry(&e, attempt) => {
-                    self.recover(topic, attempt, &e).await?;
-                    attempt += 1;
+                Err(e) if Self::should_retry(&e) && Self::backoff(&mut retries, &e).await => {
+                    self.recover(topic).await?;
                 }
                 other => return other,
             }
@@ -615,17 +626,19 @@ impl Client {
         &mut self,
         mut request: impl AsyncFnMut(&mut Connection) -> Result<T>,
     ) -> Result<T> {
-        let mut attempt = 0;
+        let mut retries = Self::retries(MAX_RETRIES);
         loop {
             let result = match self.admin_conn().await {
                 Ok(conn) => request(conn).await,
                 Err(e) => Err(e),
             };
             match result {
-                Err(e) if is_admin_retriable(&e) && Self::should_retry(&e, attempt) => {
-                    self.backoff(attempt, &e).await;
+                Err(e)
+                    if is_admin_retriable(&e)
+                        && Self::should_retry(&e)
+                        && Self::backoff(&mut retries, &e).await =>
+                {
                     let _ = self.metadata(Some(&[])).await;
-                    attempt += 1;
                 }
                 other => return other,
             }

@@ -5,11 +5,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use runnel_rpc::controller::v1 as pb;
 use runnel_rpc::controller::v1::controller_service_client::ControllerServiceClient;
+use runnel_util::Backoff;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
@@ -60,7 +61,7 @@ impl ControllerClient {
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, String> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut channels = self.channels.lock();
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
@@ -87,7 +88,7 @@ impl ControllerClient {
         Fut: std::future::Future<Output = Result<Reply<T>, tonic::Status>>,
     {
         let start = Instant::now();
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF).with_deadline(start + deadline);
         let mut hinted: Option<String> = None;
         let mut next_voter = 0usize;
         let mut last = String::from("no attempt");
@@ -123,14 +124,12 @@ impl ControllerClient {
                     Err(e) => last = e,
                 }
             }
-            if start.elapsed() + backoff > deadline {
+            if !backoff.wait().await {
                 return Err(ClientError::Unavailable {
                     waited: start.elapsed(),
                     last,
                 });
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 

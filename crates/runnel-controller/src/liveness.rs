@@ -9,9 +9,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -100,12 +100,12 @@ impl BrokerLiveness {
                 || m.current_leader != Some(self.controller.node_id())
             {
                 drop(m);
-                *self.state.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                *self.state.lock() = None;
                 return None;
             }
             (m.current_term, m.last_applied.map_or(0, |l| l.index))
         };
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock();
         if state.as_ref().is_none_or(|s| s.term != term) {
             tracing::info!(term, "this node is the active controller");
             let now = Instant::now();

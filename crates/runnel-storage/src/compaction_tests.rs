@@ -575,7 +575,9 @@ proptest! {
 
 // ---- plan / execute / install ----
 
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
+
+use parking_lot::Mutex;
 
 /// One pass through the three steps, with an offset map bound.
 fn pass(
@@ -634,7 +636,7 @@ fn appends_and_reads_proceed_while_a_pass_executes() {
     }
     let log = Arc::new(Mutex::new(log));
     let plan = {
-        let mut l = log.lock().unwrap();
+        let mut l = log.lock();
         let hw = l.log_end_offset();
         l.compaction_plan(T0, hw, usize::MAX)
             .unwrap()
@@ -642,7 +644,7 @@ fn appends_and_reads_proceed_while_a_pass_executes() {
     };
     // A second pass cannot start while this one is under way.
     {
-        let mut l = log.lock().unwrap();
+        let mut l = log.lock();
         let hw = l.log_end_offset();
         assert!(l.compaction_plan(T0, hw, usize::MAX).unwrap().is_none());
     }
@@ -658,7 +660,7 @@ fn appends_and_reads_proceed_while_a_pass_executes() {
     codec.barrier.wait();
     // The pass is inside execute(): the log is free for appends, reads, flushes, retention.
     let appended = {
-        let mut l = log.lock().unwrap();
+        let mut l = log.lock();
         let mut offsets = Vec::new();
         for i in 0..20 {
             offsets.push(put(&mut l, &[(Some("a"), Some(&format!("new{i}")))], T0));
@@ -670,7 +672,7 @@ fn appends_and_reads_proceed_while_a_pass_executes() {
     };
     codec.barrier.wait();
     let cleaned = worker.join().unwrap();
-    let mut l = log.lock().unwrap();
+    let mut l = log.lock();
     let stats = l.install(cleaned).unwrap();
     assert!(
         stats.cleaned && !stats.discarded && stats.records_removed > 0,

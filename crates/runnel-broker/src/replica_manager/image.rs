@@ -5,9 +5,10 @@
 //! and the partitions to follow.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -90,7 +91,7 @@ impl ImageApplier {
     }
 
     pub(crate) fn image(&self) -> Arc<MetadataImage> {
-        self.image.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.image.read().clone()
     }
 
     pub(crate) fn applied_offset(&self) -> u64 {
@@ -102,7 +103,7 @@ impl ImageApplier {
     /// configs, then publishes `image` and `offset`. Offsets at or below the applied one are
     /// ignored. Blocking file I/O: call from a blocking thread, in log order.
     pub(crate) fn apply(&self, offset: u64, image: Arc<MetadataImage>) -> Result<(), BrokerError> {
-        let _order = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _order = self.apply_lock.lock();
         if offset <= self.applied_offset() {
             return Ok(());
         }
@@ -151,7 +152,7 @@ impl ImageApplier {
             }
         }
         self.sync_roles(&image);
-        *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
+        *self.image.write() = image;
         self.applied.send_replace(offset);
         Ok(())
     }
@@ -248,7 +249,7 @@ impl ImageApplier {
     /// Removes partition directories that no replica of the current image needs, in step
     /// with image application. Call once this node has caught up with the metadata log.
     pub(crate) fn remove_stray_dirs(&self) {
-        let _order = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _order = self.apply_lock.lock();
         self.registry.remove_stray_dirs(&self.image(), self.node_id);
     }
 }

@@ -2,9 +2,10 @@
 //! high-watermark checkpoint, over every partition log the registry holds. The sweeps do
 //! blocking file work; the loops run them on the blocking pool.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::registry::PartitionRegistry;
@@ -39,7 +40,7 @@ impl LogMaintenance {
                 .iter()
                 .map(|p| ((p.topic().to_string(), p.index()), p.high_watermark())),
         );
-        let mut written = self.written_hws.lock().unwrap_or_else(|p| p.into_inner());
+        let mut written = self.written_hws.lock();
         if *written == current {
             return;
         }

@@ -10,7 +10,7 @@
 //! - [`IsrSender`](crate::replication::isr::IsrSender): the queue of ISR changes for the
 //!   controller and the task that sends it.
 //!
-//! Locking: each partition's log sits behind its own `std::sync::Mutex`, held only for the
+//! Locking: each partition's log sits behind its own `parking_lot::Mutex`, held only for the
 //! synchronous append or read (a write to the page cache or a positional read), never across an
 //! `.await`. Long-polling fetches wait on a `watch` channel per partition that carries the high
 //! watermark, so appends wake them without any sleep loop.

@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
+use parking_lot::{Mutex, RwLock};
 use runnel_storage::PartitionLog;
 use uuid::Uuid;
 
@@ -58,7 +59,6 @@ impl PartitionRegistry {
     pub(crate) fn get(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
         self.partitions
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .get(&(topic.to_string(), index))
             .cloned()
     }
@@ -67,24 +67,17 @@ impl PartitionRegistry {
     pub(crate) fn by_id(&self, topic_id: Uuid, index: i32) -> Option<Arc<Partition>> {
         self.partitions_by_id
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .get(&(topic_id, index))
             .cloned()
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Partition>> {
-        self.partitions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.partitions.read().values().cloned().collect()
     }
 
     pub(crate) fn topic_partitions(&self, name: &str) -> Vec<Arc<Partition>> {
         self.partitions
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|((t, _), _)| t == name)
             .map(|(_, p)| p.clone())
@@ -98,7 +91,6 @@ impl PartitionRegistry {
     ) -> Vec<TopicPartition> {
         self.partitions
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|(key, p)| !keep(key, p))
             .map(|(key, _)| key.clone())
@@ -106,19 +98,13 @@ impl PartitionRegistry {
     }
 
     pub(crate) fn contains(&self, key: &TopicPartition) -> bool {
-        self.partitions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(key)
+        self.partitions.read().contains_key(key)
     }
 
     /// The checkpointed high watermarks of partitions not opened yet (a stale image at start):
     /// a rewritten checkpoint keeps them.
     pub(crate) fn unopened_checkpointed_hws(&self) -> checkpoint::Checkpoint {
-        self.checkpointed_hws
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.checkpointed_hws.lock().clone()
     }
 
     fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
@@ -155,7 +141,6 @@ impl PartitionRegistry {
         let checkpointed = self
             .checkpointed_hws
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .remove(&(topic.name.clone(), index));
         let partition = Arc::new(Partition::new(
             topic.name.clone(),
@@ -167,11 +152,9 @@ impl PartitionRegistry {
         ));
         self.partitions_by_id
             .write()
-            .unwrap_or_else(|p| p.into_inner())
             .insert((topic.id, index), partition.clone());
         self.partitions
             .write()
-            .unwrap_or_else(|p| p.into_inner())
             .insert((topic.name.clone(), index), partition);
         Ok(())
     }
@@ -179,17 +162,12 @@ impl PartitionRegistry {
     /// Closes and deletes one partition log. Requests still holding its `Arc` get
     /// UNKNOWN_TOPIC_OR_PARTITION from then on.
     pub(crate) fn drop_partition(&self, topic: &str, index: i32) {
-        let removed = self
-            .partitions
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(topic.to_string(), index));
+        let removed = self.partitions.write().remove(&(topic.to_string(), index));
         let Some(partition) = removed else {
             return;
         };
         self.partitions_by_id
             .write()
-            .unwrap_or_else(|p| p.into_inner())
             .remove(&(partition.topic_id(), index));
         if let Some(log) = partition.take_log() {
             let dir = log.dir().to_path_buf();

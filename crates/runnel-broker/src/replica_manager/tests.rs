@@ -103,7 +103,7 @@ mod idempotence {
     }
 
     fn state(p: &Partition) -> HashMap<i64, ProducerEntry> {
-        p.producers.lock().unwrap().producers().clone()
+        p.producers.lock().producers().clone()
     }
 
     fn snapshots(dir: &Path) -> Vec<String> {

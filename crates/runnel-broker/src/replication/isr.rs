@@ -5,9 +5,10 @@
 //! maximal ISR for the high watermark) until the answer or a newer metadata image arrives.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use runnel_controller::command::{CommandResult, ControllerCommand};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
@@ -55,7 +56,6 @@ impl IsrSender {
     pub(crate) fn submit(&self, partition: &Partition, change: IsrChange) {
         self.outbox
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .insert((partition.topic().to_string(), partition.index()), change);
         self.notify.notify_one();
     }
@@ -82,7 +82,7 @@ impl IsrSender {
                 _ = shutdown.changed() => break,
             }
             let ready: Vec<(TopicPartition, IsrChange)> = {
-                let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+                let mut outbox = self.outbox.lock();
                 let keys: Vec<TopicPartition> = outbox
                     .keys()
                     .filter(|tp| !busy.contains(*tp))

@@ -22,6 +22,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Message, StrBytes};
 use kafka_protocol::ResponseError;
+use runnel_util::Backoff;
 
 use super::{BrokerMetadata, Client};
 use crate::connection::Connection;
@@ -356,12 +357,11 @@ fn offset_commit_request(
 }
 
 impl Client {
-    async fn group_backoff(&mut self, group: &str, attempt: u32, e: &Error) -> bool {
-        if attempt >= GROUP_MAX_RETRIES || !is_coordinator_error(e) {
+    async fn group_backoff(&mut self, group: &str, retries: &mut Backoff, e: &Error) -> bool {
+        if !is_coordinator_error(e) || !Self::backoff(retries, e).await {
             return false;
         }
         self.coordinators.remove(group);
-        self.backoff(attempt, e).await;
         true
     }
 
@@ -373,10 +373,10 @@ impl Client {
         group: &str,
         mut request: impl AsyncFnMut(&mut Self) -> Result<T>,
     ) -> Result<T> {
-        let mut attempt = 0;
+        let mut retries = Self::retries(GROUP_MAX_RETRIES);
         loop {
             match request(self).await {
-                Err(e) if self.group_backoff(group, attempt, &e).await => attempt += 1,
+                Err(e) if self.group_backoff(group, &mut retries, &e).await => {}
                 other => return other,
             }
         }
@@ -462,18 +462,14 @@ impl Client {
         let ids: Vec<i32> = self.brokers.keys().copied().collect();
         let mut out: BTreeMap<String, ListedGroup> = BTreeMap::new();
         for id in ids {
-            let mut attempt = 0;
+            let mut retries = Self::retries(GROUP_MAX_RETRIES);
             let groups = loop {
                 match self.list_groups_on(id, states).await {
                     Err(e)
-                        if attempt < GROUP_MAX_RETRIES
-                            && (is_coordinator_error(&e)
-                                || e.kafka_error()
-                                    == Some(ResponseError::CoordinatorLoadInProgress)) =>
-                    {
-                        self.backoff(attempt, &e).await;
-                        attempt += 1;
-                    }
+                        if (is_coordinator_error(&e)
+                            || e.kafka_error()
+                                == Some(ResponseError::CoordinatorLoadInProgress))
+                            && Self::backoff(&mut retries, &e).await => {}
                     other => break other?,
                 }
             };

@@ -3,7 +3,7 @@
 use kafka_protocol::messages::{InitProducerIdRequest, ProducerId};
 use kafka_protocol::ResponseError;
 
-use super::{acks, Client};
+use super::{acks, Client, MAX_RETRIES};
 use crate::error::{Error, Result};
 use crate::idempotence::{IdempotentProducer, ProducerBatch, ProducerIdentity};
 
@@ -14,13 +14,10 @@ impl Client {
     /// Asks any broker for a new producer id and epoch (InitProducerId without a
     /// transactional id), retrying retriable errors a few times.
     pub async fn init_producer_id(&mut self) -> Result<ProducerIdentity> {
-        let mut attempt = 0;
+        let mut retries = Self::retries(MAX_RETRIES);
         loop {
             match self.init_producer_id_once().await {
-                Err(e) if Self::should_retry(&e, attempt) => {
-                    self.backoff(attempt, &e).await;
-                    attempt += 1;
-                }
+                Err(e) if Self::should_retry(&e) && Self::backoff(&mut retries, &e).await => {}
                 other => return other,
             }
         }
@@ -62,16 +59,10 @@ impl Client {
     /// the leaders) with the very same batch, so the broker drops any copy it already wrote.
     /// Returns the base offset (see [`Client::produce_batch_attempt`]).
     pub async fn produce_batch(&mut self, batch: &ProducerBatch) -> Result<i64> {
-        let mut attempt = 0;
-        loop {
-            match self.produce_batch_attempt(batch).await {
-                Err(e) if Self::should_retry(&e, attempt) => {
-                    self.recover(batch.topic(), attempt, &e).await?;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        self.with_partition_retries(batch.topic(), async |client| {
+            client.produce_batch_attempt(batch).await
+        })
+        .await
     }
 
     /// Sends an idempotent batch once, with acks=all. Returns the base offset the broker

@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::error::Error;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use openraft::error::InstallSnapshotError;
@@ -30,6 +29,7 @@ use openraft::raft::InstallSnapshotRequest;
 use openraft::raft::InstallSnapshotResponse;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
+use parking_lot::Mutex;
 use runnel_rpc::controller::v1::raft_service_client::RaftServiceClient;
 use runnel_rpc::controller::v1::RaftRequest;
 use runnel_rpc::controller::v1::RaftResponse;
@@ -74,7 +74,7 @@ impl GrpcNetworkFactory {
     /// The cached channel to `target` at `addr`, created (unconnected) if absent. tonic
     /// connects it on first use and reconnects it after the peer comes back.
     fn channel(&self, target: u64, addr: &str) -> Result<Channel, String> {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let mut channels = self.channels.lock();
         if let Some((cached_addr, channel)) = channels.get(&target) {
             if cached_addr == addr {
                 return Ok(channel.clone());
