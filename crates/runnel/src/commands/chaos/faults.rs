@@ -240,7 +240,7 @@ impl Injector {
         for http in nodes {
             if let Some(id) = probe::cluster_view(http)
                 .await
-                .and_then(|v| v.controller())
+                .and_then(|v| v.controller.leader_id)
                 .and_then(|id| u16::try_from(id).ok())
             {
                 return (id, " (active controller)");

@@ -401,7 +401,7 @@ async fn wait_settled(cluster: &Mutex<Target>, timeout: Duration) -> anyhow::Res
             for http in https {
                 if probe::cluster_view(http)
                     .await
-                    .is_some_and(|v| v.is_settled(ids.len()))
+                    .is_some_and(|v| probe::is_settled(&v, ids.len()))
                 {
                     return Ok(());
                 }

@@ -1,48 +1,19 @@
-//! What chaos asks the nodes over HTTP: the parts of `GET /v1/cluster` it acts on.
+//! What chaos asks the nodes over HTTP: `GET /v1/cluster`, and whether the cluster has settled.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use runnel_node::http::ClusterView;
 
 use crate::commands::cluster::{http_agent, url};
 
-/// One node's view of the cluster; fields it lacks default to empty.
-#[derive(Deserialize, Debug, Default, PartialEq)]
-#[serde(default)]
-pub(crate) struct ClusterView {
-    controller: ControllerPart,
-    brokers: Vec<BrokerPart>,
-    offline_partitions: Vec<serde_json::Value>,
-}
-
-#[derive(Deserialize, Debug, Default, PartialEq)]
-#[serde(default)]
-struct ControllerPart {
-    leader_id: Option<i32>,
-}
-
-#[derive(Deserialize, Debug, Default, PartialEq)]
-#[serde(default)]
-struct BrokerPart {
-    id: i32,
-    fenced: bool,
-}
-
-impl ClusterView {
-    /// The active controller, if this node knows one.
-    pub(crate) fn controller(&self) -> Option<i32> {
-        self.controller.leader_id
-    }
-
-    /// Whether all `nodes` brokers are registered and unfenced, a controller is known and
-    /// every partition has a leader.
-    pub(crate) fn is_settled(&self, nodes: usize) -> bool {
-        self.controller.leader_id.is_some()
-            && self.brokers.len() == nodes
-            && self.brokers.iter().all(|b| !b.fenced)
-            && self.offline_partitions.is_empty()
-    }
+/// Whether all `nodes` brokers are registered and unfenced, a controller is known and every
+/// partition has a leader.
+pub(crate) fn is_settled(view: &ClusterView, nodes: usize) -> bool {
+    view.controller.leader_id.is_some()
+        && view.brokers.len() == nodes
+        && view.brokers.iter().all(|b| !b.fenced)
+        && view.offline_partitions.is_empty()
 }
 
 /// `GET /v1/cluster` of one node; `None` when it does not answer in time or not with JSON.
@@ -76,19 +47,19 @@ mod tests {
         let ok = view(serde_json::json!({
             "controller": {"leader_id": 1}, "brokers": brokers(false), "offline_partitions": [],
         }));
-        assert!(ok.is_settled(2));
-        assert!(!ok.is_settled(3));
-        assert_eq!(ok.controller(), Some(1));
+        assert!(is_settled(&ok, 2));
+        assert!(!is_settled(&ok, 3));
+        assert_eq!(ok.controller.leader_id, Some(1));
         let fenced =
             view(serde_json::json!({"controller": {"leader_id": 1}, "brokers": brokers(true)}));
-        assert!(!fenced.is_settled(2));
+        assert!(!is_settled(&fenced, 2));
         let offline = view(serde_json::json!({
             "controller": {"leader_id": 1}, "brokers": brokers(false),
             "offline_partitions": [{"topic": "t", "partition": 0}],
         }));
-        assert!(!offline.is_settled(2));
+        assert!(!is_settled(&offline, 2));
         let leaderless = view(serde_json::json!({"brokers": brokers(false)}));
-        assert!(!leaderless.is_settled(2));
-        assert_eq!(leaderless.controller(), None);
+        assert!(!is_settled(&leaderless, 2));
+        assert_eq!(leaderless.controller.leader_id, None);
     }
 }
