@@ -10,6 +10,8 @@ use anyhow::anyhow;
 use runnel_node::http::{BrokerView, ClusterView, PartitionView};
 use serde::Serialize;
 
+use runnel_lab::cli::{http_agent, url};
+
 use super::outln;
 use super::table::{id_list, Table};
 
@@ -115,28 +117,6 @@ async fn fetch_all(addrs: &[String]) -> Vec<Answer> {
         }));
     }
     answers
-}
-
-/// An HTTP client for nodes on the local network: short timeouts, no proxy, HTTP errors
-/// returned as responses.
-pub(crate) fn http_agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .proxy(None)
-            .http_status_as_error(false)
-            .build(),
-    )
-}
-
-/// `http://host:port/path` for an address given with or without its scheme.
-pub(crate) fn url(addr: &str, path: &str) -> String {
-    let base = addr.trim_end_matches('/');
-    if base.starts_with("http://") || base.starts_with("https://") {
-        format!("{base}{path}")
-    } else {
-        format!("http://{base}{path}")
-    }
 }
 
 fn fetch(addr: &str) -> Result<ClusterView, String> {
@@ -734,14 +714,5 @@ mod tests {
         assert_eq!(json["controller"]["id"], 1);
         assert_eq!(json["nodes"][0]["reachable"], true);
         assert_eq!(json["offline_partitions"][0]["topic"], "orders");
-    }
-
-    #[test]
-    fn urls_take_addresses_with_or_without_scheme() {
-        assert_eq!(
-            url("127.0.0.1:9644", "/v1/cluster"),
-            "http://127.0.0.1:9644/v1/cluster"
-        );
-        assert_eq!(url("http://h:1/", "/health"), "http://h:1/health");
     }
 }

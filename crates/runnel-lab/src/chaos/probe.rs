@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use runnel_node::http::ClusterView;
 
-use crate::commands::cluster::{http_agent, url};
+use crate::cli::{http_agent, url};
 
 /// Whether all `nodes` brokers are registered and unfenced, a controller is known and every
 /// partition has a leader.
