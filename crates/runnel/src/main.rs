@@ -1,4 +1,5 @@
-//! The `runnel` binary: runs a node and speaks the Kafka protocol as a CLI client.
+//! The `runnel` binary: a thin clap front end that runs a node (`runnel-node`), speaks the
+//! Kafka protocol as a CLI client, and drives the lab's clusters (`runnel-lab`).
 
 mod commands;
 mod node;
@@ -33,12 +34,12 @@ enum Command {
     #[command(subcommand)]
     Group(commands::group::GroupCommand),
     /// Run a local development cluster: N nodes of this binary on consecutive ports.
-    Dev(commands::dev::DevArgs),
+    Dev(runnel_lab::dev::DevArgs),
     /// Run a local cluster under a fault schedule and check that acknowledged records survive.
-    Chaos(commands::chaos::ChaosArgs),
+    Chaos(runnel_lab::chaos::ChaosArgs),
     /// Run a measurement on a fresh local cluster and write its results under target/experiments.
     #[command(subcommand)]
-    Experiment(commands::experiment::ExperimentCommand),
+    Experiment(runnel_lab::experiment::ExperimentCommand),
     /// Inspect the cluster through the nodes' HTTP endpoints.
     #[command(subcommand)]
     Cluster(commands::cluster::ClusterCommand),
@@ -66,10 +67,10 @@ fn main() -> std::process::ExitCode {
             Command::Produce(args) => commands::produce::run(args).await,
             Command::Consume(args) => commands::consume::run(args).await,
             Command::Group(cmd) => commands::group::run(cmd).await,
-            Command::Dev(args) => commands::dev::run(args).await,
+            Command::Dev(args) => runnel_lab::dev::run(args, runnel_bin()?).await,
             Command::Cluster(cmd) => commands::cluster::run(cmd).await,
-            Command::Chaos(args) => commands::chaos::run(args).await,
-            Command::Experiment(cmd) => commands::experiment::run(cmd).await,
+            Command::Chaos(args) => runnel_lab::chaos::run(args, runnel_bin()?).await,
+            Command::Experiment(cmd) => runnel_lab::experiment::run(cmd, runnel_bin()?).await,
             Command::Health(args) => commands::health::run(args).await,
         }
     });
@@ -80,6 +81,12 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// This binary: the lab's local clusters run their nodes with it.
+fn runnel_bin() -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context as _;
+    std::env::current_exe().context("cannot find the runnel executable to start nodes")
 }
 
 /// Logs go to stderr through `tracing`; `RUST_LOG` sets the level. A node logs at info by

@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::anyhow;
-use serde::{Deserialize, Serialize};
+use runnel_node::http::{BrokerView, ClusterView, PartitionView};
+use serde::Serialize;
+
+use runnel_lab::cli::{http_agent, url};
 
 use super::outln;
 use super::table::{id_list, Table};
@@ -88,91 +91,11 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
 
 // --- what a node answers ------------------------------------------------------------------
 
-/// The body of `GET /v1/cluster`, one node's view. Every field has a default so a node that
-/// answers with fewer fields (an older or newer version) still shows up.
-#[derive(Deserialize, Serialize, Debug, Clone, Default, PartialEq)]
-#[serde(default)]
-pub(crate) struct NodeView {
-    node_id: Option<i32>,
-    roles: Vec<String>,
-    cluster_id: String,
-    controller: ControllerView,
-    brokers: Vec<BrokerView>,
-    topics: u64,
-    partitions: u64,
-    offline_partitions: Vec<PartitionView>,
-    under_replicated_partitions: Vec<PartitionView>,
-}
-
-#[derive(Deserialize, Serialize, Debug, Clone, Default, PartialEq)]
-#[serde(default)]
-struct ControllerView {
-    raft_state: String,
-    term: u64,
-    leader_id: Option<i32>,
-    last_applied: Option<u64>,
-    voters: Vec<Member>,
-    learners: Vec<Member>,
-}
-
-#[derive(Deserialize, Serialize, Debug, Clone, Default, PartialEq)]
-#[serde(default)]
-struct Member {
-    id: i32,
-    rpc_address: String,
-}
-
-#[derive(Deserialize, Serialize, Debug, Clone, Default, PartialEq)]
-#[serde(default)]
-struct BrokerView {
-    id: i32,
-    host: String,
-    port: i32,
-    rpc_address: String,
-    rack: Option<String>,
-    fenced: bool,
-    epoch: i64,
-    listeners: Vec<ListenerView>,
-}
-
-#[derive(Deserialize, Serialize, Debug, Clone, Default, PartialEq)]
-#[serde(default)]
-struct ListenerView {
-    name: String,
-    host: String,
-    port: i32,
-}
-
-impl BrokerView {
-    /// The Kafka addresses clients are told: `host:port`, or `NAME=host:port, ...` for a
-    /// broker with several named listeners.
-    fn kafka(&self) -> String {
-        match self.listeners.as_slice() {
-            [] | [_] => format!("{}:{}", self.host, self.port),
-            many => many
-                .iter()
-                .map(|l| format!("{}={}:{}", l.name, l.host, l.port))
-                .collect::<Vec<_>>()
-                .join(", "),
-        }
-    }
-}
-
-#[derive(Deserialize, Serialize, Debug, Clone, Default, PartialEq)]
-#[serde(default)]
-struct PartitionView {
-    topic: String,
-    partition: i32,
-    leader: i32,
-    replicas: Vec<i32>,
-    isr: Vec<i32>,
-}
-
 /// What asking one address gave.
 #[derive(Debug)]
 pub(crate) struct Answer {
     http: String,
-    result: Result<NodeView, String>,
+    result: Result<ClusterView, String>,
 }
 
 async fn fetch_all(addrs: &[String]) -> Vec<Answer> {
@@ -196,29 +119,7 @@ async fn fetch_all(addrs: &[String]) -> Vec<Answer> {
     answers
 }
 
-/// An HTTP client for nodes on the local network: short timeouts, no proxy, HTTP errors
-/// returned as responses.
-pub(crate) fn http_agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .proxy(None)
-            .http_status_as_error(false)
-            .build(),
-    )
-}
-
-/// `http://host:port/path` for an address given with or without its scheme.
-pub(crate) fn url(addr: &str, path: &str) -> String {
-    let base = addr.trim_end_matches('/');
-    if base.starts_with("http://") || base.starts_with("https://") {
-        format!("{base}{path}")
-    } else {
-        format!("http://{base}{path}")
-    }
-}
-
-fn fetch(addr: &str) -> Result<NodeView, String> {
+fn fetch(addr: &str) -> Result<ClusterView, String> {
     let url = url(addr, "/v1/cluster");
     let response = http_agent(REQUEST_TIMEOUT)
         .get(&url)
@@ -235,7 +136,7 @@ fn fetch(addr: &str) -> Result<NodeView, String> {
     }
     response
         .into_body()
-        .read_json::<NodeView>()
+        .read_json::<ClusterView>()
         .map_err(|e| format!("GET {url} answered something that is not cluster status JSON: {e}"))
 }
 
@@ -304,13 +205,13 @@ struct ActiveController {
 /// controller when it answered (its metadata is the newest), else from the node that has
 /// applied the most of the Raft log.
 pub(crate) fn merge(answers: Vec<Answer>) -> ClusterStatus {
-    let views: Vec<&NodeView> = answers
+    let views: Vec<&ClusterView> = answers
         .iter()
         .filter_map(|a| a.result.as_ref().ok())
         .collect();
     let controller = active_controller(&views);
 
-    let source: Option<&NodeView> = controller
+    let source: Option<&ClusterView> = controller
         .as_ref()
         .and_then(|c| views.iter().find(|v| v.node_id == Some(c.id)).copied())
         .or_else(|| {
@@ -431,7 +332,7 @@ pub(crate) fn merge(answers: Vec<Answer>) -> ClusterStatus {
 }
 
 /// The roles a silent node has according to another node's metadata.
-fn roles_from_metadata(view: &NodeView, id: i32) -> Vec<String> {
+fn roles_from_metadata(view: &ClusterView, id: i32) -> Vec<String> {
     let mut roles = Vec::new();
     if view.controller.voters.iter().any(|m| m.id == id) {
         roles.push("controller".to_owned());
@@ -444,7 +345,7 @@ fn roles_from_metadata(view: &NodeView, id: i32) -> Vec<String> {
 
 /// The node that says it is the Raft leader (the highest term wins should two say so), else
 /// the leader most reachable nodes name (ties go to the higher term, then the lower id).
-fn active_controller(views: &[&NodeView]) -> Option<ActiveController> {
+fn active_controller(views: &[&ClusterView]) -> Option<ActiveController> {
     let leader = views
         .iter()
         .filter(|v| v.controller.raft_state.eq_ignore_ascii_case("leader"))
@@ -597,7 +498,7 @@ fn render(s: &ClusterStatus) -> String {
 mod tests {
     use super::*;
 
-    fn view(json: serde_json::Value) -> NodeView {
+    fn view(json: serde_json::Value) -> ClusterView {
         serde_json::from_value(json).unwrap()
     }
 
@@ -813,37 +714,5 @@ mod tests {
         assert_eq!(json["controller"]["id"], 1);
         assert_eq!(json["nodes"][0]["reachable"], true);
         assert_eq!(json["offline_partitions"][0]["topic"], "orders");
-    }
-
-    #[test]
-    fn urls_take_addresses_with_or_without_scheme() {
-        assert_eq!(
-            url("127.0.0.1:9644", "/v1/cluster"),
-            "http://127.0.0.1:9644/v1/cluster"
-        );
-        assert_eq!(url("http://h:1/", "/health"), "http://h:1/health");
-    }
-
-    #[test]
-    fn brokers_with_named_listeners_show_each_address() {
-        let listener = |name: &str, host: &str, port| ListenerView {
-            name: name.into(),
-            host: host.into(),
-            port,
-        };
-        let mut b = BrokerView {
-            host: "runnel-1".into(),
-            port: 9092,
-            ..BrokerView::default()
-        };
-        assert_eq!(b.kafka(), "runnel-1:9092");
-        b.listeners = vec![
-            listener("INTERNAL", "runnel-1", 9092),
-            listener("EXTERNAL", "127.0.0.1", 19092),
-        ];
-        assert_eq!(
-            b.kafka(),
-            "INTERNAL=runnel-1:9092, EXTERNAL=127.0.0.1:19092"
-        );
     }
 }

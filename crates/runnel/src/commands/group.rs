@@ -544,85 +544,11 @@ fn parse_datetime(s: &str) -> Result<i64, String> {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s.parse::<i64>().map_err(|_| bad());
     }
-    let b = s.as_bytes();
-    if b.len() < 19
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return Err(bad());
-    }
-    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
-        let part = &s[r];
-        if part.bytes().all(|c| c.is_ascii_digit()) {
-            part.parse::<i64>().map_err(|_| bad())
-        } else {
-            Err(bad())
-        }
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return Err(bad());
-    }
-    let mut rest = &s[19..];
-    let mut millis = 0i64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let mut ms = String::from(&frac[..digits.min(3)]);
-        while ms.len() < 3 {
-            ms.push('0');
-        }
-        millis = ms.parse::<i64>().map_err(|_| bad())?;
-        rest = &frac[digits..];
-    }
-    let offset_minutes = match rest {
-        "" | "Z" | "z" => 0,
-        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
-            let h = o[1..3].parse::<i64>().map_err(|_| bad())?;
-            let m = o[4..6].parse::<i64>().map_err(|_| bad())?;
-            if h > 23 || m > 59 {
-                return Err(bad());
-            }
-            let sign = if o.starts_with('-') { -1 } else { 1 };
-            sign * (h * 60 + m)
-        }
-        _ => return Err(bad()),
-    };
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
-    Ok(secs * 1000 + millis)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    // RFC 3339 requires an offset; a date-time without one is taken as UTC.
+    chrono::DateTime::parse_from_rfc3339(s)
+        .or_else(|_| chrono::DateTime::parse_from_rfc3339(&format!("{s}Z")))
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| bad())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1041,6 +967,10 @@ Members:      1
         assert_eq!(
             parse_datetime("2024-02-29T00:00:00Z").unwrap(),
             1_709_164_800_000
+        );
+        assert_eq!(
+            parse_datetime(" 2024-05-01t12:00:00.2509z ").unwrap(),
+            1_714_564_800_250
         );
         for bad in [
             "",

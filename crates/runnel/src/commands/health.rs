@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 
-use super::cluster::{http_agent, url};
+use runnel_lab::cli::{http_agent, url};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct HealthArgs {

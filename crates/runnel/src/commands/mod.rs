@@ -1,24 +1,17 @@
 //! CLI commands that talk to a cluster over the Kafka protocol, like any other client.
 
-pub(crate) mod bounded_client;
-pub(crate) mod chaos;
 pub(crate) mod cluster;
-pub(crate) mod cluster_target;
-pub(crate) mod compose_cluster;
 pub(crate) mod consume;
-pub(crate) mod dev;
-pub(crate) mod experiment;
 pub(crate) mod group;
 pub(crate) mod health;
-pub(crate) mod local_cluster;
 pub(crate) mod produce;
-pub(crate) mod table;
 pub(crate) mod topic;
 
 use std::time::Duration;
 
-use anyhow::anyhow;
-use runnel_client::{Client, ClientConfig, Error, ResponseError};
+use runnel_client::{Client, ClientConfig};
+pub(crate) use runnel_lab::cli::{emit, explain, table};
+pub(crate) use runnel_lab::outln;
 
 /// How to reach the cluster; shared by every client command.
 #[derive(clap::Args, Debug, Clone)]
@@ -52,68 +45,6 @@ impl ConnectArgs {
     }
 }
 
-/// Turns a client error into a message that says what to do next.
-pub(crate) fn explain(err: Error) -> anyhow::Error {
-    let hint: Option<String> = match &err {
-        Error::Connect { addr, source } => {
-            let reason = match source.kind() {
-                std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
-                _ => source.to_string(),
-            };
-            return anyhow!(
-                "cannot connect to {addr}: {reason} — is a node running? start one with \
-                 `runnel node` or `make run`, or point --bootstrap-server \
-                 (RUNNEL_BOOTSTRAP_SERVER) at a running node"
-            );
-        }
-        Error::Timeout { .. } => Some(
-            "the broker is slow or unreachable; check the node's logs, or raise \
-             --request-timeout-ms"
-                .to_owned(),
-        ),
-        Error::InvalidBootstrap(_) => Some("example: --bootstrap-server localhost:9092".to_owned()),
-        Error::UnsupportedVersion { .. } => {
-            Some("is --bootstrap-server pointing at a Kafka-compatible broker?".to_owned())
-        }
-        Error::Kafka {
-            error, topic, partition, ..
-        } => match (error, topic) {
-            (ResponseError::UnknownTopicOrPartition, Some(t)) if partition.is_none() => Some(
-                format!("list topics with `runnel topic list`, or create it with `runnel topic create {t}`"),
-            ),
-            (ResponseError::UnknownTopicOrPartition, Some(t)) => {
-                Some(format!("see its partitions with `runnel topic describe {t}`"))
-            }
-            (ResponseError::TopicAlreadyExists, Some(t)) => {
-                Some(format!("inspect it with `runnel topic describe {t}`"))
-            }
-            (ResponseError::InvalidReplicationFactor, _) => Some(
-                "the replication factor cannot exceed the number of nodes; omit \
-                 --replication-factor to use the cluster default"
-                    .to_owned(),
-            ),
-            (ResponseError::InvalidPartitions, _) => {
-                Some("the partition count must be positive (and larger than the current count when adding partitions)".to_owned())
-            }
-            (ResponseError::InvalidConfig, _) => {
-                Some("check the config name and value".to_owned())
-            }
-            (ResponseError::NotLeaderOrFollower | ResponseError::LeaderNotAvailable, _) => {
-                Some("the cluster may be electing a leader; retry in a moment".to_owned())
-            }
-            _ => None,
-        },
-        Error::NoLeader { .. } => {
-            Some("the cluster may be electing a leader; retry in a moment".to_owned())
-        }
-        _ => None,
-    };
-    match hint {
-        Some(h) => anyhow!("{err} — {h}"),
-        None => anyhow::Error::new(err),
-    }
-}
-
 /// Parses `KEY=VALUE`.
 pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -121,25 +52,6 @@ pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
         _ => Err(format!("expected KEY=VALUE, got '{s}'")),
     }
 }
-
-/// Writes to stdout, ignoring a closed pipe (e.g. `runnel topic list | head -1`) instead of
-/// panicking like `print!` does.
-pub(crate) fn emit(text: &str) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-}
-
-/// `println!` that tolerates a closed stdout; see [`emit`].
-macro_rules! outln {
-    () => {
-        $crate::commands::emit("\n")
-    };
-    ($($arg:tt)*) => {
-        $crate::commands::emit(&format!("{}\n", format_args!($($arg)*)))
-    };
-}
-pub(crate) use outln;
 
 /// Whether an I/O error means stdout's reader went away (e.g. `| head`).
 pub(crate) fn is_broken_pipe(e: &std::io::Error) -> bool {
@@ -166,31 +78,5 @@ mod tests {
         );
         assert!(parse_key_value("novalue").is_err());
         assert!(parse_key_value("=x").is_err());
-    }
-
-    #[test]
-    fn connection_refused_hint() {
-        let err = Error::Connect {
-            addr: "localhost:9092".into(),
-            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
-        };
-        let msg = explain(err).to_string();
-        assert!(
-            msg.starts_with(
-                "cannot connect to localhost:9092: connection refused — is a node running?"
-            ),
-            "{msg}"
-        );
-    }
-
-    #[test]
-    fn unknown_topic_hint() {
-        let err = Error::from_code(3, Some("orders"), None, None).unwrap();
-        let msg = explain(err).to_string();
-        assert_eq!(
-            msg,
-            "topic 'orders' does not exist (UNKNOWN_TOPIC_OR_PARTITION) — list topics with \
-             `runnel topic list`, or create it with `runnel topic create orders`"
-        );
     }
 }

@@ -10,6 +10,8 @@ use runnel_client::partitioner::partition_for_key;
 use runnel_client::{acks, Compression, ProducerRecord};
 use tokio::sync::mpsc;
 
+use runnel_lab::cli::Acks;
+
 use super::{explain, ConnectArgs};
 
 /// Flush a batch after this many lines...
@@ -18,19 +20,6 @@ const MAX_BATCH_RECORDS: usize = 1000;
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// ...or when no new line arrives for this long (so interactive input is sent promptly).
 const LINGER: Duration = Duration::from_millis(100);
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum AcksArg {
-    /// Do not wait for the broker (no error reporting, no offsets).
-    #[value(name = "0")]
-    None,
-    /// Wait for the leader to write the records.
-    #[value(name = "1")]
-    Leader,
-    /// Wait for all in-sync replicas.
-    #[value(name = "all", alias = "-1")]
-    All,
-}
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum CompressionArg {
@@ -66,7 +55,7 @@ pub(crate) struct ProduceArgs {
     key_separator: Option<String>,
     /// Acknowledgements to wait for.
     #[arg(long, value_enum, default_value = "all")]
-    acks: AcksArg,
+    acks: Acks,
     /// Compression codec for record batches.
     #[arg(long, value_enum, default_value = "none")]
     compression: CompressionArg,
@@ -93,11 +82,7 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let acks = match args.acks {
-        AcksArg::None => acks::NONE,
-        AcksArg::Leader => acks::LEADER,
-        AcksArg::All => acks::ALL,
-    };
+    let acks = args.acks.code();
     let compression = Compression::from(args.compression);
     let separator = args.key_separator.map(String::into_bytes);
 

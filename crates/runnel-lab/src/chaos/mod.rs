@@ -21,10 +21,10 @@ use tokio::task::JoinSet;
 use self::faults::{FaultLog, Injector, Schedule};
 use self::report::{PartitionRow, Report};
 use self::workload::{Counters, ProducerLog};
-use super::cluster_target::{Target, TargetArgs, TargetKind, RESTORE_TIMEOUT};
-use super::compose_cluster::ComposeCluster;
-use super::local_cluster::{plan, LocalCluster, NodeLogs};
-use super::outln;
+use crate::cluster_target::{Target, TargetArgs, TargetKind, RESTORE_TIMEOUT};
+use crate::compose_cluster::ComposeCluster;
+use crate::local_cluster::{plan, LocalCluster, NodeLogs};
+use crate::outln;
 
 /// The topic of a local run (its cluster is new); compose runs add the seed and the time,
 /// since their cluster outlives them.
@@ -42,7 +42,7 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 const RECOVERY_PATIENCE: Duration = Duration::from_secs(15);
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct ChaosArgs {
+pub struct ChaosArgs {
     /// The fault schedule to apply.
     #[arg(long, value_enum)]
     schedule: Schedule,
@@ -91,18 +91,19 @@ struct Setup {
     session_timeout: Duration,
 }
 
-pub(crate) async fn run(args: ChaosArgs) -> anyhow::Result<()> {
+/// Runs the schedule; `runnel_bin` is the binary a local cluster's nodes run.
+pub async fn run(args: ChaosArgs, runnel_bin: PathBuf) -> anyhow::Result<()> {
     if let Some(why) = args.schedule.unsupported_on(args.on.target) {
         bail!("--schedule {}: {why}", args.schedule.name());
     }
     let seed = args.seed.unwrap_or_else(clock_seed);
     match args.on.target {
-        TargetKind::Local => run_local(args, seed).await,
+        TargetKind::Local => run_local(args, seed, runnel_bin).await,
         TargetKind::Compose => run_compose(args, seed).await,
     }
 }
 
-async fn run_local(args: ChaosArgs, seed: u64) -> anyhow::Result<()> {
+async fn run_local(args: ChaosArgs, seed: u64, runnel_bin: PathBuf) -> anyhow::Result<()> {
     if i32::from(args.replication_factor) > i32::from(args.nodes) {
         bail!(
             "--replication-factor {} needs at least that many --nodes (got {})",
@@ -132,7 +133,7 @@ async fn run_local(args: ChaosArgs, seed: u64) -> anyhow::Result<()> {
         ),
     ];
     let plan = plan(args.nodes, args.base_port, &data_dir)?;
-    let cluster = LocalCluster::new("runnel chaos", plan, configs, NodeLogs::Files)?;
+    let cluster = LocalCluster::new("runnel chaos", runnel_bin, plan, configs, NodeLogs::Files)?;
     eprintln!(
         "runnel chaos: target local, schedule {}, seed {seed}, {} node(s), data and node logs under {}",
         args.schedule.name(),
@@ -219,7 +220,7 @@ async fn drive(args: &ChaosArgs, setup: &Setup, target: Target) -> anyhow::Resul
     if args.json {
         outln!("{}", serde_json::to_string(&report)?);
     } else {
-        super::emit(&report::render(&report));
+        crate::cli::emit(&report::render(&report));
     }
     Ok(report)
 }
@@ -327,7 +328,7 @@ async fn execute(
         }
         anyhow::Ok(())
     };
-    tokio::time::timeout(crate::commands::bounded_client::ATTEMPT_TIMEOUT * 3, drain)
+    tokio::time::timeout(crate::bounded_client::ATTEMPT_TIMEOUT * 3, drain)
         .await
         .map_err(|_| anyhow!("the producers did not stop in time"))??;
     logs.sort_by_key(|(p, _)| *p);
@@ -401,7 +402,7 @@ async fn wait_settled(cluster: &Mutex<Target>, timeout: Duration) -> anyhow::Res
             for http in https {
                 if probe::cluster_view(http)
                     .await
-                    .is_some_and(|v| v.is_settled(ids.len()))
+                    .is_some_and(|v| probe::is_settled(&v, ids.len()))
                 {
                     return Ok(());
                 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context as _};
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::local_cluster::{bootstrap, describe_exit, plan, LocalCluster, NodeLogs};
+use crate::local_cluster::{bootstrap, describe_exit, plan, LocalCluster, NodeLogs};
 
 /// How long the nodes get to report healthy after they were started.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -20,7 +20,7 @@ const MAX_RESTARTS: usize = 3;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct DevArgs {
+pub struct DevArgs {
     /// How many nodes to run (1 to 9); every node is a controller and a broker.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=9))]
     nodes: u16,
@@ -45,9 +45,16 @@ enum Outcome {
     NotHealthy(Vec<u16>),
 }
 
-pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
+/// Runs the cluster until Ctrl-C or SIGTERM; `runnel_bin` is the binary the nodes run.
+pub async fn run(args: DevArgs, runnel_bin: PathBuf) -> anyhow::Result<()> {
     let plan = plan(args.nodes, args.base_port, &args.data_dir)?;
-    let mut cluster = LocalCluster::new("runnel dev", plan.clone(), args.configs, NodeLogs::Relay)?;
+    let mut cluster = LocalCluster::new(
+        "runnel dev",
+        runnel_bin,
+        plan.clone(),
+        args.configs,
+        NodeLogs::Relay,
+    )?;
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -93,9 +100,9 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
                 }
                 pending = cluster.unhealthy(&pending).await;
                 if pending.is_empty() {
-                    crate::commands::outln!("bootstrap servers: {}", bootstrap(&plan));
+                    crate::outln!("bootstrap servers: {}", bootstrap(&plan));
                     let http: Vec<String> = plan.iter().map(|n| n.http.to_string()).collect();
-                    crate::commands::outln!(
+                    crate::outln!(
                         "all {} node(s) healthy; see the cluster with `runnel cluster status --http {}`; Ctrl-C stops them",
                         plan.len(),
                         http.join(",")

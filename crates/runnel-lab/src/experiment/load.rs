@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use runnel_client::{acks, Client, Compression, ProducerRecord};
+use runnel_client::{Client, Compression, ProducerRecord};
 use tokio::task::JoinSet;
 
-use crate::commands::bounded_client::{self, ATTEMPT_TIMEOUT, REQUEST_TIMEOUT};
+use crate::bounded_client::{self, ATTEMPT_TIMEOUT, REQUEST_TIMEOUT};
+pub(crate) use crate::cli::Acks;
 
 /// The client's own bounds, and ours around a whole attempt (connecting included).
 /// Pause after a failed request, so a dead leader is not hammered.
@@ -22,44 +23,6 @@ const VALUE_PREFIX: &str = "exp:";
 const SEQ_DIGITS: usize = 16;
 /// The smallest record that holds the prefix and the sequence number.
 pub(crate) const MIN_RECORD_SIZE: usize = VALUE_PREFIX.len() + SEQ_DIGITS;
-
-/// The acks setting of a produce request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
-pub(crate) enum Acks {
-    /// No answer at all.
-    #[value(name = "0")]
-    None,
-    /// The leader has written the records.
-    #[value(name = "1")]
-    Leader,
-    /// Every in-sync replica has them.
-    #[value(name = "all", alias = "-1")]
-    All,
-}
-
-impl Acks {
-    pub(crate) fn code(self) -> i16 {
-        match self {
-            Acks::None => acks::NONE,
-            Acks::Leader => acks::LEADER,
-            Acks::All => acks::ALL,
-        }
-    }
-
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Acks::None => "0",
-            Acks::Leader => "1",
-            Acks::All => "all",
-        }
-    }
-}
-
-impl serde::Serialize for Acks {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.label())
-    }
-}
 
 /// What to send, where, and for how long.
 #[derive(Debug, Clone)]
@@ -239,13 +202,5 @@ mod tests {
         );
         assert_eq!(parse_value(b"exp:12"), None);
         assert_eq!(parse_value(b"hello, world, not ours"), None);
-    }
-
-    #[test]
-    fn acks_codes_and_labels() {
-        assert_eq!(Acks::None.code(), 0);
-        assert_eq!(Acks::Leader.code(), 1);
-        assert_eq!(Acks::All.code(), -1);
-        assert_eq!(serde_json::to_string(&Acks::All).unwrap(), "\"all\"");
     }
 }

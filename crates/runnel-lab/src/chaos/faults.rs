@@ -15,8 +15,8 @@ use runnel_client::{acks, Compression, ProducerRecord};
 
 use super::probe;
 use super::workload::{self, Counters};
-use crate::commands::bounded_client::ATTEMPT_TIMEOUT;
-use crate::commands::cluster_target::{Target, TargetKind};
+use crate::bounded_client::ATTEMPT_TIMEOUT;
+use crate::cluster_target::{Target, TargetKind};
 
 /// How long a restarted node gets to answer /health with 200.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(30);
@@ -215,7 +215,7 @@ impl Injector {
         let leader = async {
             let mut client = workload::connect(&self.bootstrap).await.ok()?;
             let topic = tokio::time::timeout(
-                crate::commands::bounded_client::ATTEMPT_TIMEOUT,
+                crate::bounded_client::ATTEMPT_TIMEOUT,
                 client.topic_metadata(&self.topic),
             )
             .await
@@ -240,7 +240,7 @@ impl Injector {
         for http in nodes {
             if let Some(id) = probe::cluster_view(http)
                 .await
-                .and_then(|v| v.controller())
+                .and_then(|v| v.controller.leader_id)
                 .and_then(|id| u16::try_from(id).ok())
             {
                 return (id, " (active controller)");

@@ -14,7 +14,7 @@ use runnel_client::{
 use tokio::sync::watch;
 
 use super::checker::{AckedBatch, PartitionHistory};
-use crate::commands::bounded_client::{self, ATTEMPT_TIMEOUT, REQUEST_TIMEOUT};
+use crate::bounded_client::{self, ATTEMPT_TIMEOUT, REQUEST_TIMEOUT};
 
 /// Records per produce request.
 const BATCH: u64 = 4;

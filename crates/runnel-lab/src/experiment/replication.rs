@@ -14,10 +14,10 @@ use tokio::task::JoinSet;
 use super::load::{self, Acks, LoadLog, LoadSpec};
 use super::report::{self, Clean, Fault, Report, Row, Settings};
 use super::stats;
-use crate::commands::cluster_target::{Target, TargetArgs, TargetKind, RESTORE_TIMEOUT};
-use crate::commands::compose_cluster::ComposeCluster;
-use crate::commands::local_cluster::{plan, LocalCluster, NodeLogs};
-use crate::commands::outln;
+use crate::cluster_target::{Target, TargetArgs, TargetKind, RESTORE_TIMEOUT};
+use crate::compose_cluster::ComposeCluster;
+use crate::local_cluster::{plan, LocalCluster, NodeLogs};
+use crate::outln;
 
 const NODES: u16 = 3;
 const PARTITIONS: i32 = 1;
@@ -41,7 +41,7 @@ const PORT_RANGE: std::ops::Range<u16> = 11_000..31_000;
 const PORT_TRIES: usize = 20;
 
 #[derive(clap::Args, Debug)]
-pub(crate) struct ReplicationArgs {
+pub struct ReplicationArgs {
     /// Replication factors to measure, comma-separated (1 to 3).
     #[arg(long, value_delimiter = ',', default_value = "1,2,3",
           value_parser = clap::value_parser!(i16).range(1..=3))]
@@ -147,7 +147,7 @@ struct Bench {
     data_dir: Option<PathBuf>,
 }
 
-pub(crate) async fn run(args: ReplicationArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ReplicationArgs, runnel_bin: PathBuf) -> anyhow::Result<()> {
     let cells = cells(&args.rf, &args.acks);
     let mut bench = match args.on.target {
         TargetKind::Local => {
@@ -156,7 +156,7 @@ pub(crate) async fn run(args: ReplicationArgs) -> anyhow::Result<()> {
             if std::fs::read_dir(&data_dir).is_ok_and(|mut d| d.next().is_some()) {
                 bail!("{} is not empty; remove it and retry", data_dir.display());
             }
-            let cluster = new_cluster(args.base_port, &data_dir)?;
+            let cluster = new_cluster(&runnel_bin, args.base_port, &data_dir)?;
             eprintln!(
                 "runnel experiment: {} cell(s) on {NODES} local nodes; data and node logs under {}",
                 cells.len(),
@@ -247,7 +247,7 @@ pub(crate) async fn run(args: ReplicationArgs) -> anyhow::Result<()> {
     if args.json {
         outln!("{}", serde_json::to_string(&report)?);
     } else {
-        crate::commands::emit(&report::render(&report));
+        crate::cli::emit(&report::render(&report));
     }
     if let Some(data_dir) = &bench.data_dir {
         if args.keep_data {
@@ -263,7 +263,11 @@ pub(crate) async fn run(args: ReplicationArgs) -> anyhow::Result<()> {
 }
 
 /// A cluster on `base_port`, or on the first free block of ports found.
-fn new_cluster(base_port: Option<u16>, data_dir: &Path) -> anyhow::Result<LocalCluster> {
+fn new_cluster(
+    runnel_bin: &Path,
+    base_port: Option<u16>,
+    data_dir: &Path,
+) -> anyhow::Result<LocalCluster> {
     let configs = vec![
         format!("broker.session.timeout.ms={}", SESSION_TIMEOUT.as_millis()),
         format!(
@@ -274,6 +278,7 @@ fn new_cluster(base_port: Option<u16>, data_dir: &Path) -> anyhow::Result<LocalC
     let create = |port: u16| {
         LocalCluster::new(
             "runnel experiment",
+            runnel_bin.to_path_buf(),
             plan(NODES, port, data_dir)?,
             configs.clone(),
             NodeLogs::Files,
@@ -424,7 +429,7 @@ async fn create_topic(bootstrap: &str, topic: &str, cell: Cell) -> anyhow::Resul
             )],
         )
         .await
-        .map_err(crate::commands::explain)
+        .map_err(crate::cli::explain)
         .with_context(|| format!("cannot create topic {topic}"))?;
     let deadline = Instant::now() + LEADER_TIMEOUT;
     while Instant::now() < deadline {

@@ -5,8 +5,8 @@ use serde::Serialize;
 
 use super::checker::PartitionVerdict;
 use super::faults::{FaultEvent, IsolationProbe, Schedule};
-use crate::commands::cluster_target::TargetKind;
-use crate::commands::table::Table;
+use crate::cli::table::Table;
+use crate::cluster_target::TargetKind;
 
 /// Said in the report of a run with --no-idempotence.
 pub(crate) const NO_IDEMPOTENCE: &str =

@@ -1,13 +1,13 @@
 //! The results of `runnel experiment replication`: one row per (RF, acks) cell, rendered as
 //! a terminal table, Markdown, CSV and JSON.
 
-use crate::commands::cluster_target::TargetKind;
+use crate::cluster_target::TargetKind;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use super::load::Acks;
-use crate::commands::table::Table;
+use crate::cli::table::Table;
 
 /// The steady load of a cell, no faults.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -4,21 +4,21 @@ use std::fmt::Write as _;
 
 /// Column alignment.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Align {
+pub enum Align {
     Left,
     Right,
 }
 
 /// Rows of cells printed under a header, columns padded to their widest cell and separated by
 /// two spaces. Trailing spaces are trimmed.
-pub(crate) struct Table {
+pub struct Table {
     headers: Vec<String>,
     align: Vec<Align>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    pub(crate) fn new<S: Into<String>>(headers: impl IntoIterator<Item = S>) -> Self {
+    pub fn new<S: Into<String>>(headers: impl IntoIterator<Item = S>) -> Self {
         let headers: Vec<String> = headers.into_iter().map(Into::into).collect();
         let align = vec![Align::Left; headers.len()];
         Self {
@@ -29,7 +29,7 @@ impl Table {
     }
 
     /// Right-aligns the given columns (for numbers).
-    pub(crate) fn right(mut self, columns: &[usize]) -> Self {
+    pub fn right(mut self, columns: &[usize]) -> Self {
         for &c in columns {
             if let Some(a) = self.align.get_mut(c) {
                 *a = Align::Right;
@@ -38,17 +38,17 @@ impl Table {
         self
     }
 
-    pub(crate) fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) {
+    pub fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) {
         let mut cells: Vec<String> = cells.into_iter().map(Into::into).collect();
         cells.resize(self.headers.len(), String::new());
         self.rows.push(cells);
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
 
-    pub(crate) fn render(&self) -> String {
+    pub fn render(&self) -> String {
         let widths: Vec<usize> = (0..self.headers.len())
             .map(|c| {
                 std::iter::once(&self.headers[c])
@@ -84,7 +84,7 @@ impl Table {
 }
 
 /// Formats a broker id list as `1,2,3`.
-pub(crate) fn id_list(ids: &[i32]) -> String {
+pub fn id_list(ids: &[i32]) -> String {
     ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
 }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-use crate::commands::compose_cluster::ComposeCluster;
-use crate::commands::local_cluster::{bootstrap, describe_exit, LocalCluster, STOP_TIMEOUT};
+use crate::compose_cluster::ComposeCluster;
+use crate::local_cluster::{bootstrap, describe_exit, LocalCluster, STOP_TIMEOUT};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
-use super::cluster::{http_agent, url};
+use crate::cli::{http_agent, url};
 
 /// How long the nodes get to stop after SIGTERM before they are killed.
 pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -172,16 +172,15 @@ pub(crate) struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// Checks the ports; starts nothing yet.
+    /// Checks the ports; starts nothing yet. The nodes run `exe`, a runnel binary.
     pub(crate) fn new(
         name: &'static str,
+        exe: PathBuf,
         plan: Vec<NodePlan>,
         configs: Vec<String>,
         logs: NodeLogs,
     ) -> anyhow::Result<Self> {
         check_ports_free(&plan)?;
-        let exe =
-            std::env::current_exe().context("cannot find the runnel executable to start nodes")?;
         let voters = voters(&plan);
         let nodes = plan.iter().map(|_| None).collect();
         Ok(Self {

@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Context as _};
 use serde::Deserialize;
 use tokio::process::Command;
 
-use super::local_cluster::unhealthy_nodes;
+use crate::local_cluster::unhealthy_nodes;
 
 /// Container ports of the compose file.
 const KAFKA_EXTERNAL_PORT: &str = "9094/tcp";
