@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shlex
 import socket
 import subprocess
@@ -53,17 +54,42 @@ def run(cmd: list[str], timeout: float = COMMAND_TIMEOUT_S, check: bool = True,
     return proc
 
 
-def free_ports(n: int) -> list[int]:
-    socks = []
+def ephemeral_range() -> tuple[int, int]:
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(n: int) -> list[int]:
+    """n host ports free now and outside the kernel's ephemeral range.
+
+    Docker re-binds a published port whenever a container restarts or changes networks (the
+    chaos faults do both). A port from the ephemeral range can meanwhile be taken as the
+    source port of any outgoing connection on the host, and the re-bind then fails."""
+    low, high = ephemeral_range()
+    candidates = [p for p in range(20000, 32768) if p < low or p > high]
+    random.shuffle(candidates)
+    ports = []
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == n:
+            return ports
+    raise AssertionError(f"no {n} free ports outside the ephemeral range {low}-{high}")
+
+
+def accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def health(port: int) -> int | None:
@@ -125,7 +151,8 @@ class ComposeCluster:
         self.wait_healthy()
 
     def wait_healthy(self, timeout: float = HEALTHY_TIMEOUT_S) -> None:
-        """Every node's /health answers 200 and Docker's own health check agrees."""
+        """Every node's /health answers 200, Docker's own health check agrees, and its published
+        Kafka port accepts connections."""
         deadline = time.monotonic() + timeout
         while True:
             pending = []
@@ -134,11 +161,15 @@ class ComposeCluster:
                 docker_health = state.get("Health", {}).get("Status", state["Status"])
                 if health(self.http_ports[n]) != 200 or docker_health != "healthy":
                     pending.append(f"runnel-{n} ({state['Status']}, {docker_health})")
+                elif not accepts(self.kafka_ports[n]):
+                    pending.append(f"runnel-{n} (Kafka port {self.kafka_ports[n]} refuses)")
             if not pending:
                 return
             if time.monotonic() > deadline:
+                ports = "\n".join(run(["docker", "port", self.container(n)], check=False).stdout
+                                  for n in NODES)
                 raise AssertionError(f"not healthy after {timeout:.0f} s: {', '.join(pending)}\n"
-                                     f"{self.logs(tail=40)}")
+                                     f"published ports:\n{ports}\n{self.logs(tail=40)}")
             time.sleep(1)
 
     def logs(self, tail: int = 200) -> str:

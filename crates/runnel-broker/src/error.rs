@@ -102,9 +102,7 @@ impl BrokerError {
             BrokerError::ControllerUnavailable(_) | BrokerError::RequestTimedOut(_) => {
                 ResponseError::RequestTimedOut
             }
-            BrokerError::Controller(e) => {
-                ResponseError::try_from_code(e.code()).unwrap_or(ResponseError::UnknownServerError)
-            }
+            BrokerError::Controller(e) => e.code(),
             BrokerError::DataDir(_) => ResponseError::KafkaStorageError,
         }
     }

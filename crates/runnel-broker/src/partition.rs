@@ -87,14 +87,14 @@ pub enum ReplicaRefusal {
 }
 
 impl ReplicaRefusal {
-    pub fn code(&self) -> i16 {
+    pub fn code(&self) -> kafka_protocol::ResponseError {
         use kafka_protocol::ResponseError as E;
         match self {
-            ReplicaRefusal::NotLeader { .. } => E::NotLeaderOrFollower.code(),
-            ReplicaRefusal::FencedLeaderEpoch { .. } => E::FencedLeaderEpoch.code(),
-            ReplicaRefusal::UnknownLeaderEpoch => E::UnknownLeaderEpoch.code(),
-            ReplicaRefusal::OffsetOutOfRange => E::OffsetOutOfRange.code(),
-            ReplicaRefusal::Deleted => E::UnknownTopicOrPartition.code(),
+            ReplicaRefusal::NotLeader { .. } => E::NotLeaderOrFollower,
+            ReplicaRefusal::FencedLeaderEpoch { .. } => E::FencedLeaderEpoch,
+            ReplicaRefusal::UnknownLeaderEpoch => E::UnknownLeaderEpoch,
+            ReplicaRefusal::OffsetOutOfRange => E::OffsetOutOfRange,
+            ReplicaRefusal::Deleted => E::UnknownTopicOrPartition,
         }
     }
 }
@@ -591,7 +591,11 @@ impl Partition {
 
     /// The ISR change the controller answered; returns nothing, publishes a moved high
     /// watermark. Ignored unless this node still leads at the change's epoch.
-    pub(crate) fn on_alter_result(&self, change: &IsrChange, result: Result<PartitionInfo, i16>) {
+    pub(crate) fn on_alter_result(
+        &self,
+        change: &IsrChange,
+        result: Result<PartitionInfo, kafka_protocol::ResponseError>,
+    ) {
         let mut role = self.lock_role();
         if let Role::Leader(state) = &mut *role {
             if state.leader_epoch() == change.leader_epoch {

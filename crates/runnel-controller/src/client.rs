@@ -10,12 +10,13 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use runnel_rpc::controller::v1 as pb;
 use runnel_rpc::controller::v1::controller_service_client::ControllerServiceClient;
+use runnel_rpc::error_code;
 use runnel_util::Backoff;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::command::{CommandResult, ControllerCommand};
-use crate::error::{codes, ControllerError};
+use crate::error::{ControllerError, ResponseError};
 use crate::raft::{Committed, Controller};
 
 /// How long one call may take; a commit needs a quorum round trip and an fsync.
@@ -143,11 +144,13 @@ impl ControllerClient {
             let request = request.clone();
             async move {
                 let r = c.register_broker(request).await?.into_inner();
-                Ok(if r.error_code == i32::from(codes::NOT_CONTROLLER) {
-                    Reply::NotController(r.controller, r.error_message)
-                } else {
-                    Reply::Done(r)
-                })
+                Ok(
+                    if error_code::decode(r.error_code) == Some(ResponseError::NotController) {
+                        Reply::NotController(r.controller, r.error_message)
+                    } else {
+                        Reply::Done(r)
+                    },
+                )
             }
         })
         .await
@@ -161,11 +164,13 @@ impl ControllerClient {
     ) -> Result<pb::BrokerHeartbeatResponse, ClientError> {
         self.call(deadline, |mut c| async move {
             let r = c.broker_heartbeat(request).await?.into_inner();
-            Ok(if r.error_code == i32::from(codes::NOT_CONTROLLER) {
-                Reply::NotController(r.controller, "not the active controller".into())
-            } else {
-                Reply::Done(r)
-            })
+            Ok(
+                if error_code::decode(r.error_code) == Some(ResponseError::NotController) {
+                    Reply::NotController(r.controller, "not the active controller".into())
+                } else {
+                    Reply::Done(r)
+                },
+            )
         })
         .await
     }
@@ -187,14 +192,16 @@ impl ControllerClient {
                 };
                 async move {
                     let r = c.write(request).await?.into_inner();
-                    Ok(if r.error_code == i32::from(codes::NOT_CONTROLLER) {
-                        Reply::NotController(r.controller, r.error_message)
-                    } else if r.error_code != 0 {
-                        // Not committed (lost leadership mid-write, storage trouble): retry.
-                        Reply::NotController(None, r.error_message)
-                    } else {
-                        Reply::Done(r)
-                    })
+                    Ok(
+                        if error_code::decode(r.error_code) == Some(ResponseError::NotController) {
+                            Reply::NotController(r.controller, r.error_message)
+                        } else if error_code::decode(r.error_code).is_some() {
+                            // Not committed (lost leadership mid-write, storage trouble): retry.
+                            Reply::NotController(None, r.error_message)
+                        } else {
+                            Reply::Done(r)
+                        },
+                    )
                 }
             })
             .await?;

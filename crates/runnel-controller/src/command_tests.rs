@@ -8,7 +8,7 @@ use crate::command::{
     apply, CommandResult, ControllerCommand, ElectionResult, ElectionType, PartitionRef,
     ProducerIdBlock, MAX_PARTITIONS_PER_TOPIC, MAX_PRODUCER_ID_BLOCK,
 };
-use crate::error::{codes, ControllerError};
+use crate::error::{ControllerError, ResponseError};
 use crate::image::{
     BrokerInfo, Endpoint, MetadataImage, PartitionInfo, TopicInfo, NO_LEADER,
     UNCLEAN_LEADER_ELECTION_ENABLE,
@@ -37,7 +37,11 @@ fn ok(image: &mut MetadataImage, cmd: ControllerCommand) -> CommandResult {
 }
 
 /// Applies a command that must be refused with `code`, and checks the image did not change.
-fn refused(image: &mut MetadataImage, cmd: ControllerCommand, code: i16) -> ControllerError {
+fn refused(
+    image: &mut MetadataImage,
+    cmd: ControllerCommand,
+    code: ResponseError,
+) -> ControllerError {
     let before = image.clone();
     let err = apply(image, &cmd).expect_err("command should be refused");
     assert_eq!(err.code(), code, "{cmd:?}: {err}");
@@ -109,7 +113,13 @@ fn alter_ok(image: &mut MetadataImage, topic: &str, p: i32, new_isr: &[i32]) -> 
     ok(image, cmd)
 }
 
-fn alter_refused(image: &mut MetadataImage, topic: &str, p: i32, new_isr: &[i32], code: i16) {
+fn alter_refused(
+    image: &mut MetadataImage,
+    topic: &str,
+    p: i32,
+    new_isr: &[i32],
+    code: ResponseError,
+) {
     let cmd = alter(image, topic, p, new_isr);
     refused(image, cmd, code);
 }
@@ -137,7 +147,7 @@ fn init_cluster_once() {
         C::InitCluster {
             cluster_id: String::new(),
         },
-        codes::INVALID_REQUEST,
+        ResponseError::InvalidRequest,
     );
     let set = C::InitCluster {
         cluster_id: "abc".into(),
@@ -155,7 +165,7 @@ fn init_cluster_once() {
         C::InitCluster {
             cluster_id: "other".into(),
         },
-        codes::INCONSISTENT_CLUSTER_ID,
+        ResponseError::InconsistentClusterId,
     );
 }
 
@@ -240,7 +250,7 @@ fn named_listeners_are_kept_and_chosen_by_name() {
         if let C::RegisterBroker { listeners, .. } = &mut cmd {
             *listeners = bad;
         }
-        let err = refused(&mut image, cmd.clone(), codes::INVALID_REQUEST);
+        let err = refused(&mut image, cmd.clone(), ResponseError::InvalidRequest);
         assert!(err.message().contains(why), "{err}");
     }
 }
@@ -359,7 +369,7 @@ fn registration_validation() {
         }),
     ];
     for cmd in cases {
-        refused(&mut image, cmd, codes::INVALID_REQUEST);
+        refused(&mut image, cmd, ResponseError::InvalidRequest);
     }
 }
 
@@ -458,7 +468,7 @@ fn fencing_is_idempotent_and_needs_a_registered_broker() {
     refused(
         &mut image,
         C::FenceBroker { id: 9 },
-        codes::BROKER_NOT_AVAILABLE,
+        ResponseError::BrokerNotAvailable,
     );
 }
 
@@ -552,7 +562,7 @@ fn unfencing_is_idempotent_and_needs_a_registered_broker() {
     refused(
         &mut image,
         C::UnfenceBroker { id: 5 },
-        codes::BROKER_NOT_AVAILABLE,
+        ResponseError::BrokerNotAvailable,
     );
 }
 
@@ -592,7 +602,7 @@ fn create_topic_uses_only_unfenced_brokers() {
     refused(
         &mut image,
         create_cmd("u", 1, 3),
-        codes::INVALID_REPLICATION_FACTOR,
+        ResponseError::InvalidReplicationFactor,
     );
 }
 
@@ -660,48 +670,52 @@ fn create_topic_errors() {
     refused(
         &mut image,
         create_cmd("a.b", 1, 1),
-        codes::TOPIC_ALREADY_EXISTS,
+        ResponseError::TopicAlreadyExists,
     );
     refused(
         &mut image,
         create_cmd("a_b", 1, 1),
-        codes::INVALID_TOPIC_EXCEPTION,
+        ResponseError::InvalidTopicException,
     );
     refused(
         &mut image,
         create_cmd("bad name", 1, 1),
-        codes::INVALID_TOPIC_EXCEPTION,
+        ResponseError::InvalidTopicException,
     );
     refused(
         &mut image,
         create_cmd("", 1, 1),
-        codes::INVALID_TOPIC_EXCEPTION,
+        ResponseError::InvalidTopicException,
     );
-    refused(&mut image, create_cmd("z", 0, 1), codes::INVALID_PARTITIONS);
+    refused(
+        &mut image,
+        create_cmd("z", 0, 1),
+        ResponseError::InvalidPartitions,
+    );
     refused(
         &mut image,
         create_cmd("z", -1, 1),
-        codes::INVALID_PARTITIONS,
+        ResponseError::InvalidPartitions,
     );
     refused(
         &mut image,
         create_cmd("z", MAX_PARTITIONS_PER_TOPIC + 1, 1),
-        codes::INVALID_PARTITIONS,
+        ResponseError::InvalidPartitions,
     );
     refused(
         &mut image,
         create_cmd("z", 1, 0),
-        codes::INVALID_REPLICATION_FACTOR,
+        ResponseError::InvalidReplicationFactor,
     );
     refused(
         &mut image,
         create_cmd("z", 1, -1),
-        codes::INVALID_REPLICATION_FACTOR,
+        ResponseError::InvalidReplicationFactor,
     );
     refused(
         &mut image,
         create_cmd("z", 1, 3),
-        codes::INVALID_REPLICATION_FACTOR,
+        ResponseError::InvalidReplicationFactor,
     );
     let with_id = |id: Uuid| C::CreateTopic {
         name: "z".into(),
@@ -711,11 +725,15 @@ fn create_topic_errors() {
         assignment: None,
         configs: BTreeMap::new(),
     };
-    refused(&mut image, with_id(Uuid::nil()), codes::INVALID_REQUEST);
+    refused(
+        &mut image,
+        with_id(Uuid::nil()),
+        ResponseError::InvalidRequest,
+    );
     refused(
         &mut image,
         with_id(id_of("a.b")),
-        codes::TOPIC_ALREADY_EXISTS,
+        ResponseError::TopicAlreadyExists,
     );
     let with_configs = |c: BTreeMap<String, String>| C::CreateTopic {
         name: "z".into(),
@@ -728,12 +746,12 @@ fn create_topic_errors() {
     refused(
         &mut image,
         with_configs(configs(&[(UNCLEAN_LEADER_ELECTION_ENABLE, "yes")])),
-        codes::INVALID_CONFIG,
+        ResponseError::InvalidConfig,
     );
     refused(
         &mut image,
         with_configs(configs(&[("", "1")])),
-        codes::INVALID_CONFIG,
+        ResponseError::InvalidConfig,
     );
     let CommandResult::TopicCreated(t) = ok(
         &mut image,
@@ -786,7 +804,7 @@ fn create_topic_with_assignment() {
 fn create_topic_assignment_errors() {
     let mut image = cluster(3);
     ok(&mut image, C::FenceBroker { id: 3 });
-    let bad = codes::INVALID_REPLICA_ASSIGNMENT;
+    let bad = ResponseError::InvalidReplicaAssignment;
     refused(&mut image, assign_cmd("t", &[&[1, 1]]), bad);
     refused(&mut image, assign_cmd("t", &[&[1, 9]]), bad);
     refused(&mut image, assign_cmd("t", &[&[3]]), bad);
@@ -800,8 +818,8 @@ fn create_topic_assignment_errors() {
         assignment: Some(vec![vec![1, 2]]),
         configs: BTreeMap::new(),
     };
-    refused(&mut image, mismatch(2, -1), codes::INVALID_REQUEST);
-    refused(&mut image, mismatch(-1, 1), codes::INVALID_REQUEST);
+    refused(&mut image, mismatch(2, -1), ResponseError::InvalidRequest);
+    refused(&mut image, mismatch(-1, 1), ResponseError::InvalidRequest);
     ok(&mut image, mismatch(1, 2));
 }
 
@@ -822,7 +840,7 @@ fn delete_topic() {
     refused(
         &mut image,
         C::DeleteTopic { name: "t".into() },
-        codes::UNKNOWN_TOPIC_OR_PARTITION,
+        ResponseError::UnknownTopicOrPartition,
     );
     // The name can be used again.
     ok(&mut image, create_cmd("t", 1, 1));
@@ -888,13 +906,13 @@ fn create_partitions_errors() {
         total,
         assignment,
     };
-    refused(&mut image, grow(2, None), codes::INVALID_PARTITIONS);
-    refused(&mut image, grow(1, None), codes::INVALID_PARTITIONS);
-    refused(&mut image, grow(-4, None), codes::INVALID_PARTITIONS);
+    refused(&mut image, grow(2, None), ResponseError::InvalidPartitions);
+    refused(&mut image, grow(1, None), ResponseError::InvalidPartitions);
+    refused(&mut image, grow(-4, None), ResponseError::InvalidPartitions);
     refused(
         &mut image,
         grow(MAX_PARTITIONS_PER_TOPIC + 1, None),
-        codes::INVALID_PARTITIONS,
+        ResponseError::InvalidPartitions,
     );
     refused(
         &mut image,
@@ -903,9 +921,9 @@ fn create_partitions_errors() {
             total: 3,
             assignment: None,
         },
-        codes::UNKNOWN_TOPIC_OR_PARTITION,
+        ResponseError::UnknownTopicOrPartition,
     );
-    let bad = codes::INVALID_REPLICA_ASSIGNMENT;
+    let bad = ResponseError::InvalidReplicaAssignment;
     refused(&mut image, grow(4, Some(vec![vec![1, 2]])), bad);
     refused(&mut image, grow(3, Some(vec![vec![1]])), bad);
     refused(&mut image, grow(3, Some(vec![vec![1, 2, 3]])), bad);
@@ -914,7 +932,11 @@ fn create_partitions_errors() {
     ok(&mut image, C::FenceBroker { id: 2 });
     ok(&mut image, C::FenceBroker { id: 3 });
     refused(&mut image, grow(3, Some(vec![vec![2, 3]])), bad);
-    refused(&mut image, grow(3, None), codes::INVALID_REPLICATION_FACTOR);
+    refused(
+        &mut image,
+        grow(3, None),
+        ResponseError::InvalidReplicationFactor,
+    );
 }
 
 // ---- AlterPartition ----
@@ -977,24 +999,33 @@ fn alter_partition_errors() {
         };
     }
     let cases = vec![
-        (with!(leader_epoch = -1), codes::FENCED_LEADER_EPOCH),
-        (with!(leader_epoch = 1), codes::UNKNOWN_LEADER_EPOCH),
-        (with!(leader_id = 2), codes::NOT_LEADER_OR_FOLLOWER),
-        (with!(partition_epoch = 0), codes::INVALID_UPDATE_VERSION),
-        (with!(partition_epoch = 2), codes::INVALID_UPDATE_VERSION),
-        (with!(new_isr = vec![]), codes::INVALID_REQUEST),
-        (with!(new_isr = vec![1, 1]), codes::INVALID_REQUEST),
-        (with!(new_isr = vec![1, 4]), codes::INVALID_REQUEST),
-        (with!(new_isr = vec![2, 3]), codes::INVALID_REQUEST),
+        (with!(leader_epoch = -1), ResponseError::FencedLeaderEpoch),
+        (with!(leader_epoch = 1), ResponseError::UnknownLeaderEpoch),
+        (with!(leader_id = 2), ResponseError::NotLeaderOrFollower),
+        (
+            with!(partition_epoch = 0),
+            ResponseError::InvalidUpdateVersion,
+        ),
+        (
+            with!(partition_epoch = 2),
+            ResponseError::InvalidUpdateVersion,
+        ),
+        (with!(new_isr = vec![]), ResponseError::InvalidRequest),
+        (with!(new_isr = vec![1, 1]), ResponseError::InvalidRequest),
+        (with!(new_isr = vec![1, 4]), ResponseError::InvalidRequest),
+        (with!(new_isr = vec![2, 3]), ResponseError::InvalidRequest),
         (
             with!(topic = "nope".into()),
-            codes::UNKNOWN_TOPIC_OR_PARTITION,
+            ResponseError::UnknownTopicOrPartition,
         ),
-        (with!(partition = 1), codes::UNKNOWN_TOPIC_OR_PARTITION),
-        (with!(partition = -1), codes::UNKNOWN_TOPIC_OR_PARTITION),
+        (with!(partition = 1), ResponseError::UnknownTopicOrPartition),
+        (
+            with!(partition = -1),
+            ResponseError::UnknownTopicOrPartition,
+        ),
         (
             with!(topic_id = Some(Uuid::from_u128(5))),
-            codes::UNKNOWN_TOPIC_ID,
+            ResponseError::UnknownTopicId,
         ),
     ];
     for (c, code) in cases {
@@ -1005,7 +1036,13 @@ fn alter_partition_errors() {
     // A fenced broker cannot join the ISR.
     alter_ok(&mut image, "t", 0, &[1]);
     ok(&mut image, C::FenceBroker { id: 3 });
-    alter_refused(&mut image, "t", 0, &[1, 3], codes::INELIGIBLE_REPLICA);
+    alter_refused(
+        &mut image,
+        "t",
+        0,
+        &[1, 3],
+        ResponseError::IneligibleReplica,
+    );
     ok(&mut image, C::UnfenceBroker { id: 3 });
     alter_ok(&mut image, "t", 0, &[1, 3]);
 }
@@ -1017,11 +1054,11 @@ fn deposed_leader_is_fenced_by_its_epoch() {
     let stale = alter(&image, "t", 0, &[1, 2]);
     ok(&mut image, C::FenceBroker { id: 1 });
     ok(&mut image, C::UnfenceBroker { id: 1 });
-    refused(&mut image, stale, codes::FENCED_LEADER_EPOCH);
+    refused(&mut image, stale, ResponseError::FencedLeaderEpoch);
     // The new leader's change built before another change is refused by the partition epoch.
     let stale = alter(&image, "t", 0, &[2]);
     alter_ok(&mut image, "t", 0, &[2, 3, 1]);
-    refused(&mut image, stale, codes::INVALID_UPDATE_VERSION);
+    refused(&mut image, stale, ResponseError::InvalidUpdateVersion);
 }
 
 // ---- ElectLeaders ----
@@ -1041,7 +1078,7 @@ fn elect(
     }
 }
 
-fn codes_of(results: &[ElectionResult]) -> Vec<(String, i32, Result<i32, i16>)> {
+fn codes_of(results: &[ElectionResult]) -> Vec<(String, i32, Result<i32, ResponseError>)> {
     results
         .iter()
         .map(|r| {
@@ -1067,7 +1104,11 @@ fn preferred_election_restores_the_first_replica() {
     let results = elect(&mut image, Some(&[("t", 0)]), ElectionType::Preferred);
     assert_eq!(
         codes_of(&results),
-        [("t".into(), 0, Err(codes::PREFERRED_LEADER_NOT_AVAILABLE))]
+        [(
+            "t".into(),
+            0,
+            Err(ResponseError::PreferredLeaderNotAvailable)
+        )]
     );
     alter_ok(&mut image, "t", 0, &[1, 2, 3]);
     let before = part(&image, "t", 0).clone();
@@ -1080,9 +1121,13 @@ fn preferred_election_restores_the_first_replica() {
         codes_of(&results),
         [
             ("t".into(), 0, Ok(1)),
-            ("t".into(), 1, Err(codes::ELECTION_NOT_NEEDED)),
-            ("t".into(), 9, Err(codes::UNKNOWN_TOPIC_OR_PARTITION)),
-            ("nope".into(), 0, Err(codes::UNKNOWN_TOPIC_OR_PARTITION)),
+            ("t".into(), 1, Err(ResponseError::ElectionNotNeeded)),
+            ("t".into(), 9, Err(ResponseError::UnknownTopicOrPartition)),
+            (
+                "nope".into(),
+                0,
+                Err(ResponseError::UnknownTopicOrPartition)
+            ),
         ]
     );
     let p = part(&image, "t", 0);
@@ -1105,7 +1150,11 @@ fn preferred_election_of_everything_lists_only_partitions_that_needed_one() {
         codes_of(&results),
         [
             ("a".into(), 0, Ok(1)),
-            ("b".into(), 0, Err(codes::PREFERRED_LEADER_NOT_AVAILABLE)),
+            (
+                "b".into(),
+                0,
+                Err(ResponseError::PreferredLeaderNotAvailable)
+            ),
         ]
     );
     // The preferred replica fenced: not available.
@@ -1113,7 +1162,11 @@ fn preferred_election_of_everything_lists_only_partitions_that_needed_one() {
     let results = elect(&mut image, Some(&[("a", 0)]), ElectionType::Preferred);
     assert_eq!(
         codes_of(&results),
-        [("a".into(), 0, Err(codes::PREFERRED_LEADER_NOT_AVAILABLE))]
+        [(
+            "a".into(),
+            0,
+            Err(ResponseError::PreferredLeaderNotAvailable)
+        )]
     );
 }
 
@@ -1131,7 +1184,7 @@ fn unclean_election() {
     let results = elect(&mut image, Some(&[("t", 0)]), ElectionType::Unclean);
     assert_eq!(
         codes_of(&results),
-        [("t".into(), 0, Err(codes::ELECTION_NOT_NEEDED))]
+        [("t".into(), 0, Err(ResponseError::ElectionNotNeeded))]
     );
     ok(&mut image, C::FenceBroker { id: 2 });
     ok(&mut image, C::FenceBroker { id: 3 });
@@ -1139,8 +1192,16 @@ fn unclean_election() {
     assert_eq!(
         codes_of(&results),
         [
-            ("t".into(), 0, Err(codes::ELIGIBLE_LEADERS_NOT_AVAILABLE)),
-            ("t".into(), 1, Err(codes::ELIGIBLE_LEADERS_NOT_AVAILABLE)),
+            (
+                "t".into(),
+                0,
+                Err(ResponseError::EligibleLeadersNotAvailable)
+            ),
+            (
+                "t".into(),
+                1,
+                Err(ResponseError::EligibleLeadersNotAvailable)
+            ),
         ]
     );
 }
@@ -1186,7 +1247,7 @@ fn alter_configs_replaces_the_overrides() {
             topic: "nope".into(),
             configs: BTreeMap::new(),
         },
-        codes::UNKNOWN_TOPIC_OR_PARTITION,
+        ResponseError::UnknownTopicOrPartition,
     );
     refused(
         &mut image,
@@ -1194,7 +1255,7 @@ fn alter_configs_replaces_the_overrides() {
             topic: "t".into(),
             configs: configs(&[(UNCLEAN_LEADER_ELECTION_ENABLE, "maybe")]),
         },
-        codes::INVALID_CONFIG,
+        ResponseError::InvalidConfig,
     );
 }
 
@@ -1276,16 +1337,16 @@ fn producer_id_blocks_never_overlap() {
 fn producer_id_errors() {
     let mut image = cluster(1);
     let alloc = |broker_id, count| C::AllocateProducerIds { broker_id, count };
-    refused(&mut image, alloc(7, 10), codes::BROKER_NOT_AVAILABLE);
-    refused(&mut image, alloc(1, 0), codes::INVALID_REQUEST);
-    refused(&mut image, alloc(1, -5), codes::INVALID_REQUEST);
+    refused(&mut image, alloc(7, 10), ResponseError::BrokerNotAvailable);
+    refused(&mut image, alloc(1, 0), ResponseError::InvalidRequest);
+    refused(&mut image, alloc(1, -5), ResponseError::InvalidRequest);
     refused(
         &mut image,
         alloc(1, MAX_PRODUCER_ID_BLOCK + 1),
-        codes::INVALID_REQUEST,
+        ResponseError::InvalidRequest,
     );
     image.next_producer_id = i64::MAX - 5;
-    refused(&mut image, alloc(1, 10), codes::UNKNOWN_SERVER_ERROR);
+    refused(&mut image, alloc(1, 10), ResponseError::UnknownServerError);
     ok(&mut image, alloc(1, 5));
 }
 

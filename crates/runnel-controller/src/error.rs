@@ -6,34 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Kafka's numeric error codes (`org.apache.kafka.common.protocol.Errors`) for the errors the
-/// controller produces. Plain constants so this crate does not depend on `kafka-protocol`.
-pub mod codes {
-    pub const NONE: i16 = 0;
-    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    pub const REQUEST_TIMED_OUT: i16 = 7;
-    pub const BROKER_NOT_AVAILABLE: i16 = 8;
-    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
-    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
-    pub const INVALID_PARTITIONS: i16 = 37;
-    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
-    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
-    pub const INVALID_CONFIG: i16 = 40;
-    pub const NOT_CONTROLLER: i16 = 41;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const FENCED_LEADER_EPOCH: i16 = 74;
-    pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
-    pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
-    pub const STALE_BROKER_EPOCH: i16 = 77;
-    pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
-    pub const ELECTION_NOT_NEEDED: i16 = 84;
-    pub const INVALID_UPDATE_VERSION: i16 = 96;
-    pub const UNKNOWN_TOPIC_ID: i16 = 100;
-    pub const INCONSISTENT_CLUSTER_ID: i16 = 104;
-    pub const INELIGIBLE_REPLICA: i16 = 107;
-}
+pub use runnel_rpc::ResponseError;
 
 /// A command the controller refused. Each variant is one Kafka error code
 /// ([`ControllerError::code`]); the string is the human message sent as `error_message`.
@@ -89,30 +62,30 @@ pub enum ControllerError {
 }
 
 impl ControllerError {
-    /// Kafka's numeric error code for this error.
-    pub fn code(&self) -> i16 {
+    /// The Kafka error this refusal answers on the wire.
+    pub fn code(&self) -> ResponseError {
         use ControllerError::*;
         match self {
-            UnknownTopicOrPartition(_) => codes::UNKNOWN_TOPIC_OR_PARTITION,
-            UnknownTopicId(_) => codes::UNKNOWN_TOPIC_ID,
-            TopicAlreadyExists(_) => codes::TOPIC_ALREADY_EXISTS,
-            InvalidTopic(_) => codes::INVALID_TOPIC_EXCEPTION,
-            InvalidPartitions(_) => codes::INVALID_PARTITIONS,
-            InvalidReplicationFactor(_) => codes::INVALID_REPLICATION_FACTOR,
-            InvalidReplicaAssignment(_) => codes::INVALID_REPLICA_ASSIGNMENT,
-            InvalidConfig(_) => codes::INVALID_CONFIG,
-            InvalidRequest(_) => codes::INVALID_REQUEST,
-            FencedLeaderEpoch(_) => codes::FENCED_LEADER_EPOCH,
-            UnknownLeaderEpoch(_) => codes::UNKNOWN_LEADER_EPOCH,
-            InvalidUpdateVersion(_) => codes::INVALID_UPDATE_VERSION,
-            IneligibleReplica(_) => codes::INELIGIBLE_REPLICA,
-            NotLeaderOrFollower(_) => codes::NOT_LEADER_OR_FOLLOWER,
-            BrokerNotAvailable(_) => codes::BROKER_NOT_AVAILABLE,
-            ElectionNotNeeded(_) => codes::ELECTION_NOT_NEEDED,
-            PreferredLeaderNotAvailable(_) => codes::PREFERRED_LEADER_NOT_AVAILABLE,
-            EligibleLeadersNotAvailable(_) => codes::ELIGIBLE_LEADERS_NOT_AVAILABLE,
-            InconsistentClusterId(_) => codes::INCONSISTENT_CLUSTER_ID,
-            UnknownServerError(_) => codes::UNKNOWN_SERVER_ERROR,
+            UnknownTopicOrPartition(_) => ResponseError::UnknownTopicOrPartition,
+            UnknownTopicId(_) => ResponseError::UnknownTopicId,
+            TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+            InvalidTopic(_) => ResponseError::InvalidTopicException,
+            InvalidPartitions(_) => ResponseError::InvalidPartitions,
+            InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+            InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+            InvalidConfig(_) => ResponseError::InvalidConfig,
+            InvalidRequest(_) => ResponseError::InvalidRequest,
+            FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
+            UnknownLeaderEpoch(_) => ResponseError::UnknownLeaderEpoch,
+            InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
+            IneligibleReplica(_) => ResponseError::IneligibleReplica,
+            NotLeaderOrFollower(_) => ResponseError::NotLeaderOrFollower,
+            BrokerNotAvailable(_) => ResponseError::BrokerNotAvailable,
+            ElectionNotNeeded(_) => ResponseError::ElectionNotNeeded,
+            PreferredLeaderNotAvailable(_) => ResponseError::PreferredLeaderNotAvailable,
+            EligibleLeadersNotAvailable(_) => ResponseError::EligibleLeadersNotAvailable,
+            InconsistentClusterId(_) => ResponseError::InconsistentClusterId,
+            UnknownServerError(_) => ResponseError::UnknownServerError,
         }
     }
 
@@ -158,7 +131,7 @@ mod tests {
             (ControllerError::InvalidReplicaAssignment(String::new()), 39),
             (ControllerError::InvalidConfig(String::new()), 40),
             (ControllerError::FencedLeaderEpoch(String::new()), 74),
-            (ControllerError::InvalidUpdateVersion(String::new()), 96),
+            (ControllerError::InvalidUpdateVersion(String::new()), 95),
             (ControllerError::IneligibleReplica(String::new()), 107),
             (ControllerError::NotLeaderOrFollower(String::new()), 6),
             (ControllerError::BrokerNotAvailable(String::new()), 8),
@@ -179,7 +152,7 @@ mod tests {
             (ControllerError::UnknownServerError(String::new()), -1),
         ];
         for (err, code) in cases {
-            assert_eq!(err.code(), code, "{err:?}");
+            assert_eq!(err.code().code(), code, "{err:?}");
         }
     }
 

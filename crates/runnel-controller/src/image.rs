@@ -407,7 +407,7 @@ mod tests {
             let err = validate_topic_name(bad).unwrap_err();
             assert_eq!(
                 err.code(),
-                crate::error::codes::INVALID_TOPIC_EXCEPTION,
+                crate::error::ResponseError::InvalidTopicException,
                 "{bad}"
             );
         }

@@ -8,11 +8,12 @@ use runnel_rpc::controller::v1 as pb;
 use runnel_rpc::controller::v1::controller_service_server::{
     ControllerService, ControllerServiceServer,
 };
+use runnel_rpc::error_code;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::command::{CommandResult, ControllerCommand};
-use crate::error::codes;
+use crate::error::ResponseError;
 use crate::image::Endpoint;
 use crate::liveness::BrokerLiveness;
 use crate::raft::{Committed, Controller, WriteError};
@@ -26,13 +27,13 @@ pub struct ControllerGrpcService {
 /// A refusal to carry in a response: a Kafka error code, a sentence and, for NOT_CONTROLLER,
 /// where the leader is.
 struct Refusal {
-    code: i16,
+    code: ResponseError,
     message: String,
     hint: Option<pb::ControllerHint>,
 }
 
 impl Refusal {
-    fn new(code: i16, message: impl Into<String>) -> Self {
+    fn new(code: ResponseError, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -69,7 +70,7 @@ impl ControllerGrpcService {
             },
         };
         Refusal {
-            code: codes::NOT_CONTROLLER,
+            code: ResponseError::NotController,
             message: format!(
                 "node {} is not the active controller",
                 self.controller().node_id()
@@ -89,14 +90,17 @@ impl ControllerGrpcService {
     async fn write(&self, cmd: ControllerCommand) -> Result<Committed, Refusal> {
         self.controller().write(cmd).await.map_err(|e| match e {
             WriteError::NotLeader { .. } => self.not_controller(),
-            other => Refusal::new(codes::REQUEST_TIMED_OUT, other.to_string()),
+            other => Refusal::new(ResponseError::RequestTimedOut, other.to_string()),
         })
     }
 
     async fn register(&self, r: pb::RegisterBrokerRequest) -> Result<(i64, u64), Refusal> {
         self.ensure_leader()?;
         let incarnation = Uuid::from_slice(&r.incarnation_id).map_err(|_| {
-            Refusal::new(codes::INVALID_REQUEST, "the incarnation id is not 16 bytes")
+            Refusal::new(
+                ResponseError::InvalidRequest,
+                "the incarnation id is not 16 bytes",
+            )
         })?;
         let image = self.controller().subscribe().borrow().data.clone();
         if !r.cluster_id.is_empty()
@@ -104,7 +108,7 @@ impl ControllerGrpcService {
             && r.cluster_id != image.cluster_id
         {
             return Err(Refusal::new(
-                codes::INCONSISTENT_CLUSTER_ID,
+                ResponseError::InconsistentClusterId,
                 format!(
                     "broker {} belongs to cluster {}, but this is cluster {}",
                     r.node_id, r.cluster_id, image.cluster_id
@@ -147,7 +151,7 @@ impl ControllerGrpcService {
                 Ok((broker_epoch, committed.offset))
             }
             Ok(other) => Err(Refusal::new(
-                codes::UNKNOWN_SERVER_ERROR,
+                ResponseError::UnknownServerError,
                 format!("unexpected result {other:?}"),
             )),
             Err(e) => Err(Refusal::new(e.code(), e.to_string())),
@@ -157,8 +161,9 @@ impl ControllerGrpcService {
     /// A node that is neither voter nor learner becomes a learner, so the metadata log
     /// reaches it.
     async fn ensure_member(&self, node_id: i32, rpc_address: &str) -> Result<(), Refusal> {
-        let id = u64::try_from(node_id)
-            .map_err(|_| Refusal::new(codes::INVALID_REQUEST, "broker ids are not negative"))?;
+        let id = u64::try_from(node_id).map_err(|_| {
+            Refusal::new(ResponseError::InvalidRequest, "broker ids are not negative")
+        })?;
         let (known, voter) = {
             let metrics = self.controller().metrics();
             let m = metrics.borrow();
@@ -197,7 +202,7 @@ impl ControllerGrpcService {
                 openraft::error::RaftError::APIError(
                     openraft::error::ClientWriteError::ForwardToLeader(_),
                 ) => self.not_controller(),
-                other => Refusal::new(codes::REQUEST_TIMED_OUT, other.to_string()),
+                other => Refusal::new(ResponseError::RequestTimedOut, other.to_string()),
             })
     }
 
@@ -212,7 +217,7 @@ impl ControllerGrpcService {
             .filter(|b| b.epoch == r.broker_epoch)
             .ok_or_else(|| {
                 Refusal::new(
-                    codes::STALE_BROKER_EPOCH,
+                    ResponseError::StaleBrokerEpoch,
                     format!(
                         "broker {} with epoch {} is not registered; register again",
                         r.node_id, r.broker_epoch
@@ -247,7 +252,7 @@ impl ControllerGrpcService {
             }
         }
         Ok(pb::BrokerHeartbeatResponse {
-            error_code: 0,
+            error_code: error_code::encode(None),
             controller: None,
             is_caught_up: caught_up,
             is_fenced: fenced,
@@ -259,7 +264,7 @@ impl ControllerGrpcService {
         self.ensure_leader()?;
         let cmd: ControllerCommand = serde_json::from_slice(&r.command).map_err(|e| {
             Refusal::new(
-                codes::INVALID_REQUEST,
+                ResponseError::InvalidRequest,
                 format!(
                     "cannot decode the command from node {}: {e}",
                     r.origin_node_id
@@ -268,9 +273,9 @@ impl ControllerGrpcService {
         })?;
         let committed = self.write(cmd).await?;
         let result = serde_json::to_vec(&committed.result)
-            .map_err(|e| Refusal::new(codes::UNKNOWN_SERVER_ERROR, e.to_string()))?;
+            .map_err(|e| Refusal::new(ResponseError::UnknownServerError, e.to_string()))?;
         Ok(pb::WriteResponse {
-            error_code: 0,
+            error_code: error_code::encode(None),
             error_message: String::new(),
             controller: None,
             result: result.into(),
@@ -287,13 +292,13 @@ impl ControllerService for ControllerGrpcService {
     ) -> Result<Response<pb::RegisterBrokerResponse>, Status> {
         let response = match self.register(request.into_inner()).await {
             Ok((broker_epoch, _)) => pb::RegisterBrokerResponse {
-                error_code: 0,
+                error_code: error_code::encode(None),
                 error_message: String::new(),
                 broker_epoch,
                 controller: None,
             },
             Err(r) => pb::RegisterBrokerResponse {
-                error_code: r.code.into(),
+                error_code: error_code::encode(Some(r.code)),
                 error_message: r.message,
                 broker_epoch: -1,
                 controller: r.hint,
@@ -310,7 +315,7 @@ impl ControllerService for ControllerGrpcService {
             .heartbeat(request.into_inner())
             .await
             .unwrap_or_else(|r| pb::BrokerHeartbeatResponse {
-                error_code: r.code.into(),
+                error_code: error_code::encode(Some(r.code)),
                 controller: r.hint,
                 is_caught_up: false,
                 is_fenced: true,
@@ -327,7 +332,7 @@ impl ControllerService for ControllerGrpcService {
             .write_encoded(request.into_inner())
             .await
             .unwrap_or_else(|r| pb::WriteResponse {
-                error_code: r.code.into(),
+                error_code: error_code::encode(Some(r.code)),
                 error_message: r.message,
                 controller: r.hint,
                 result: Default::default(),

@@ -22,7 +22,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -147,7 +149,7 @@ impl Harness {
 
     /// Runs one request frame (without its 4-byte size prefix) as a connection would.
     pub fn handle_frame(&self, frame: Bytes) -> FrameOutcome {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock();
         if state.broker.is_none() {
             let dir = self.root.join(state.started.to_string());
             state.started += 1;

@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use runnel_broker::{BrokerConfig, BrokerError};
@@ -90,7 +92,7 @@ impl ConnectionLimits {
             .get(&ip)
             .copied()
             .unwrap_or(self.max_per_ip);
-        let mut open = self.open_per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self.open_per_ip.lock();
         let count = open.entry(ip).or_insert(0);
         if *count >= max {
             if *count == 0 {
@@ -128,11 +130,7 @@ pub(crate) struct IpSlot {
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        let mut open = self
-            .limits
-            .open_per_ip
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut open = self.limits.open_per_ip.lock();
         if let Some(count) = open.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {
@@ -198,7 +196,7 @@ impl RateLimitedLog {
     /// allows, else counts it as suppressed.
     pub(crate) fn warn(&self, log: impl FnOnce(u64)) {
         let allowed = {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.state.lock();
             let now = Instant::now();
             if now.duration_since(state.0) >= self.window {
                 *state = (now, 0);
@@ -243,7 +241,7 @@ mod tests {
         let slots: Vec<_> = (0..3).map(|_| l.admit_ip(c).unwrap()).collect();
         assert!(l.admit_ip(c).is_err());
         drop(slots);
-        assert!(l.open_per_ip.lock().unwrap().get(&c).is_none());
+        assert!(l.open_per_ip.lock().get(&c).is_none());
     }
 
     #[test]

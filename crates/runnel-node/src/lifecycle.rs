@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runnel_controller::client::ControllerClient;
-use runnel_controller::error::codes;
 use runnel_rpc::controller::v1 as pb;
+use runnel_rpc::error_code;
+use runnel_rpc::ResponseError;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -133,7 +134,7 @@ impl Lifecycle {
             cluster_id: String::new(),
         };
         match self.client.register(request, self.heartbeat_interval).await {
-            Ok(resp) if resp.error_code == 0 => {
+            Ok(resp) if error_code::decode(resp.error_code).is_none() => {
                 tracing::info!(
                     broker_epoch = resp.broker_epoch,
                     "registered with the controller"
@@ -145,7 +146,7 @@ impl Lifecycle {
             }
             Ok(resp) => {
                 tracing::warn!(
-                    code = resp.error_code,
+                    error = ?error_code::decode(resp.error_code),
                     "registration refused: {}",
                     resp.error_message
                 );
@@ -179,14 +180,16 @@ impl Lifecycle {
             .heartbeat(request, self.heartbeat_interval)
             .await
         {
-            Ok(resp) if resp.error_code == i32::from(codes::STALE_BROKER_EPOCH) => {
+            Ok(resp)
+                if error_code::decode(resp.error_code) == Some(ResponseError::StaleBrokerEpoch) =>
+            {
                 tracing::warn!(
                     "the controller no longer knows this broker's epoch; registering again"
                 );
                 self.set_state(BrokerState::Registering);
                 None
             }
-            Ok(resp) if resp.error_code == 0 => {
+            Ok(resp) if error_code::decode(resp.error_code).is_none() => {
                 self.set_state(if resp.is_fenced {
                     BrokerState::Fenced
                 } else {
@@ -195,7 +198,7 @@ impl Lifecycle {
                 Some(resp)
             }
             Ok(resp) => {
-                tracing::warn!(code = resp.error_code, "heartbeat refused");
+                tracing::warn!(error = ?error_code::decode(resp.error_code), "heartbeat refused");
                 Some(resp)
             }
             Err(e) => {
@@ -226,9 +229,9 @@ impl Lifecycle {
                     tracing::info!("controlled shutdown: leadership moved away");
                     return;
                 }
-                Ok(resp) if resp.error_code != 0 => {
+                Ok(resp) if error_code::decode(resp.error_code).is_some() => {
                     tracing::warn!(
-                        code = resp.error_code,
+                        error = ?error_code::decode(resp.error_code),
                         "controlled shutdown refused; stopping anyway"
                     );
                     return;

@@ -3,7 +3,7 @@
 //! state.
 //!
 //! **Shards.** Each led `__consumer_offsets` partition is a shard with its own
-//! `std::sync::Mutex` around its groups and parked requests. A shard is inserted *loading*
+//! `parking_lot::Mutex` around its groups and parked requests. A shard is inserted *loading*
 //! (requests get COORDINATOR_LOAD_IN_PROGRESS), filled by replaying the partition's log, then
 //! made active: [`GroupCoordinator::load_partition`]. [`GroupCoordinator::unload_partition`]
 //! removes it and tells parked requests NOT_COORDINATOR. [`GroupCoordinator::on_image`] calls
@@ -32,7 +32,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -248,13 +250,7 @@ impl GroupCoordinator {
                     .collect()
             })
             .unwrap_or_default();
-        let loaded: Vec<i32> = self
-            .shards
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .copied()
-            .collect();
+        let loaded: Vec<i32> = self.shards.read().keys().copied().collect();
         for p in loaded.iter().filter(|p| !led.contains(p)) {
             self.unload_partition(*p);
             tracing::info!(
@@ -382,7 +378,7 @@ impl GroupCoordinator {
             }),
         });
         {
-            let mut shards = self.shards.write().unwrap_or_else(|e| e.into_inner());
+            let mut shards = self.shards.write();
             if shards.contains_key(&p) {
                 return Ok(0);
             }
@@ -395,10 +391,7 @@ impl GroupCoordinator {
         {
             Ok(r) => r,
             Err(e) => {
-                self.shards
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&p);
+                self.shards.write().remove(&p);
                 return Err(e);
             }
         };
@@ -441,12 +434,7 @@ impl GroupCoordinator {
     /// Stops coordinating partition `p` (this node is no longer its leader). Parked requests
     /// are answered NOT_COORDINATOR so their clients look the coordinator up again.
     pub fn unload_partition(&self, p: i32) {
-        let Some(shard) = self
-            .shards
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&p)
-        else {
+        let Some(shard) = self.shards.write().remove(&p) else {
             return;
         };
         let deliveries = {
@@ -475,7 +463,6 @@ impl GroupCoordinator {
         let p = self.partition_for(group_id);
         self.shards
             .read()
-            .unwrap_or_else(|e| e.into_inner())
             .get(&p)
             .cloned()
             .ok_or(ResponseError::NotCoordinator)
@@ -951,12 +938,7 @@ impl GroupCoordinator {
     /// The partitions loaded now, taken out of the map so no map lock is held while each
     /// shard is worked on.
     fn loaded_shards(&self) -> Vec<Arc<Shard>> {
-        self.shards
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.shards.read().values().cloned().collect()
     }
 
     /// Expires committed offsets past `offsets.retention.minutes` (KIP-211) as of `now` and
@@ -1212,7 +1194,7 @@ fn snapshot(st: &ShardState, group_id: &str) -> (GroupState, i32) {
 }
 
 fn lock(shard: &Shard) -> MutexGuard<'_, ShardState> {
-    shard.state.lock().unwrap_or_else(|e| e.into_inner())
+    shard.state.lock()
 }
 
 /// Locks an active shard: COORDINATOR_LOAD_IN_PROGRESS while its log is being replayed.

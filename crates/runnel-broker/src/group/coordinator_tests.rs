@@ -6,8 +6,8 @@ use std::path::Path;
 use bytes::{BufMut, BytesMut};
 
 use super::*;
+use parking_lot::Mutex;
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use futures::executor::block_on;
 use runnel_controller::command::ControllerCommand;
@@ -36,7 +36,7 @@ struct Node {
 /// (as a real node finds the Raft state on disk).
 fn controller_of(dir: &Path) -> Arc<LocalController> {
     static CLUSTERS: Mutex<Vec<(PathBuf, Arc<LocalController>)>> = Mutex::new(Vec::new());
-    let mut clusters = CLUSTERS.lock().unwrap();
+    let mut clusters = CLUSTERS.lock();
     if let Some((_, c)) = clusters.iter().find(|(d, _)| d == dir) {
         return c.clone();
     }

@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::ResponseError;
+use runnel_rpc::error_code;
 use runnel_rpc::replication::v1 as pb;
 use runnel_rpc::replication::v1::replica_service_client::ReplicaServiceClient;
+use runnel_rpc::ResponseError;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -392,10 +393,10 @@ impl Fetcher {
     }
 
     fn handle_response(&mut self, response: pb::ReplicaFetchResponse) {
-        if response.error_code != 0 {
+        if let Some(error) = error_code::decode(response.error_code) {
             tracing::warn!(
                 leader = self.leader,
-                error_code = response.error_code,
+                %error,
                 "the leader refused a fetch"
             );
             for s in self.partitions.values_mut() {
@@ -415,9 +416,8 @@ impl Fetcher {
             }
             let partition = state.assignment.partition.clone();
             let epoch = state.assignment.leader_epoch;
-            if p.error_code != 0 {
-                let code = i16::try_from(p.error_code).unwrap_or(-1);
-                if code == ResponseError::OffsetOutOfRange.code() {
+            if let Some(error) = error_code::decode(p.error_code) {
+                if error == ResponseError::OffsetOutOfRange {
                     let behind = partition
                         .fetch_position()
                         .is_ok_and(|pos| pos.log_end_offset < p.log_start_offset);
@@ -437,7 +437,7 @@ impl Fetcher {
                     topic = tp.0,
                     partition = tp.1,
                     leader = self.leader,
-                    error_code = code,
+                    %error,
                     "the leader refused a partition fetch"
                 );
                 state.back_off();
@@ -561,12 +561,12 @@ impl Fetcher {
             let Some(s) = self.partitions.get_mut(&key) else {
                 continue;
             };
-            if r.error_code != 0 {
+            if let Some(error) = error_code::decode(r.error_code) {
                 tracing::debug!(
                     topic = key.0,
                     partition = key.1,
                     leader = self.leader,
-                    error_code = r.error_code,
+                    %error,
                     "OffsetForLeaderEpoch refused; retrying"
                 );
                 s.back_off();

@@ -145,8 +145,10 @@ impl IsrSender {
                 }
                 Ok(other) => {
                     tracing::error!(topic, partition = index, result = ?other, "unexpected answer to AlterPartition; taking it as not applied");
-                    let not_applied = kafka_protocol::ResponseError::OperationNotAttempted.code();
-                    partition.on_alter_result(&change, Err(not_applied));
+                    partition.on_alter_result(
+                        &change,
+                        Err(kafka_protocol::ResponseError::OperationNotAttempted),
+                    );
                 }
                 Err(e) => {
                     tracing::info!(topic, partition = index, error = %e, "the controller refused the ISR change");

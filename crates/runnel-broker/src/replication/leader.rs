@@ -23,9 +23,9 @@ use runnel_controller::image::PartitionInfo;
 const UNKNOWN_OFFSET: i64 = -1;
 
 /// AlterPartition errors by which the controller says it did not apply the change.
-const NOT_APPLIED: [i16; 2] = [
-    ResponseError::IneligibleReplica.code(),
-    ResponseError::OperationNotAttempted.code(),
+const NOT_APPLIED: [ResponseError; 2] = [
+    ResponseError::IneligibleReplica,
+    ResponseError::OperationNotAttempted,
 ];
 
 /// An ISR change for the controller: the fields of `ControllerCommand::AlterPartition` that
@@ -268,7 +268,7 @@ impl LeaderState {
     pub fn on_alter_result(
         &mut self,
         change: &IsrChange,
-        result: Result<PartitionInfo, i16>,
+        result: Result<PartitionInfo, ResponseError>,
     ) -> Option<i64> {
         if self.pending.as_ref() != Some(change) {
             return None;
@@ -421,7 +421,7 @@ mod tests {
             .unwrap()
     }
 
-    fn accepted(change: &IsrChange, partition_epoch: i32) -> Result<PartitionInfo, i16> {
+    fn accepted(change: &IsrChange, partition_epoch: i32) -> Result<PartitionInfo, ResponseError> {
         Ok(partition(&change.new_isr, partition_epoch))
     }
 
@@ -562,12 +562,18 @@ mod tests {
         let mut s = leader();
         fetch(&mut s, 2, 10, 0);
         let change = s.maybe_shrink(LAG + 1, LAG).unwrap();
-        assert_eq!(s.on_alter_result(&change, Err(107)), None);
+        assert_eq!(
+            s.on_alter_result(&change, Err(ResponseError::IneligibleReplica)),
+            None
+        );
         assert_eq!((s.isr(), s.pending()), (&[1, 2, 3][..], None));
         assert_eq!(s.maybe_shrink(LAG + 1, LAG), Some(change.clone()));
         // INVALID_UPDATE_VERSION: an earlier attempt may have been applied; stay pending
         // until the image shows the outcome.
-        assert_eq!(s.on_alter_result(&change, Err(96)), None);
+        assert_eq!(
+            s.on_alter_result(&change, Err(ResponseError::InvalidUpdateVersion)),
+            None
+        );
         assert_eq!(s.pending(), Some(&change));
         assert_eq!(s.maybe_shrink(LAG + 1, LAG), None);
         s.on_image(&partition(&[1, 2], 8));
@@ -590,7 +596,10 @@ mod tests {
         let new = s.maybe_shrink(LAG + 1, LAG).unwrap();
         assert_eq!(new.partition_epoch, 8);
         // The late answer to the old change does not settle the new one.
-        assert_eq!(s.on_alter_result(&old, Err(96)), None);
+        assert_eq!(
+            s.on_alter_result(&old, Err(ResponseError::InvalidUpdateVersion)),
+            None
+        );
         assert_eq!(s.pending(), Some(&new));
         assert_eq!(s.on_alter_result(&old, accepted(&old, 8)), None);
         assert_eq!(s.isr(), [1, 2, 3]);

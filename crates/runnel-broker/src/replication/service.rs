@@ -15,8 +15,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
+use runnel_rpc::error_code;
 use runnel_rpc::replication::v1 as pb;
 use runnel_rpc::replication::v1::replica_service_server::{ReplicaService, ReplicaServiceServer};
+use runnel_rpc::ResponseError;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
@@ -70,13 +72,13 @@ struct Serve {
 
 fn error_response(
     request: &pb::FetchPartition,
-    code: i16,
+    error: Option<ResponseError>,
     current_leader: Option<pb::LeaderIdAndEpoch>,
 ) -> pb::FetchPartitionResponse {
     pb::FetchPartitionResponse {
         topic_id: request.topic_id.clone(),
         partition: request.partition,
-        error_code: code.into(),
+        error_code: error_code::encode(error),
         high_watermark: -1,
         log_start_offset: -1,
         diverging_epoch: None,
@@ -99,18 +101,22 @@ fn refusal_response(
         }),
         _ => None,
     };
-    error_response(request, refusal.code(), current_leader)
+    error_response(request, Some(refusal.code()), current_leader)
 }
 
 /// The local replica a request names, or the error to answer with.
-fn lookup(manager: &ReplicaManager, topic_id: &[u8], index: i32) -> Result<Arc<Partition>, i16> {
-    use kafka_protocol::ResponseError as E;
-    let id = Uuid::from_slice(topic_id).map_err(|_| E::UnknownTopicId.code())?;
+fn lookup(
+    manager: &ReplicaManager,
+    topic_id: &[u8],
+    index: i32,
+) -> Result<Arc<Partition>, ResponseError> {
+    use ResponseError as E;
+    let id = Uuid::from_slice(topic_id).map_err(|_| E::UnknownTopicId)?;
     manager.partition_by_id(id, index).ok_or_else(|| {
         if manager.image().topic_by_id(id).is_none() {
-            E::UnknownTopicId.code()
+            E::UnknownTopicId
         } else {
-            E::NotLeaderOrFollower.code()
+            E::NotLeaderOrFollower
         }
     })
 }
@@ -124,7 +130,7 @@ async fn serve_fetch(
     let mut resolved = Vec::with_capacity(request.partitions.len());
     for p in request.partitions {
         let outcome = match lookup(manager, &p.topic_id, p.partition) {
-            Err(code) => Err(error_response(&p, code, None)),
+            Err(error) => Err(error_response(&p, Some(error), None)),
             Ok(partition) => match partition.on_follower_fetch(
                 request.replica_id,
                 p.current_leader_epoch,
@@ -146,7 +152,7 @@ async fn serve_fetch(
                     })
                 }
                 Ok(FollowerFetch::Diverging(end)) => {
-                    let mut response = error_response(&p, 0, None);
+                    let mut response = error_response(&p, None, None);
                     response.high_watermark = partition.high_watermark();
                     response.log_start_offset = partition.log_start_offset().unwrap_or(-1);
                     response.diverging_epoch = Some(pb::EpochEndOffset {
@@ -186,7 +192,7 @@ async fn serve_fetch(
         if bytes >= min_bytes || any_error || watchers.is_empty() || Instant::now() >= deadline {
             return pb::ReplicaFetchResponse {
                 correlation_id: request.correlation_id,
-                error_code: 0,
+                error_code: error_code::encode(None),
                 partitions,
             };
         }
@@ -231,7 +237,7 @@ fn read_all(resolved: &[Resolved], max_bytes: usize) -> (Vec<pb::FetchPartitionR
                 pb::FetchPartitionResponse {
                     topic_id: p.topic_id.clone(),
                     partition: p.partition,
-                    error_code: 0,
+                    error_code: error_code::encode(None),
                     high_watermark,
                     log_start_offset: read.log_start_offset,
                     diverging_epoch: None,
@@ -241,7 +247,7 @@ fn read_all(resolved: &[Resolved], max_bytes: usize) -> (Vec<pb::FetchPartitionR
             }
             Err(e) => {
                 // With OFFSET_OUT_OF_RANGE the follower needs the log start to start over.
-                let mut response = error_response(p, e.code().code(), None);
+                let mut response = error_response(p, Some(e.code()), None);
                 response.log_start_offset = serve.partition.log_start_offset().unwrap_or(-1);
                 response
             }
@@ -297,13 +303,13 @@ impl ReplicaService for ReplicaGrpcService {
                         .map_err(|refusal| refusal.code())
                 });
                 let (error_code, leader_epoch, end_offset) = match answer {
-                    Ok(end) => (0, end.epoch, end.end_offset),
-                    Err(code) => (code, -1, -1),
+                    Ok(end) => (None, end.epoch, end.end_offset),
+                    Err(error) => (Some(error), -1, -1),
                 };
                 pb::OffsetForLeaderEpochResult {
                     topic_id: p.topic_id,
                     partition: p.partition,
-                    error_code: error_code.into(),
+                    error_code: error_code::encode(error_code),
                     leader_epoch,
                     end_offset,
                 }

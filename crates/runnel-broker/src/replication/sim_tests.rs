@@ -13,7 +13,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use runnel_controller::error::codes;
+use runnel_controller::error::ResponseError;
 use runnel_controller::image::PartitionInfo;
 
 use super::follower::{
@@ -298,15 +298,15 @@ impl Sim {
         &mut self,
         change: &IsrChange,
         ineligible: bool,
-    ) -> Result<PartitionInfo, i16> {
+    ) -> Result<PartitionInfo, ResponseError> {
         if change.leader_epoch != self.ctrl.leader_epoch {
-            return Err(codes::FENCED_LEADER_EPOCH);
+            return Err(ResponseError::FencedLeaderEpoch);
         }
         if change.partition_epoch != self.ctrl.partition_epoch {
-            return Err(codes::INVALID_UPDATE_VERSION);
+            return Err(ResponseError::InvalidUpdateVersion);
         }
         if ineligible || change.new_isr.iter().any(|&r| !self.r(r).alive) {
-            return Err(codes::INELIGIBLE_REPLICA);
+            return Err(ResponseError::IneligibleReplica);
         }
         if change.new_isr != self.ctrl.isr {
             if change.new_isr.len() < self.ctrl.isr.len() {

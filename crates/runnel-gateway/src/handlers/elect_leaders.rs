@@ -46,7 +46,7 @@ pub(crate) async fn handle(
                 let result = match r.result {
                     Ok(_) => result,
                     Err(e) => result
-                        .with_error_code(e.code())
+                        .with_error_code(e.code().code())
                         .with_error_message(Some(str_bytes(e.to_string()))),
                 };
                 by_topic.entry(r.topic).or_default().push(result);
