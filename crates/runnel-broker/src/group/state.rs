@@ -24,8 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 
-use super::consumer_protocol::consumer_subscription_topics;
-use super::records::{GroupValue, MemberValue, OffsetValue};
+use super::records::{consumer_subscription_topics, GroupValue, MemberValue, OffsetValue};
 
 /// Identifies a parked request; the coordinator maps it to the channel the handler waits on.
 pub type WaiterId = u64;
