@@ -6,7 +6,9 @@
 //!   group state to the log.
 //! - [`records`]: the key/value codec of `__consumer_offsets` records; [`store`] reads and
 //!   appends them.
+//! - [`consumer_protocol`]: the topics in a consumer's subscription metadata.
 
+pub mod consumer_protocol;
 pub mod coordinator;
 pub mod records;
 pub mod state;

@@ -546,25 +546,6 @@ fn batch_records(
     Ok(out)
 }
 
-/// Topics a consumer subscribes to, from its `ConsumerProtocolSubscription` metadata (all
-/// versions start with int16 version and an array of topic names). `None` if it does not parse.
-pub fn consumer_subscription_topics(metadata: &[u8]) -> Option<Vec<String>> {
-    let mut buf = Bytes::copy_from_slice(metadata);
-    let version = get_i16(&mut buf, "subscription version").ok()?;
-    if version < 0 {
-        return None;
-    }
-    let count = get_i32(&mut buf, "topic count").ok()?;
-    if count < 0 {
-        return None;
-    }
-    let mut topics = Vec::with_capacity((count as usize).min(1024));
-    for _ in 0..count {
-        topics.push(get_string(&mut buf, "topic").ok()?);
-    }
-    Some(topics)
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -662,7 +643,6 @@ pub(crate) mod tests {
             let _ = RecordKey::decode(Bytes::from(raw.clone()));
             let _ = OffsetValue::decode(Bytes::from(raw.clone()));
             let _ = GroupValue::decode(Bytes::from(raw.clone()));
-            let _ = consumer_subscription_topics(&raw);
         }
     }
 
@@ -802,21 +782,5 @@ pub(crate) mod tests {
         assert_eq!(skipped, vec![1, 2, 4, 5], "{:?}", decoded.skipped);
         assert!(decoded.skipped[2].reason.0.contains("version 99"));
         assert_eq!(decoded.next, Some(7));
-    }
-
-    #[test]
-    fn subscription_topics_parse() {
-        let mut sub = BytesMut::new();
-        sub.put_i16(1);
-        sub.put_i32(2);
-        put_string(&mut sub, "a");
-        put_string(&mut sub, "b");
-        sub.put_i32(-1); // user data
-        sub.put_i32(0); // owned partitions
-        assert_eq!(
-            consumer_subscription_topics(&sub),
-            Some(vec!["a".to_string(), "b".to_string()])
-        );
-        assert_eq!(consumer_subscription_topics(&[0, 1]), None);
     }
 }

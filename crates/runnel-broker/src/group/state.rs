@@ -24,7 +24,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 
-use super::records::{consumer_subscription_topics, GroupValue, MemberValue, OffsetValue};
+use super::consumer_protocol::consumer_subscription_topics;
+use super::records::{GroupValue, MemberValue, OffsetValue};
 
 /// Identifies a parked request; the coordinator maps it to the channel the handler waits on.
 pub type WaiterId = u64;
