@@ -360,10 +360,10 @@ fn policy_without_compact_does_nothing_and_retention_needs_delete() {
     let mut cfg = config();
     cfg.retention_ms = 1;
     log.set_config(cfg.clone());
-    assert_eq!(log.enforce_retention(T0 + DAY).unwrap(), 0);
+    assert_eq!(log.enforce_retention(T0 + DAY, i64::MAX).unwrap(), 0);
     cfg.cleanup_delete = true;
     log.set_config(cfg);
-    assert!(log.enforce_retention(T0 + DAY).unwrap() > 0);
+    assert!(log.enforce_retention(T0 + DAY, i64::MAX).unwrap() > 0);
 }
 
 #[test]
@@ -667,7 +667,7 @@ fn appends_and_reads_proceed_while_a_pass_executes() {
         }
         l.read(0, usize::MAX, i64::MAX, true).unwrap();
         l.flush().unwrap();
-        l.enforce_retention(T0).unwrap();
+        l.enforce_retention(T0, i64::MAX).unwrap();
         offsets
     };
     codec.barrier.wait();
@@ -748,7 +748,7 @@ fn retention_during_a_pass_skips_the_deleted_segments() {
         retention_bytes: (log.size_bytes() / 2) as i64,
         ..cfg
     });
-    assert!(log.enforce_retention(T0).unwrap() > 0);
+    assert!(log.enforce_retention(T0, i64::MAX).unwrap() > 0);
     let start = log.log_start_offset();
     let before = contents(&log);
     let stats = log.install(cleaned).unwrap();
@@ -1007,7 +1007,7 @@ fn a_segment_retention_made_first_is_kept_and_holds_the_checkpoint() {
         retention_bytes: (log.size_bytes() - first_size) as i64,
         ..cfg
     });
-    assert_eq!(log.enforce_retention(T0).unwrap(), 1);
+    assert_eq!(log.enforce_retention(T0, i64::MAX).unwrap(), 1);
     let stats = log.install(cleaned).unwrap();
     assert!(stats.cleaned && !stats.discarded, "{stats:?}");
     assert_eq!(log.log_start_offset(), second);

@@ -291,7 +291,7 @@ fn retention_moves_the_first_epoch_start() {
     let mut config = small_segments();
     config.retention_bytes = 0;
     log.set_config(config.clone());
-    log.enforce_retention(T0).unwrap();
+    log.enforce_retention(T0, i64::MAX).unwrap();
     let start = log.log_start_offset();
     assert!(start > 10, "log start {start}");
     assert_eq!(log.leader_epochs()[0].1, start);
@@ -371,7 +371,7 @@ fn random_history(seed: u64) {
             let mut config = small_segments();
             config.retention_bytes = rng.below(log.size_bytes() + 1) as i64;
             log.set_config(config);
-            log.enforce_retention(T0).unwrap();
+            log.enforce_retention(T0, i64::MAX).unwrap();
             log.set_config(small_segments());
         } else if op < 95 {
             let before = log.leader_epochs();

@@ -607,7 +607,15 @@ impl PartitionLog {
     /// it becomes eligible next time. Returns how many segments were deleted.
     /// Without `delete` in cleanup.policy only the roll happens (a compacted
     /// log needs it too: the cleaner never touches the active segment).
-    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
+    ///
+    /// Only segments wholly below `high_watermark` go, as in Kafka: a leader must keep what
+    /// its followers have not copied yet, or a follower that falls behind would find its
+    /// next records deleted before any other replica held them.
+    pub fn enforce_retention(
+        &mut self,
+        now_ms: i64,
+        high_watermark: i64,
+    ) -> Result<usize, StorageError> {
         self.last_now_ms = now_ms;
         if self.too_old(now_ms) {
             self.roll()?;
@@ -618,7 +626,7 @@ impl PartitionLog {
         }
         if self.config.retention_ms >= 0 {
             let cutoff = now_ms.saturating_sub(self.config.retention_ms);
-            while self.segments.len() > 1
+            while self.oldest_below(high_watermark)
                 && self.segments[0].max_timestamp().map_or(-1, |(ts, _)| ts) < cutoff
             {
                 self.delete_oldest("retention.ms")?;
@@ -627,7 +635,8 @@ impl PartitionLog {
         }
         if self.config.retention_bytes >= 0 {
             let mut excess = self.size_bytes() as i64 - self.config.retention_bytes;
-            while self.segments.len() > 1 && excess - self.segments[0].size() as i64 >= 0 {
+            while self.oldest_below(high_watermark) && excess - self.segments[0].size() as i64 >= 0
+            {
                 excess -= self.segments[0].size() as i64;
                 self.delete_oldest("retention.bytes")?;
                 deleted += 1;
@@ -635,6 +644,13 @@ impl PartitionLog {
         }
         self.persist_epochs(false)?;
         Ok(deleted)
+    }
+
+    /// Whether the oldest segment is not the active one and ends below `high_watermark`.
+    fn oldest_below(&self, high_watermark: i64) -> bool {
+        self.segments
+            .get(1)
+            .is_some_and(|next| next.base_offset() <= high_watermark)
     }
 
     fn delete_oldest(&mut self, reason: &str) -> Result<(), StorageError> {

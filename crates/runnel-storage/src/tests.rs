@@ -179,7 +179,7 @@ fn out_of_range_offsets_are_rejected() {
         ..small_segments()
     };
     log.set_config(cfg);
-    log.enforce_retention(T0).unwrap();
+    log.enforce_retention(T0, i64::MAX).unwrap();
     let start = log.log_start_offset();
     assert!(start > 0);
     assert!(matches!(
@@ -231,11 +231,11 @@ fn rolls_by_segment_ms() {
     log.append(&mut batch_of(1, 10, T0), 0, T0 + 1001).unwrap();
     assert_eq!(log.segment_count(), 2);
     // An empty active segment never rolls; retention rolls an old one.
-    log.enforce_retention(T0 + 1500).unwrap();
+    log.enforce_retention(T0 + 1500, i64::MAX).unwrap();
     assert_eq!(log.segment_count(), 2);
-    log.enforce_retention(T0 + 2002).unwrap();
+    log.enforce_retention(T0 + 2002, i64::MAX).unwrap();
     assert_eq!(log.segment_count(), 3);
-    log.enforce_retention(T0 + 9999).unwrap();
+    log.enforce_retention(T0 + 9999, i64::MAX).unwrap();
     assert_eq!(log.segment_count(), 3);
     assert_eq!(log.log_end_offset(), 3);
 }
@@ -254,17 +254,17 @@ fn retention_by_time_deletes_whole_old_segments() {
     }
     let segs = log.segment_count();
     assert!(segs >= 4);
-    assert_eq!(log.enforce_retention(T0 + 5000).unwrap(), 0);
+    assert_eq!(log.enforce_retention(T0 + 5000, i64::MAX).unwrap(), 0);
     // Everything before T0 + 6000 is expired; segments hold 3 batches each
     // (timestamps T0 .. T0 + 2000 and T0 + 3000 .. T0 + 5000).
     assert_eq!(log.segments()[1].base_offset(), 3);
-    let deleted = log.enforce_retention(T0 + 16_000).unwrap();
+    let deleted = log.enforce_retention(T0 + 16_000, i64::MAX).unwrap();
     assert_eq!(deleted, 2);
     assert_eq!(log.log_start_offset(), 6);
     assert!(!seg_file(tmp.path(), 0, "log").exists());
     assert!(!seg_file(tmp.path(), 0, "index").exists());
     // The active segment is never deleted, whatever its age.
-    log.enforce_retention(T0 + 1_000_000).unwrap();
+    log.enforce_retention(T0 + 1_000_000, i64::MAX).unwrap();
     assert_eq!(log.segment_count(), 1);
     assert_eq!(log.log_start_offset(), log.segments()[0].base_offset());
     assert_eq!(read_all(&log)[0].base_offset, log.log_start_offset());
@@ -277,7 +277,34 @@ fn retention_by_time_deletes_whole_old_segments() {
         retention_ms: -1,
         ..small_segments()
     });
-    assert_eq!(log2.enforce_retention(T0).unwrap(), 0);
+    assert_eq!(log2.enforce_retention(T0, i64::MAX).unwrap(), 0);
+}
+
+/// Kafka deletes only segments wholly below the high watermark: what followers have not
+/// copied stays, whatever retention says.
+#[test]
+fn retention_deletes_only_below_the_high_watermark() {
+    let tmp = TempDir::new().unwrap();
+    let mut log = open(tmp.path(), small_segments());
+    for _ in 0..20 {
+        append(&mut log, 1, 200, T0);
+    }
+    log.set_config(LogConfig {
+        retention_bytes: 0,
+        ..small_segments()
+    });
+    let bases: Vec<i64> = log.segments().iter().map(|s| s.base_offset()).collect();
+    assert!(bases.len() > 3, "{bases:?}");
+    assert_eq!(log.enforce_retention(T0, 0).unwrap(), 0);
+    // A watermark inside the third segment frees the first two, not the one it is in.
+    let high_watermark = bases[2] + 1;
+    assert_eq!(log.enforce_retention(T0, high_watermark).unwrap(), 2);
+    assert_eq!(log.log_start_offset(), bases[2]);
+    assert_eq!(
+        log.enforce_retention(T0, log.log_end_offset()).unwrap(),
+        bases.len() - 3
+    );
+    assert_eq!(log.segment_count(), 1);
 }
 
 #[test]
@@ -295,19 +322,19 @@ fn retention_by_bytes_keeps_at_least_retention_bytes() {
         retention_bytes: keep as i64,
         ..small_segments()
     });
-    assert_eq!(log.enforce_retention(T0).unwrap(), 1);
+    assert_eq!(log.enforce_retention(T0, i64::MAX).unwrap(), 1);
     log.set_config(LogConfig {
         retention_bytes: keep as i64 - 1,
         ..small_segments()
     });
-    assert_eq!(log.enforce_retention(T0).unwrap(), 1);
+    assert_eq!(log.enforce_retention(T0, i64::MAX).unwrap(), 1);
     assert_eq!(log.size_bytes(), keep - 1);
     assert_eq!(log.log_start_offset(), log.segments()[0].base_offset());
     log.set_config(LogConfig {
         retention_bytes: 0,
         ..small_segments()
     });
-    log.enforce_retention(T0).unwrap();
+    log.enforce_retention(T0, i64::MAX).unwrap();
     assert_eq!(log.segment_count(), 1);
     let end = log.log_end_offset();
     append(&mut log, 1, 1, T0);
@@ -677,7 +704,7 @@ fn truncate_below_log_start_restarts_the_log() {
     for _ in 0..20 {
         append(&mut log, 1, 200, T0);
     }
-    log.enforce_retention(T0).unwrap();
+    log.enforce_retention(T0, i64::MAX).unwrap();
     let start = log.log_start_offset();
     assert!(start > 2);
     log.truncate_to(2).unwrap();

@@ -57,7 +57,9 @@ impl LogMaintenance {
         let now = now_ms();
         let mut deleted = 0;
         for partition in self.registry.all() {
-            match partition.with_log(|log| Ok(log.enforce_retention(now)?)) {
+            // Read before the log lock: the watermark only grows, so a stale one keeps more.
+            let high_watermark = partition.high_watermark();
+            match partition.with_log(|log| Ok(log.enforce_retention(now, high_watermark)?)) {
                 Ok(n) => deleted += n,
                 Err(e) => tracing::warn!(
                     topic = partition.topic(),

@@ -1,0 +1,99 @@
+"""Retention on a replicated partition deletes only below the high watermark (as Kafka does):
+a segment the followers have not fetched yet stays on the leader, so a follower that falls
+behind is never left without the records it still has to copy.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import NewTopic, OffsetSpec
+
+import util
+from conftest import three_node_cluster
+
+pytestmark = pytest.mark.timeout(150)
+
+SEGMENT_BYTES = 16 * 1024
+# Followers stay in the ISR while frozen: neither the leader's lag timer nor the controller's
+# session timeout may drop them during the test, or the high watermark would move on.
+CONFIG = [
+    "replica.lag.time.max.ms=120000",
+    "broker.session.timeout.ms=120000",
+    "log.retention.check.interval.ms=100",
+]
+
+
+@pytest.fixture
+def slow_fencing_cluster(request, tmp_path):
+    yield from three_node_cluster(request, tmp_path / "cluster", CONFIG)
+
+
+def watermarks(admin, topic: str) -> tuple[int, int]:
+    """(log start offset, high watermark) of partition 0, with ListOffsets."""
+    tp = TopicPartition(topic, 0)
+    start, hw = (
+        admin.list_offsets({tp: spec}, request_timeout=10)[tp].result(timeout=15).offset
+        for spec in (OffsetSpec.earliest(), OffsetSpec.latest())
+    )
+    return start, hw
+
+
+def test_retention_keeps_segments_followers_have_not_fetched(slow_fencing_cluster, topic):
+    cluster = slow_fencing_cluster
+    admin = util.admin(cluster.bootstrap)
+    admin.create_topics(
+        [
+            NewTopic(
+                topic,
+                num_partitions=1,
+                replication_factor=3,
+                config={"segment.bytes": str(SEGMENT_BYTES), "retention.bytes": str(2 * SEGMENT_BYTES)},
+            )
+        ]
+    )[topic].result(timeout=20)
+    leader_id = cluster.wait_for(
+        "a leader with the full ISR",
+        lambda: (p := cluster.node(1).metadata([topic]).topics[topic].partitions[0]).leader >= 0
+        and len(p.isr) == 3
+        and p.leader,
+    )
+    leader = cluster.node(leader_id)
+    followers = [nd for nd in cluster.nodes if nd.node_id != leader_id]
+    on_leader = cluster.bootstrap_of([leader])
+    leader_admin = util.admin(on_leader)
+
+    for f in followers:
+        f.stop_signal()
+    # acks=1: the leader acknowledges what only it holds; ten segments' worth, far past
+    # retention.bytes, all above the high watermark the frozen followers hold at 0.
+    records = [(f"k{i}".encode(), bytes(1024)) for i in range(10 * SEGMENT_BYTES // 1024)]
+    # Small batches, so segments roll at segment.bytes.
+    util.produce_ok(on_leader, topic, records, partition=0, acks=1, batch_size=4096)
+
+    # Several retention passes happen in this time. The frozen followers hold the high
+    # watermark at 0, so every segment is above it and none may go (nor may the watermark
+    # be pushed up to a new log start, as if the followers had the records).
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        start, hw = watermarks(leader_admin, topic)
+        assert (start, hw) == (0, 0), f"retention deleted segments above the high watermark: log start {start}, HW {hw}"
+        time.sleep(0.2)
+
+    for f in followers:
+        f.cont()
+    # The followers copy everything; then the watermark moves and retention deletes as usual.
+    cluster.wait_for(
+        "the ISR back to 3 and the high watermark at the log end",
+        lambda: len(leader.metadata([topic]).topics[topic].partitions[0].isr) == 3
+        and watermarks(leader_admin, topic)[1] == len(records),
+        timeout=40,
+    )
+    start, hw = cluster.wait_for(
+        "retention to delete below the high watermark",
+        lambda: (w := watermarks(leader_admin, topic))[0] > 0 and w,
+        timeout=20,
+    )
+    assert start <= hw == len(records)
