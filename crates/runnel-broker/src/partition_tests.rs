@@ -205,6 +205,57 @@ fn a_follower_behind_the_leaders_log_start_starts_over_there() {
 }
 
 #[test]
+fn a_follower_copies_a_compacted_leader_across_its_gaps() {
+    use runnel_storage::batch::testing::{build_batch_with, BatchSpec, TestRecord};
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let compacted = LogConfig {
+        cleanup_compact: true,
+        segment_bytes: 300,
+        min_cleanable_dirty_ratio: 0.01,
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(d1.path(), compacted, now_ms()).unwrap();
+    let leader = Partition::new("t".into(), Uuid::nil(), 0, log, 60_000, None);
+    let follower = replica(d2.path());
+    // The follower is out of the ISR: the leader's high watermark, up to which it cleans,
+    // moves on without it.
+    leader.sync_role(&info(1, 0, &[1]), 1, now_ms()).unwrap();
+    follower.sync_role(&info(1, 0, &[1]), 2, now_ms()).unwrap();
+    let put = |i: usize| {
+        let mut b = build_batch_with(&BatchSpec {
+            base_timestamp: now_ms(),
+            records: vec![TestRecord {
+                key: Some(format!("k{}", i % 2).into_bytes()),
+                value: Some(format!("v{i}").into_bytes()),
+                ..TestRecord::default()
+            }],
+            ..BatchSpec::default()
+        });
+        leader.append(&mut b, 0).unwrap();
+    };
+    put(0);
+    replicate(&leader, &follower, 2, 0);
+    assert_eq!(follower.log_end_offset().unwrap(), 1);
+    for i in 1..40 {
+        put(i);
+    }
+    assert!(leader.compact().unwrap().cleaned);
+    // The batches from the follower's log end on were cleaned away: the leader answers its
+    // next fetch with a batch further on.
+    let read = leader.read_to_log_end(1, 1 << 20, true).unwrap();
+    let first =
+        runnel_storage::batch::validate_stored_batches(&read.records).unwrap()[0].base_offset;
+    assert!(first > 1, "the leader still has offset {first}");
+    replicate(&leader, &follower, 2, 0);
+    assert_eq!(follower.log_end_offset().unwrap(), 40);
+    assert_eq!(
+        follower.read_to_log_end(1, 1 << 20, true).unwrap().records,
+        read.records,
+        "the follower holds what the leader had from there"
+    );
+}
+
+#[test]
 fn an_empty_leadership_leaves_no_epoch_behind() {
     use crate::replication::truncation_offset;
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

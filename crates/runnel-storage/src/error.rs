@@ -23,6 +23,20 @@ pub enum StorageError {
         log_end: i64,
     },
 
+    /// Batches a follower copies from its leader do not go on from its log: a batch starts
+    /// below the log end offset or at or before the previous batch's last offset. Gaps are
+    /// fine; going back is not. Kafka's `UnexpectedAppendOffsetException` and
+    /// `OffsetsOutOfOrderException`: internal to replication, never a client's error.
+    #[error(
+        "offsets go backwards: the batch at byte {position} starts at offset {base_offset}, \
+         below the next offset {expected}"
+    )]
+    OffsetsOutOfOrder {
+        position: usize,
+        base_offset: i64,
+        expected: i64,
+    },
+
     /// An I/O call failed; `context` names the file and operation.
     #[error("{context}: {source}")]
     Io {

@@ -366,7 +366,7 @@ impl PartitionLog {
                 .map(|b| i64::from(b.last_offset_delta) + 1)
                 .sum::<i64>()
             - 1;
-        self.maybe_roll(batches.len() as u64, last, now_ms)?;
+        self.maybe_roll(batches.len() as u64, first, last, now_ms)?;
 
         let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
         let mut next = first;
@@ -395,38 +395,78 @@ impl PartitionLog {
     }
 
     /// Appends batches that already carry their offsets, as a follower
-    /// copying its leader: the first must start at the log end offset and the
-    /// rest must follow on. `max_message_bytes` is not enforced (the leader
-    /// already accepted these), matching Kafka. Rolling by age uses the last
-    /// clock value passed to another method, since this one takes none.
+    /// copying its leader. Offsets must only grow: the first batch starts at or
+    /// after the log end offset and every batch after the previous one's last
+    /// offset. Gaps are accepted, as in Kafka: the leader's cleaner removes whole
+    /// batches, so a follower that fell behind resumes where the next surviving
+    /// batch starts. All or nothing: on an error none of `batches` stays in the
+    /// log. `max_message_bytes` is not enforced (the leader already accepted
+    /// these), matching Kafka. Rolling by age uses the last clock value passed to
+    /// another method, since this one takes none.
     pub fn append_as_follower(&mut self, batches: &[u8]) -> Result<AppendInfo, StorageError> {
         // A compacted leader log may hold empty batches (see `batch::validate_stored_batches`).
         let infos = batch::validate_stored_batches(batches)?;
-        let first = infos[0].base_offset;
-        if first != self.log_end_offset() {
-            return Err(self.out_of_range(first));
-        }
-        for w in infos.windows(2) {
-            if w[1].base_offset != w[0].last_offset() + 1 {
-                return Err(StorageError::CorruptBatch(format!(
-                    "batch at byte {} starts at offset {} after a batch ending at {}",
-                    w[1].position,
-                    w[1].base_offset,
-                    w[0].last_offset()
-                )));
+        let mut next = self.log_end_offset();
+        for b in &infos {
+            if b.base_offset < next {
+                return Err(StorageError::OffsetsOutOfOrder {
+                    position: b.position,
+                    base_offset: b.base_offset,
+                    expected: next,
+                });
             }
+            next = b.last_offset() + 1;
         }
-        let last = infos.last().expect("validated non-empty").last_offset();
-        let now_ms = self.last_now_ms;
-        self.maybe_roll(batches.len() as u64, last, now_ms)?;
-        self.assign_epochs(&infos)?;
-        let record_count = self.write(batches, &infos, now_ms)?;
+        let log_end = self.log_end_offset();
+        let mut record_count = 0;
+        // One write per run of batches a segment can index: past a wide gap the rest
+        // needs a segment of its own (32-bit relative offsets).
+        let mut rest = &infos[..];
+        while let [head, ..] = rest {
+            let span = |b: &BatchInfo| b.last_offset() - head.base_offset;
+            let n = rest
+                .iter()
+                .take_while(|b| span(b) <= i64::from(u32::MAX))
+                .count();
+            let (run, tail) = rest.split_at(n);
+            match self.append_run(batches, run) {
+                Ok(records) => record_count += records,
+                Err(e) => {
+                    // All or nothing, like a single write: the caller tracks producer state
+                    // only for what it was told was appended.
+                    if self.log_end_offset() > log_end {
+                        if let Err(undo) = self.truncate_to(log_end) {
+                            tracing::warn!(dir = %self.dir.display(), error = %undo, "cannot take back a partly appended fetch");
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+            rest = tail;
+        }
         Ok(AppendInfo {
-            base_offset: first,
-            last_offset: last,
+            base_offset: infos[0].base_offset,
+            last_offset: next - 1,
             log_append_time: -1,
             record_count,
         })
+    }
+
+    /// Appends `run`, consecutive batches of `batches` one segment can index, with one write.
+    fn append_run(&mut self, batches: &[u8], run: &[BatchInfo]) -> Result<i64, StorageError> {
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
+            return Ok(0);
+        };
+        let bytes = &batches[first.position..last.position + last.size];
+        let now_ms = self.last_now_ms;
+        self.maybe_roll(
+            bytes.len() as u64,
+            first.base_offset,
+            last.last_offset(),
+            now_ms,
+        )?;
+        self.assign_epochs(run)?;
+        self.write(bytes, run, now_ms)
     }
 
     /// Records the epochs of batches about to be written. Like Kafka, before the data:
@@ -472,18 +512,29 @@ impl PartitionLog {
         Ok(records)
     }
 
-    /// Rolls before an append of `len` bytes ending at `last_offset` if the
-    /// active segment is non-empty and would grow past segment.bytes, is
-    /// older than segment.ms, or could not index the new data in 32 bits.
-    fn maybe_roll(&mut self, len: u64, last_offset: i64, now_ms: i64) -> Result<(), StorageError> {
+    /// Rolls before an append of `len` bytes holding offsets `first..=last` if
+    /// the active segment holds data and would grow past segment.bytes or is
+    /// older than segment.ms, or if it cannot index `last` in 32 bits: a
+    /// follower's offsets may skip that far ahead, even into an empty segment.
+    /// The new segment starts at `first`, as in Kafka.
+    fn maybe_roll(
+        &mut self,
+        len: u64,
+        first: i64,
+        last: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
         let active = self.active();
+        if !active.fits_relative(last) {
+            return self.roll_at(first);
+        }
         if active.is_empty() {
             return Ok(());
         }
         let new_size = active.size().saturating_add(len);
         let too_big = new_size > self.config.segment_bytes || new_size > u64::from(u32::MAX);
-        if too_big || self.too_old(now_ms) || !active.fits_relative(last_offset) {
-            self.roll()?;
+        if too_big || self.too_old(now_ms) {
+            self.roll_at(first)?;
         }
         Ok(())
     }
@@ -498,10 +549,25 @@ impl PartitionLog {
     }
 
     pub(crate) fn roll(&mut self) -> Result<(), StorageError> {
-        let next = self.log_end_offset();
-        self.active_mut().seal()?;
-        let seg = Segment::create(&self.dir, next)?;
-        tracing::debug!(dir = %self.dir.display(), base_offset = next, "rolled new segment");
+        self.roll_at(self.log_end_offset())
+    }
+
+    /// Seals the active segment and starts a new one at `base`, which is past every offset
+    /// in the log. An empty active segment is replaced rather than left behind (open would
+    /// delete it), unless it is the first: it holds the log start offset.
+    fn roll_at(&mut self, base: i64) -> Result<(), StorageError> {
+        let active = self.active();
+        if active.is_empty() && active.base_offset() == base {
+            return Ok(());
+        }
+        if active.is_empty() && self.segments.len() > 1 {
+            let seg = self.segments.pop().expect("len > 1");
+            seg.delete_files()?;
+        } else {
+            self.active_mut().seal()?;
+        }
+        let seg = Segment::create(&self.dir, base)?;
+        tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled new segment");
         self.segments.push(seg);
         self.dir_dirty = true;
         Ok(())
@@ -733,9 +799,13 @@ impl PartitionLog {
         }
         let now_ms = self.last_now_ms;
         let active = self.active_mut();
-        if let Some(b) = active.find_batch(offset)? {
-            active.truncate_to_position(b.position, b.base_offset)?;
-        }
+        // With no batch at or past `offset`, cutting at the end still reads the segment's
+        // true end: a segment that was not active may end before the next one's base.
+        let cut = match active.find_batch(offset)? {
+            Some(b) => b.position,
+            None => active.size(),
+        };
+        active.truncate_to_position(cut)?;
         active.init_roll_base(now_ms)?;
         // The new end, not `offset`: a batch straddling `offset` went entirely.
         let changed = self.epochs.truncate_from_end(self.log_end_offset());

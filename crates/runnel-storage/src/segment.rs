@@ -385,8 +385,10 @@ impl Segment {
     }
 
     /// Appends already validated and offset-assigned batches with a single
-    /// write, then indexes them. On a failed write the file is cut back so
-    /// disk and memory agree.
+    /// write, then indexes them. `bytes` holds exactly `batches`, whose
+    /// positions count from wherever the first one was found (a follower writes
+    /// a fetched buffer in several runs). On a failed write the file is cut back
+    /// so disk and memory agree.
     pub(crate) fn append(
         &mut self,
         bytes: &[u8],
@@ -409,9 +411,10 @@ impl Segment {
         if self.roll_base_ms.is_none() {
             self.roll_base_ms = Some(now_ms);
         }
+        let origin = batches.first().map_or(0, |b| b.position);
         for b in batches {
             let s = HeaderSummary {
-                position: start + b.position as u64,
+                position: start + (b.position - origin) as u64,
                 base_offset: b.base_offset,
                 last_offset: b.last_offset(),
                 size: b.size as u64,
@@ -582,12 +585,11 @@ impl Segment {
     }
 
     /// Cuts the segment at `position` (a batch boundary), dropping index
-    /// entries past it and recomputing the max timestamp.
-    pub(crate) fn truncate_to_position(
-        &mut self,
-        position: u64,
-        next_offset: i64,
-    ) -> Result<(), StorageError> {
+    /// entries past it and recomputing the max timestamp and the next offset.
+    /// The next offset is read from the batches that remain, not taken from the
+    /// cut: offsets may skip ahead (compaction, a follower's copy of a compacted
+    /// log), and a segment loaded without a scan only knows the next segment's base.
+    pub(crate) fn truncate_to_position(&mut self, position: u64) -> Result<(), StorageError> {
         self.log.set_len(position).ctx(|| {
             format!(
                 "truncating {} to {position} bytes",
@@ -595,19 +597,20 @@ impl Segment {
             )
         })?;
         self.size = position;
-        self.next_offset = next_offset;
-        let rel_end = next_offset - self.base_offset;
-        self.index.retain(|e| u64::from(e.position) < position);
-        self.time_index.retain(|e| i64::from(e.rel) < rel_end);
-        self.max_timestamp = None;
         let mut max = None;
+        let mut next_offset = self.base_offset;
         self.walk_headers(0, |s| {
             if !matches!(max, Some((t, _)) if s.max_timestamp <= t) {
                 max = Some((s.max_timestamp, s.base_offset));
             }
+            next_offset = s.last_offset + 1;
             true
         })?;
         self.max_timestamp = max;
+        self.next_offset = next_offset;
+        let rel_end = next_offset - self.base_offset;
+        self.index.retain(|e| u64::from(e.position) < position);
+        self.time_index.retain(|e| i64::from(e.rel) < rel_end);
         self.bytes_since_index = position - self.index.last().map_or(0, |e| u64::from(e.position));
         if position == 0 {
             self.roll_base_ms = None;

@@ -756,6 +756,27 @@ fn flush_writes_recovery_point() {
     assert!(!tmp.path().join("recovery-point.tmp").exists());
 }
 
+/// A batch as a leader stored it: `n` records from `base`, written in `epoch`.
+fn leader_batch(base: i64, epoch: i32, n: usize) -> Vec<u8> {
+    let mut b = build_batch_sizes(base, T0, &vec![10; n]);
+    batch::set_partition_leader_epoch(&mut b, epoch);
+    b
+}
+
+/// `(base offset, last offset)` of every batch a read from the log start returns.
+fn offsets_of(log: &PartitionLog) -> Vec<(i64, i64)> {
+    read_all(log)
+        .iter()
+        .map(|b| (b.base_offset, b.last_offset()))
+        .collect()
+}
+
+/// Base offset of the first batch a read at `offset` returns.
+fn first_read_at(log: &PartitionLog, offset: i64) -> Option<i64> {
+    let r = log.read(offset, 1, i64::MAX, true).unwrap();
+    (!r.records.is_empty()).then(|| validate_batches(&r.records).unwrap()[0].base_offset)
+}
+
 #[test]
 fn follower_append_keeps_offsets() {
     let tmp = TempDir::new().unwrap();
@@ -770,22 +791,174 @@ fn follower_append_keeps_offsets() {
     );
     let r = log.read(0, usize::MAX, i64::MAX, true).unwrap();
     assert_eq!(&r.records[..], &buf[..]);
-    let wrong = build_batch_sizes(7, T0, &[1]);
-    assert!(matches!(
-        log.append_as_follower(&wrong),
-        Err(StorageError::OffsetOutOfRange {
-            offset: 7,
-            log_end: 4,
-            ..
-        })
-    ));
-    let mut gap = build_batch_sizes(4, T0, &[1]);
-    gap.extend_from_slice(&build_batch_sizes(6, T0, &[1]));
-    assert!(matches!(
-        log.append_as_follower(&gap),
-        Err(StorageError::CorruptBatch(_))
-    ));
-    assert_eq!(log.log_end_offset(), 4);
+}
+
+#[test]
+fn follower_accepts_offset_gaps_compaction_left() {
+    let tmp = TempDir::new().unwrap();
+    let mut log = open(tmp.path(), LogConfig::default());
+    log.append_as_follower(&leader_batch(0, 5, 4)).unwrap();
+    // The leader's cleaner removed 4..=9 and 12..=19 (whole batches).
+    let mut buf = leader_batch(10, 6, 2);
+    buf.extend_from_slice(&leader_batch(20, 6, 1));
+    let info = log.append_as_follower(&buf).unwrap();
+    assert_eq!(
+        (info.base_offset, info.last_offset, info.record_count),
+        (10, 20, 3)
+    );
+    assert_eq!(log.log_end_offset(), 21);
+    assert_eq!(offsets_of(&log), vec![(0, 3), (10, 11), (20, 20)]);
+    // A read in a gap starts at the next batch, as the leader's does.
+    assert_eq!(first_read_at(&log, 4), Some(10));
+    assert_eq!(first_read_at(&log, 15), Some(20));
+    assert_eq!(first_read_at(&log, 21), None);
+    assert_eq!(log.leader_epochs(), vec![(5, 0), (6, 10)]);
+    assert_eq!(log.end_offset_for_epoch(5), (5, 10));
+    assert_eq!(log.epoch_for_offset(15), Some(6));
+    // The log goes on from its end, contiguous or not.
+    log.append_as_follower(&leader_batch(21, 6, 1)).unwrap();
+    log.append_as_follower(&leader_batch(30, 7, 2)).unwrap();
+    assert_eq!(log.log_end_offset(), 32);
+    // Truncating into a gap ends the log at the last batch that stays.
+    log.truncate_to(25).unwrap();
+    assert_eq!(log.log_end_offset(), 22);
+    log.truncate_to(15).unwrap();
+    assert_eq!(log.log_end_offset(), 12);
+    assert_eq!(log.leader_epochs(), vec![(5, 0), (6, 10)]);
+}
+
+#[test]
+fn follower_refuses_offsets_going_backwards() {
+    let tmp = TempDir::new().unwrap();
+    let mut log = open(tmp.path(), LogConfig::default());
+    log.append_as_follower(&leader_batch(0, 1, 4)).unwrap();
+    let size = log.size_bytes();
+    let refused = |log: &mut PartitionLog, buf: &[u8]| match log.append_as_follower(buf) {
+        Err(StorageError::OffsetsOutOfOrder {
+            position,
+            base_offset,
+            expected,
+        }) => (position, base_offset, expected),
+        other => panic!("expected OffsetsOutOfOrder, got {other:?}"),
+    };
+    // Below the log end, or overlapping it.
+    assert_eq!(refused(&mut log, &leader_batch(2, 1, 1)), (0, 2, 4));
+    assert_eq!(refused(&mut log, &leader_batch(3, 1, 2)), (0, 3, 4));
+    // A later batch overlapping the one before it, or going back.
+    let first = leader_batch(10, 1, 3);
+    for second in [leader_batch(12, 1, 1), leader_batch(8, 1, 1)] {
+        let mut buf = first.clone();
+        buf.extend_from_slice(&second);
+        let base = i64::from_be_bytes(second[..8].try_into().unwrap());
+        assert_eq!(refused(&mut log, &buf), (first.len(), base, 13));
+    }
+    // Nothing of a refused buffer is written.
+    assert_eq!((log.log_end_offset(), log.size_bytes()), (4, size));
+    assert_eq!(log.leader_epochs(), vec![(1, 0)]);
+    let err = log.append_as_follower(&leader_batch(1, 1, 1)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "offsets go backwards: the batch at byte 0 starts at offset 1, below the next offset 4"
+    );
+}
+
+#[test]
+fn a_gap_wider_than_a_segment_can_index_rolls_a_segment() {
+    let tmp = TempDir::new().unwrap();
+    let wide = i64::from(u32::MAX) + 10;
+    // An empty log (one empty segment at 0, the log start) keeps its first segment.
+    let mut log = open(tmp.path(), LogConfig::default());
+    log.append_as_follower(&leader_batch(wide, 1, 2)).unwrap();
+    assert_eq!(log.segment_count(), 2);
+    assert!(seg_file(tmp.path(), 0, "log").exists() && seg_file(tmp.path(), wide, "log").exists());
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (0, wide + 2)
+    );
+    // Two batches of one fetch that one segment cannot index both: one segment each.
+    let far = wide + 2 + 2 * wide;
+    let mut buf = leader_batch(wide + 5, 1, 1);
+    buf.extend_from_slice(&leader_batch(far, 2, 3));
+    let info = log.append_as_follower(&buf).unwrap();
+    assert_eq!(
+        (info.base_offset, info.last_offset, info.record_count),
+        (wide + 5, far + 2, 4)
+    );
+    assert_eq!(log.segment_count(), 3);
+    assert!(seg_file(tmp.path(), far, "log").exists());
+    // An empty active segment that is not the first is replaced, not left behind.
+    log.roll().unwrap();
+    assert_eq!(log.segment_count(), 4);
+    let farther = far + 3 + wide;
+    log.append_as_follower(&leader_batch(farther, 2, 1))
+        .unwrap();
+    assert_eq!(log.segment_count(), 4);
+    assert!(!seg_file(tmp.path(), far + 3, "log").exists());
+    let expected = vec![
+        (wide, wide + 1),
+        (wide + 5, wide + 5),
+        (far, far + 2),
+        (farther, farther),
+    ];
+    assert_eq!(offsets_of(&log), expected);
+    assert_eq!(first_read_at(&log, 1), Some(wide));
+    assert_eq!(first_read_at(&log, wide + 6), Some(far));
+    assert_eq!(log.leader_epochs(), vec![(1, wide), (2, far)]);
+    // Every batch is indexed in its segment: a rescan on open (no recovery point) keeps all.
+    drop(log);
+    fs::remove_file(tmp.path().join("recovery-point")).ok();
+    let log = open(tmp.path(), LogConfig::default());
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.segment_count()
+        ),
+        (0, farther + 1, 4)
+    );
+    assert_eq!(offsets_of(&log), expected);
+}
+
+#[test]
+fn a_log_with_gaps_recovers_as_it_is() {
+    let tmp = TempDir::new().unwrap();
+    let config = LogConfig {
+        segment_bytes: 250,
+        ..LogConfig::default()
+    };
+    let mut log = open(tmp.path(), config.clone());
+    for (base, n) in [(0, 4), (10, 2), (40, 1), (41, 3), (100, 2), (300, 1)] {
+        log.append_as_follower(&leader_batch(base, 3, n)).unwrap();
+    }
+    let expected = offsets_of(&log);
+    // Rolled segments start where their first batch does, past the gap before it.
+    assert_eq!(log.segment_count(), 3);
+    for base in [0, 40, 100] {
+        assert!(
+            seg_file(tmp.path(), base, "log").exists(),
+            "no segment {base}"
+        );
+    }
+    log.flush().unwrap();
+    drop(log);
+    // Segments below the recovery point are trusted: each only knows the next one's base as
+    // its end, yet the log reads the same.
+    let mut log = open(tmp.path(), config.clone());
+    assert_eq!(log.log_end_offset(), 301);
+    assert_eq!(offsets_of(&log), expected);
+    assert_eq!(log.leader_epochs(), vec![(3, 0)]);
+    // Truncating into a gap, inside the active segment or after the last batch of a trusted
+    // one, ends the log at the last batch that stays.
+    log.truncate_to(200).unwrap();
+    assert_eq!(log.log_end_offset(), 102);
+    log.truncate_to(70).unwrap();
+    assert_eq!(log.log_end_offset(), 44);
+    drop(log);
+    // A full rescan takes the gaps for what they are, not for corruption.
+    fs::remove_file(tmp.path().join("recovery-point")).unwrap();
+    let log = open(tmp.path(), config);
+    assert_eq!(log.log_end_offset(), 44);
+    assert_eq!(offsets_of(&log), vec![(0, 3), (10, 11), (40, 40), (41, 43)]);
 }
 
 #[test]
@@ -885,4 +1058,72 @@ fn truncate_fully_restarts_the_log_past_its_end() {
     drop(log);
     let log = open(tmp.path(), small_segments());
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 100));
+}
+
+/// Gaps between follower batches: mostly none or small, sometimes wider than a segment's
+/// 32-bit relative offsets.
+fn gap() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        4 => Just(0i64),
+        4 => 1i64..50,
+        1 => Just(i64::from(u32::MAX) + 7),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Random follower appends with random gaps into small segments: a read at any offset
+    /// (a batch's first or last, or inside a gap) starts with the first batch ending at or
+    /// after it, and a reopen (trusting flushed segments or not) reads the same.
+    #[test]
+    fn follower_appends_with_gaps_read_back_across_reopen(
+        appends in prop::collection::vec(prop::collection::vec((gap(), 1usize..4), 1..4), 1..20),
+        segment_bytes in 150u64..1500,
+        flush_after in 0usize..20,
+        rescan in any::<bool>(),
+    ) {
+        let tmp = TempDir::new().unwrap();
+        let cfg = LogConfig { segment_bytes, index_interval_bytes: 64, ..LogConfig::default() };
+        let mut log = open(tmp.path(), cfg.clone());
+        let mut expected = Vec::new();
+        let mut next = 0i64;
+        for (i, batches) in appends.iter().enumerate() {
+            if i == flush_after {
+                log.flush().unwrap();
+            }
+            let mut buf = Vec::new();
+            for &(gap, n) in batches {
+                let base = next + gap;
+                buf.extend_from_slice(&leader_batch(base, i as i32, n));
+                expected.push((base, base + n as i64 - 1));
+                next = base + n as i64;
+            }
+            log.append_as_follower(&buf).unwrap();
+        }
+        prop_assert_eq!(log.log_end_offset(), next);
+        let mut probes = vec![0, next];
+        for (j, &(base, last)) in expected.iter().enumerate() {
+            let prev_end = if j == 0 { 0 } else { expected[j - 1].1 + 1 };
+            probes.extend([prev_end, base - 1, base, last]);
+        }
+        probes.retain(|&o| o >= 0);
+        let reads = |log: &PartitionLog| -> Vec<Option<i64>> {
+            probes.iter().map(|&o| first_read_at(log, o)).collect()
+        };
+        let want: Vec<Option<i64>> = probes
+            .iter()
+            .map(|&o| expected.iter().find(|b| b.1 >= o).map(|b| b.0))
+            .collect();
+        prop_assert_eq!(reads(&log), want.clone());
+        prop_assert_eq!(offsets_of(&log), expected.clone());
+        drop(log);
+        if rescan {
+            fs::remove_file(tmp.path().join("recovery-point")).ok();
+        }
+        let log = open(tmp.path(), cfg);
+        prop_assert_eq!(log.log_end_offset(), next);
+        prop_assert_eq!(reads(&log), want);
+        prop_assert_eq!(offsets_of(&log), expected);
+    }
 }
