@@ -12,6 +12,7 @@
 //! partition aside for a short backoff; metadata changes re-plan the fetchers.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -174,6 +175,10 @@ struct Fetcher {
     max_bytes: i32,
     partition_max_bytes: i32,
     correlation_id: u64,
+    /// The partition listed first in the next request: the one after the last that got
+    /// records. The leader fills a response in request order up to `max_bytes`, so a fixed
+    /// order would starve the partitions at the end under a backlog (Kafka rotates too).
+    first: Option<TopicPartition>,
     /// Logged once per outage, not on every retry.
     unreachable: bool,
 }
@@ -217,6 +222,7 @@ impl Fetcher {
             max_bytes: clamp(config.replica_fetch_response_max_bytes()),
             partition_max_bytes: clamp(config.replica_fetch_max_bytes()),
             correlation_id: 0,
+            first: None,
             unreachable: false,
         })
     }
@@ -362,7 +368,7 @@ impl Fetcher {
 
     fn build_request(&mut self, now: Instant) -> pb::ReplicaFetchRequest {
         let mut partitions = Vec::new();
-        for s in self.partitions.values_mut() {
+        for (_, s) in rotated(&mut self.partitions, self.first.as_ref()) {
             if s.phase != Phase::Fetching || !s.ready(now) {
                 continue;
             }
@@ -404,6 +410,7 @@ impl Fetcher {
             }
             return;
         }
+        let mut last_served = None;
         for p in response.partitions {
             let Some(tp) = self.by_id.get(&(p.topic_id.clone(), p.partition)) else {
                 continue;
@@ -468,6 +475,7 @@ impl Fetcher {
                 continue;
             }
             match partition.append_as_follower(epoch, &p.records, p.high_watermark) {
+                Ok(_) if !p.records.is_empty() => last_served = Some(tp),
                 Ok(_) => {}
                 // The role changed under this fetch; the next assignment says what to do.
                 Err(BrokerError::NotLeader { .. }) => state.back_off(),
@@ -477,6 +485,9 @@ impl Fetcher {
                     state.back_off();
                 }
             }
+        }
+        if let Some(last) = last_served {
+            self.first = after(&self.partitions, last).cloned();
         }
     }
 
@@ -609,6 +620,25 @@ impl Fetcher {
 }
 
 /// Truncates to `offset`; the partition fetches next when `complete`, else asks again.
+/// The map's entries from `first` (inclusive) to the end, then those before it: the order of
+/// a fetch request's partitions. From the start when `first` is `None`.
+fn rotated<'a, K: Ord, V>(
+    map: &'a mut BTreeMap<K, V>,
+    first: Option<&K>,
+) -> impl Iterator<Item = (&'a K, &'a mut V)> {
+    let (before, from): (Vec<_>, Vec<_>) = map
+        .iter_mut()
+        .partition(|(k, _)| first.is_some_and(|f| *k < f));
+    from.into_iter().chain(before)
+}
+
+/// The key after `key`, `None` past the last (the next request starts from the beginning).
+fn after<'a, K: Ord, V>(map: &'a BTreeMap<K, V>, key: &K) -> Option<&'a K> {
+    map.range((Bound::Excluded(key), Bound::Unbounded))
+        .next()
+        .map(|(k, _)| k)
+}
+
 fn finish_truncation(tp: &TopicPartition, s: &mut FetchState, offset: i64, complete: bool) {
     match s
         .assignment
@@ -624,5 +654,30 @@ fn finish_truncation(tp: &TopicPartition, s: &mut FetchState, offset: i64, compl
             tracing::warn!(topic = tp.0, partition = tp.1, error = %e, "cannot truncate before following the leader");
             s.back_off();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(map: &mut BTreeMap<i32, ()>, first: Option<i32>) -> Vec<i32> {
+        rotated(map, first.as_ref()).map(|(k, _)| *k).collect()
+    }
+
+    /// Under a backlog the leader fills only the first partitions listed; the order starts
+    /// after the last partition served, so every partition gets its turn.
+    #[test]
+    fn requests_start_after_the_last_partition_served() {
+        let mut map: BTreeMap<i32, ()> = (0..4).map(|k| (k, ())).collect();
+        assert_eq!(order(&mut map, None), [0, 1, 2, 3]);
+        let next = after(&map, &1).copied();
+        assert_eq!(next, Some(2));
+        assert_eq!(order(&mut map, next), [2, 3, 0, 1]);
+        assert_eq!(after(&map, &3), None);
+        assert_eq!(order(&mut map, None), [0, 1, 2, 3]);
+        // A first partition no longer followed still orders the rest around its place.
+        map.remove(&2);
+        assert_eq!(order(&mut map, Some(2)), [3, 0, 1]);
     }
 }

@@ -1,6 +1,9 @@
-"""Retention on a replicated partition deletes only below the high watermark (as Kafka does):
-a segment the followers have not fetched yet stays on the leader, so a follower that falls
-behind is never left without the records it still has to copy.
+"""Replication edge cases with real node processes:
+
+- retention on a replicated partition deletes only below the high watermark (as Kafka does):
+  a segment the followers have not fetched yet stays on the leader;
+- a follower catching up on several partitions of one leader gets all of them at once, not
+  one after the other: its requests rotate the partition order, as Kafka's do.
 """
 
 from __future__ import annotations
@@ -97,3 +100,48 @@ def test_retention_keeps_segments_followers_have_not_fetched(slow_fencing_cluste
         timeout=20,
     )
     assert start <= hw == len(records)
+
+
+BACKLOG_BATCHES = 1500
+
+
+def log_bytes(node, topic: str, partition: int) -> int:
+    return sum(f.stat().st_size for f in (node.data_dir / f"{topic}-{partition}").glob("*.log"))
+
+
+def test_follower_catches_up_on_every_partition_at_once(request, tmp_path, topic):
+    # One batch per follower fetch response: the leader fills responses in request order, so
+    # with a fixed order partition 1 would get nothing until partition 0 had caught up.
+    gen = three_node_cluster(request, tmp_path / "cluster", ["replica.fetch.response.max.bytes=1"])
+    cluster = next(gen)
+    try:
+        admin = util.admin(cluster.bootstrap)
+        admin.create_topics([NewTopic(topic, num_partitions=2, replica_assignment=[[1, 2], [1, 2]])])[topic].result(timeout=20)
+        cluster.wait_for(
+            "node 1 leading both partitions with node 2 in sync",
+            lambda: all(
+                p.leader == 1 and sorted(p.isr) == [1, 2] for p in cluster.node(1).metadata([topic]).topics[topic].partitions.values()
+            ),
+        )
+        follower = cluster.node(2)
+        follower.stop_signal()
+        records = [(None, b"x" * 100)] * BACKLOG_BATCHES
+        for partition in (0, 1):
+            util.produce_ok(cluster.bootstrap_of([cluster.node(1)]), topic, records, partition=partition, acks=1, batch_num_messages=1)
+        leader_sizes = [log_bytes(cluster.node(1), topic, p) for p in (0, 1)]
+        assert all(s > 0 for s in leader_sizes), leader_sizes
+        follower.cont()
+
+        both_in_progress = False
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            sizes = [log_bytes(follower, topic, p) for p in (0, 1)]
+            if sizes == leader_sizes:
+                break
+            both_in_progress |= all(0 < s < total for s, total in zip(sizes, leader_sizes))
+            time.sleep(0.02)
+        else:
+            raise AssertionError(f"follower not caught up within 60 s: {sizes} of {leader_sizes}")
+        assert both_in_progress, "the follower copied one partition after the other, never both at once"
+    finally:
+        gen.close()
