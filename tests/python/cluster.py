@@ -34,6 +34,9 @@ START_TIMEOUT_S = 40.0
 class ClusterNode(Node):
     """One node of a Cluster: a conftest Node that also knows the voters."""
 
+    # Kafka's defaults, offsets.topic.replication.factor=3 included.
+    BASE_CONFIG: list[str] = []
+
     def __init__(self, cluster: "Cluster", node_id: int, ports: tuple[int, int, int]):
         super().__init__(
             cluster.base_dir / f"node-{node_id}" / "data",

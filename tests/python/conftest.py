@@ -80,6 +80,10 @@ def _health(port: int) -> int | None:
 class Node:
     """One `runnel node` subprocess."""
 
+    # A one-node cluster, configured as Kafka's single-broker quick start is: the default
+    # offsets.topic.replication.factor (3) could never be met, and groups would never work.
+    BASE_CONFIG = ["offsets.topic.replication.factor=1"]
+
     def __init__(self, data_dir: Path, log_path: Path, extra_config: list[str] | None = None, node_id: int = 1):
         self.bin = runnel_bin()
         self.data_dir = Path(data_dir)
@@ -114,7 +118,7 @@ class Node:
             "--http-listen",
             f"127.0.0.1:{self.http_port}",
         ]
-        for kv in self.extra_config:
+        for kv in self.BASE_CONFIG + self.extra_config:
             cmd += ["--config", kv]
         return cmd
 

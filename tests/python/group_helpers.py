@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+import kafkawire as kw
+
 # librdkafka logs to stderr; keep warnings and errors only.
 LOG_LEVEL = 4
 
@@ -208,6 +210,33 @@ def settled(members: list[Member], partitions: int, quiet: float = 1.0) -> bool:
         if evs:
             last = max(last, evs[-1].t)
     return sorted(owned) == list(range(partitions)) and time.monotonic() - last >= quiet
+
+
+# --------------------------------------------------------------------------- coordinators
+
+
+def find_coordinator(bootstrap: str, group: str) -> tuple[int, int]:
+    """FindCoordinator v1 for a consumer group, asked of the one broker at `bootstrap`:
+    (error code, coordinator node id)."""
+    request = kw.find_coordinator_v1_request(1, group)
+    return kw.parse_find_coordinator_v1_response(kw.roundtrip(bootstrap, request, timeout=5.0))
+
+
+def coordinator_of(cluster, group: str, exclude: frozenset = frozenset(), timeout: float = 30) -> int:
+    """The coordinator every live node of `cluster` names, once they agree (bounded wait)."""
+
+    def agreed():
+        answers = set()
+        for nd in cluster.alive():
+            error, node_id = find_coordinator(nd.bootstrap, group)
+            if error != 0:
+                return None
+            answers.add(node_id)
+        if len(answers) == 1 and not answers & exclude:
+            return answers.pop()
+        return None
+
+    return cluster.wait_for(f"an agreed coordinator for group {group}", agreed, timeout=timeout)
 
 
 # --------------------------------------------------------------------------- subprocess member

@@ -227,7 +227,7 @@ def decode_batches(data: bytes) -> list[tuple[int, list[Record]]]:
     return out
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+def _read_varint_unsigned(data: bytes, pos: int) -> tuple[int, int]:
     shift = 0
     result = 0
     while True:
@@ -235,8 +235,12 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
         pos += 1
         result |= (b & 0x7F) << shift
         if not b & 0x80:
-            break
+            return result, pos
         shift += 7
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    result, pos = _read_varint_unsigned(data, pos)
     return (result >> 1) ^ -(result & 1), pos
 
 
@@ -331,6 +335,23 @@ class Reader:
         b = self.data[self.pos : self.pos + n]
         self.pos += n
         return bytes(b)
+
+    def uvarint(self) -> int:
+        v, self.pos = _read_varint_unsigned(self.data, self.pos)
+        return v
+
+    def compact_string(self) -> str | None:
+        n = self.uvarint() - 1
+        if n < 0:
+            return None
+        s = self.data[self.pos : self.pos + n].decode()
+        self.pos += n
+        return s
+
+    def skip_tags(self) -> None:
+        for _ in range(self.uvarint()):
+            self.uvarint()  # tag
+            self.pos += self.uvarint()  # size, then the data
 
     def done(self) -> bool:
         return self.pos == len(self.data)
@@ -493,6 +514,77 @@ def wait_closed(sock: socket.socket, timeout: float = 10.0) -> tuple[bool, bytes
         if not chunk:
             return True, bytes(got)
         got += chunk
+
+
+# --- consumer-group offsets ---------------------------------------------------------------
+
+API_OFFSET_COMMIT = 8
+API_OFFSET_FETCH = 9
+API_FIND_COORDINATOR = 10
+ERROR_COORDINATOR_NOT_AVAILABLE = 15
+ERROR_UNSTABLE_OFFSET_COMMIT = 88
+
+
+def find_coordinator_v1_request(correlation_id: int, group: str) -> bytes:
+    body = string(group) + i8(0)  # key type 0: consumer group
+    return frame(request_header_v1(API_FIND_COORDINATOR, 1, correlation_id) + body)
+
+
+def parse_find_coordinator_v1_response(payload: bytes) -> tuple[int, int]:
+    """(error code, coordinator node id)."""
+    r = Reader(payload)
+    r.take("i")  # correlation id
+    r.take("i")  # throttle time
+    error = r.take("h")
+    r.string()  # error message
+    return error, r.take("i")
+
+
+def offset_commit_v2_request(correlation_id: int, group: str, topic: str, partition: int, offset: int) -> bytes:
+    """A commit from outside group management (generation -1, no member id)."""
+    body = string(group) + i32(-1) + string("") + i64(-1)  # retention time: the broker's
+    body += i32(1) + string(topic) + i32(1) + i32(partition) + i64(offset) + string(None)
+    return frame(request_header_v1(API_OFFSET_COMMIT, 2, correlation_id) + body)
+
+
+def parse_offset_commit_v2_response(payload: bytes) -> int:
+    """The error code of the one committed partition."""
+    r = Reader(payload)
+    r.take("i")  # correlation id
+    assert r.take("i") == 1 and r.string() is not None and r.take("i") == 1
+    r.take("i")  # partition
+    return r.take("h")
+
+
+def offset_fetch_v7_request(correlation_id: int, group: str, topic: str, partition: int, require_stable: bool) -> bytes:
+    """OffsetFetch v7 (flexible, header v2) of one partition."""
+    header = request_header_v1(API_OFFSET_FETCH, 7, correlation_id) + uvarint(0)
+    body = compact_string(group)
+    body += uvarint(2) + compact_string(topic) + uvarint(2) + i32(partition) + uvarint(0)
+    body += i8(1 if require_stable else 0) + uvarint(0)
+    return frame(header + body)
+
+
+def parse_offset_fetch_v7_response(payload: bytes) -> tuple[int, int, int]:
+    """(group error code, partition error code, committed offset) of the one partition."""
+    r = Reader(payload)
+    r.take("i")  # correlation id
+    r.skip_tags()
+    r.take("i")  # throttle time
+    assert r.uvarint() - 1 == 1, "one topic"
+    r.compact_string()
+    assert r.uvarint() - 1 == 1, "one partition"
+    r.take("i")  # partition
+    offset = r.take("q")
+    r.take("i")  # leader epoch
+    r.compact_string()  # metadata
+    partition_error = r.take("h")
+    r.skip_tags()
+    r.skip_tags()
+    group_error = r.take("h")
+    r.skip_tags()
+    assert r.done(), f"{len(payload) - r.pos} unexpected trailing bytes in OffsetFetch v7 response"
+    return group_error, partition_error, offset
 
 
 # --- idempotent producer ------------------------------------------------------------------

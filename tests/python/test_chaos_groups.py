@@ -11,52 +11,18 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-import kafkawire as kw
 import util
-from cluster import Cluster
 from conftest import three_node_cluster
-from group_helpers import log_ends, member_conf, wait_until
+from group_helpers import coordinator_of, log_ends, member_conf, wait_until
 
 pytestmark = pytest.mark.timeout(150)
 
 PARTITIONS = 2
 RECORDS = 100  # split evenly over the partitions
 READ_FIRST = 15  # records per partition consumed and committed before the coordinator dies
-API_FIND_COORDINATOR = 10
 OFFSETS_TOPIC = "__consumer_offsets"
 # No initial rebalance delay, so the group forms at once; every node holds the offsets topic.
 GROUP_CONFIG = ["group.initial.rebalance.delay.ms=0", "offsets.topic.replication.factor=3"]
-
-
-def find_coordinator(bootstrap: str, group: str, correlation_id: int = 1) -> tuple[int, int]:
-    """FindCoordinator v1 for a consumer group, asked of the one broker at `bootstrap`:
-    (error code, coordinator node id)."""
-    body = kw.string(group) + kw.i8(0)  # key type 0: consumer group
-    request = kw.frame(kw.request_header_v1(API_FIND_COORDINATOR, 1, correlation_id) + body)
-    r = kw.Reader(kw.roundtrip(bootstrap, request, timeout=5.0))
-    r.take("i")  # correlation id
-    r.take("i")  # throttle time
-    error = r.take("h")
-    r.string()  # error message
-    node_id = r.take("i")
-    return error, node_id
-
-
-def coordinator_of(cluster: Cluster, group: str, exclude: frozenset = frozenset()) -> int:
-    """The coordinator every live node names, once they agree (bounded wait)."""
-
-    def agreed():
-        answers = set()
-        for nd in cluster.alive():
-            error, node_id = find_coordinator(nd.bootstrap, group)
-            if error != 0:
-                return None
-            answers.add(node_id)
-        if len(answers) == 1 and not answers & exclude:
-            return answers.pop()
-        return None
-
-    return cluster.wait_for(f"an agreed coordinator for group {group}", agreed, timeout=30)
 
 
 def group_consumer(bootstrap: str, group: str) -> Consumer:

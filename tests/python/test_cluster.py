@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
 
 import util
 from cluster import SESSION_TIMEOUT_S, children_of, pid_alive, ports_free
 from conftest import _die_with_parent, runnel_bin
+from group_helpers import member_conf
 
 # A whole-cluster test runs longer than a one-node test.
 pytestmark = pytest.mark.timeout(150)
@@ -419,6 +420,51 @@ def test_runnel_dev_smoke(tmp_path, topic):
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+def test_runnel_dev_one_node_serves_groups(tmp_path, topic):
+    """One node cannot meet Kafka's offsets.topic.replication.factor (3): `runnel dev` sets
+    it to the number of nodes, so consumer groups work."""
+    binary = cli_bin()
+    require_subcommand(binary, "dev")
+    base, _ = free_base_port(1)
+    err_path = tmp_path / "dev.err"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNEL_")}
+    env["NO_COLOR"] = "1"
+    with open(err_path, "wb") as err:
+        dev = subprocess.Popen(
+            [str(binary), "dev", "--nodes", "1", "--data-dir", str(tmp_path / "data"), "--base-port", str(base),
+             "--config", "group.initial.rebalance.delay.ms=0"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env, cwd=tmp_path, text=True,
+            preexec_fn=_die_with_parent,
+        )
+    bootstrap = f"127.0.0.1:{base}"
+    consumer = None
+    try:
+        line = dev.stdout.readline()  # the first line once the node is healthy (bounded by dev's own 60 s)
+        assert line.startswith("bootstrap servers: "), f"{line!r}\n{err_path.read_text(errors='replace')[-3000:]}"
+        util.create_topic(bootstrap, topic, 1)
+        util.produce_ok(bootstrap, topic, [(b"k", b"v")])
+        consumer = Consumer(member_conf(bootstrap, f"g-{topic}"))
+        consumer.subscribe([topic])
+        got = []
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            got = [m for m in consumer.consume(num_messages=1, timeout=0.5) if m.error() is None]
+        assert [m.value() for m in got] == [b"v"], err_path.read_text(errors="replace")[-3000:]
+        consumer.commit(message=got[0], asynchronous=False)
+        assert [tp.offset for tp in consumer.committed([TopicPartition(topic, 0)], timeout=10)] == [1]
+    finally:
+        if consumer is not None:
+            consumer.close()
+        dev.send_signal(signal.SIGTERM)
+        try:
+            dev.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            for pid in children_of(dev.pid):
+                os.kill(pid, signal.SIGKILL)
+            dev.kill()
+            dev.wait(timeout=10)
 
 
 def test_runnel_dev_refuses_busy_port(tmp_path):

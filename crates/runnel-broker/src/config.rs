@@ -241,7 +241,7 @@ pub static BROKER_ONLY_CONFIGS: &[(&str, ConfigType, &str, &str)] = &[
         "offsets.topic.replication.factor",
         ConfigType::Int,
         "3",
-        "Replication factor of __consumer_offsets, capped at the number of brokers.",
+        "Replication factor of __consumer_offsets, created only once this many brokers are live.",
     ),
     (
         "offsets.retention.minutes",

@@ -117,7 +117,7 @@ impl LocalController {
     /// Opens a group coordinator on `broker`; it receives every later image.
     pub fn start_groups(&self, broker: &Arc<ReplicaManager>) -> Arc<GroupCoordinator> {
         let mut st = self.lock();
-        let groups = Arc::new(GroupCoordinator::open(broker.clone()));
+        let groups = GroupCoordinator::open(broker.clone());
         groups
             .on_image(&broker.image())
             .expect("loading __consumer_offsets partitions");

@@ -173,6 +173,7 @@ impl Broker {
         let entered = runtime.enter();
         let config = BrokerConfig::from_pairs([
             ("offsets.topic.num.partitions", "4"),
+            ("offsets.topic.replication.factor", "1"),
             ("group.initial.rebalance.delay.ms", "0"),
         ])
         .expect("the harness's broker config");

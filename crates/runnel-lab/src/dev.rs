@@ -48,11 +48,18 @@ enum Outcome {
 /// Runs the cluster until Ctrl-C or SIGTERM; `runnel_bin` is the binary the nodes run.
 pub async fn run(args: DevArgs, runnel_bin: PathBuf) -> anyhow::Result<()> {
     let plan = plan(args.nodes, args.base_port, &args.data_dir)?;
+    // Fewer nodes than Kafka's offsets.topic.replication.factor (3) could never create
+    // __consumer_offsets: they get one replica per node. A --config given later wins.
+    let mut configs = vec![format!(
+        "offsets.topic.replication.factor={}",
+        args.nodes.min(3)
+    )];
+    configs.extend(args.configs);
     let mut cluster = LocalCluster::new(
         "runnel dev",
         runnel_bin,
         plan.clone(),
-        args.configs,
+        configs,
         NodeLogs::Relay,
     )?;
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;

@@ -459,7 +459,7 @@ async fn start_broker(
     .with_context(|| format!("cannot open data dir {}", config.data_dir.display()))?;
     let broker = Arc::new(broker);
     applied.store(offset, Ordering::Release);
-    let groups = Arc::new(GroupCoordinator::open(broker.clone()));
+    let groups = GroupCoordinator::open(broker.clone());
     let producer_ids = Arc::new(ProducerIdManager::from_controller(writer, broker.clone()));
     let lifecycle = Lifecycle::new(
         client.clone(),

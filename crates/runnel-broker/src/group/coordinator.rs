@@ -12,8 +12,14 @@
 //!
 //! **Writes.** Records are appended to the partition while the shard lock is held, so the log
 //! order is the order in which state changed; the append is a synchronous page-cache write
-//! (never an `.await`). An OffsetCommit is applied and acknowledged only after its batch is
-//! appended.
+//! (never an `.await`). As in Kafka (acks=all, `offsets.commit.timeout.ms`), what a client
+//! waits on takes effect only once its record is replicated: an OffsetCommit's offsets are
+//! pending in their group (invisible to OffsetFetch, UNSTABLE_OFFSET_COMMIT with
+//! `require_stable`) and a SyncGroup's assignment is not handed out until then; if the
+//! record is not replicated in time the previous state stays. The wait runs on a task of its
+//! own, one per append and bounded by the timeout, which takes the shard lock again to apply
+//! the outcome: the lock is never held across an `.await`, and a client that goes away cannot
+//! leave anything pending.
 //!
 //! **Parked requests.** JoinGroup and SyncGroup register a oneshot sender under a waiter id,
 //! then let the state machine decide; its [`Effects`] name the waiters to answer. The senders
@@ -44,8 +50,8 @@ use tokio::sync::{oneshot, watch};
 use super::partition_for;
 use super::records::{CoordinatorRecord, OffsetValue};
 use super::state::{
-    Effects, Group, GroupLimits, GroupState, JoinRequest, JoinResult, LeavingMember, SyncRequest,
-    SyncResult, WaiterId, NEW_MEMBER_JOIN_TIMEOUT_MS,
+    Effects, Group, GroupLimits, GroupState, JoinRequest, JoinResult, LeavingMember, PendingStore,
+    SyncRequest, SyncResult, WaiterId, NEW_MEMBER_JOIN_TIMEOUT_MS,
 };
 use super::store::{self, commit_error, store_error};
 use crate::error::BrokerError;
@@ -177,10 +183,11 @@ impl Clock {
     }
 }
 
-/// Serves consumer groups whose `__consumer_offsets` partitions this node leads.
 /// Where coordinator records were appended: committed once the high watermark passes.
 struct Appended {
     partition: Arc<Partition>,
+    /// The offset of the batch's first record: tells apart commits of the same partition.
+    base_offset: i64,
     required_offset: i64,
     leader_epoch: i32,
     min_insync_replicas: usize,
@@ -199,9 +206,23 @@ impl Appended {
     }
 }
 
+/// One result per offset of an OffsetCommit.
+type CommitResults = Vec<Result<(), ResponseError>>;
+
+/// An OffsetCommit's offsets, appended and pending in their group.
+struct StagedCommit {
+    shard: Arc<Shard>,
+    group_id: String,
+    offsets: Vec<((String, i32), OffsetValue)>,
+    appended: Appended,
+    /// The request's offsets these are, by index.
+    accepted: Vec<usize>,
+}
+
+/// Serves consumer groups whose `__consumer_offsets` partitions this node leads.
 pub struct GroupCoordinator {
     broker: Arc<ReplicaManager>,
-    /// `offsets.commit.timeout.ms`: how long an OffsetCommit waits for replication.
+    /// `offsets.commit.timeout.ms`: how long offsets and group metadata wait for replication.
     commit_timeout: Duration,
     limits: GroupLimits,
     retention_ms: i64,
@@ -214,9 +235,9 @@ pub struct GroupCoordinator {
 impl GroupCoordinator {
     /// A coordinator with no partitions loaded; [`GroupCoordinator::on_image`] loads those
     /// this node leads.
-    pub fn open(broker: Arc<ReplicaManager>) -> Self {
+    pub fn open(broker: Arc<ReplicaManager>) -> Arc<Self> {
         let config = broker.config().clone();
-        Self {
+        Arc::new(Self {
             limits: GroupLimits {
                 min_session_timeout_ms: config.group_min_session_timeout_ms(),
                 max_session_timeout_ms: config.group_max_session_timeout_ms(),
@@ -232,13 +253,13 @@ impl GroupCoordinator {
             shards: RwLock::new(HashMap::new()),
             next_waiter: AtomicU64::new(1),
             broker,
-        }
+        })
     }
 
     /// Follows leadership of `__consumer_offsets`: loads every partition this node now leads
     /// and unloads those it no longer leads. Blocking (replays logs); the node calls it after
     /// every [`ReplicaManager::apply_image`]. Returns the first load error after trying all.
-    pub fn on_image(&self, image: &MetadataImage) -> Result<(), BrokerError> {
+    pub fn on_image(self: &Arc<Self>, image: &MetadataImage) -> Result<(), BrokerError> {
         let node = self.broker.node_id();
         let led: HashSet<i32> = image
             .topic(OFFSETS_TOPIC)
@@ -275,20 +296,26 @@ impl GroupCoordinator {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Creates `__consumer_offsets` if it is missing (`offsets.topic.num.partitions`, with
-    /// `offsets.topic.replication.factor` capped at the live brokers). Losing a race with
-    /// another creator is success.
+    /// Creates `__consumer_offsets` if it is missing (`offsets.topic.num.partitions`,
+    /// `offsets.topic.replication.factor`). Losing a race with another creator is success.
+    /// Refused (INVALID_REPLICATION_FACTOR) while fewer brokers than the replication factor
+    /// are live, as in Kafka: a cluster still starting must not get an offsets topic with
+    /// fewer replicas than configured for good. FindCoordinator answers
+    /// COORDINATOR_NOT_AVAILABLE meanwhile and clients retry.
     pub async fn ensure_offsets_topic(&self) -> Result<(), BrokerError> {
         let image = self.broker.image();
         if image.topic(OFFSETS_TOPIC).is_some() {
             return Ok(());
         }
         let config = self.broker.config();
-        let brokers = image.live_brokers().count().max(1);
-        let replication = config
-            .offsets_topic_replication_factor()
-            .min(i16::try_from(brokers).unwrap_or(i16::MAX))
-            .max(1);
+        let replication = config.offsets_topic_replication_factor();
+        let live = image.live_brokers().count();
+        if (live as i64) < i64::from(replication) {
+            return Err(BrokerError::InvalidReplicationFactor(format!(
+                "{OFFSETS_TOPIC} needs offsets.topic.replication.factor={replication} live \
+                 brokers, found {live}; it is created once enough are up"
+            )));
+        }
         let configs = BTreeMap::from([
             ("cleanup.policy".to_string(), "compact".to_string()),
             (
@@ -367,7 +394,7 @@ impl GroupCoordinator {
     /// Starts coordinating partition `p`: requests for its groups get
     /// COORDINATOR_LOAD_IN_PROGRESS until its log has been replayed. Returns how many groups
     /// were loaded.
-    pub fn load_partition(&self, p: i32) -> Result<usize, BrokerError> {
+    pub fn load_partition(self: &Arc<Self>, p: i32) -> Result<usize, BrokerError> {
         let shard = Arc::new(Shard {
             partition: p,
             state: Mutex::new(ShardState {
@@ -408,7 +435,7 @@ impl GroupCoordinator {
                 .entry(id.clone())
                 .or_insert_with(|| Group::new(id, self.limits.clone(), now));
             for ((topic, partition), value) in offsets {
-                group.commit_offset(&topic, partition, value);
+                group.load_offset(&topic, partition, value);
             }
         }
         let count = groups.len();
@@ -491,17 +518,19 @@ impl GroupCoordinator {
             .map_or(1, |t| self.broker.config().min_insync_replicas(&t.configs));
         Ok(Appended {
             partition,
+            base_offset: info.base_offset,
             required_offset: info.last_offset + 1,
             leader_epoch,
             min_insync_replicas,
         })
     }
 
-    /// Persists the group writes `fx` asks for (feeding the outcome back to the group) and
-    /// takes the senders of the requests to answer. Runs under the shard lock.
+    /// Appends the group writes `fx` asks for and takes the senders of the requests to
+    /// answer. Runs under the shard lock. The group learns how a write went once it is
+    /// replicated ([`GroupCoordinator::complete_store`]), or at once if the append fails.
     fn settle(
-        &self,
-        shard: &Shard,
+        self: &Arc<Self>,
+        shard: &Arc<Shard>,
         st: &mut ShardState,
         group_id: &str,
         mut fx: Effects,
@@ -523,18 +552,50 @@ impl GroupCoordinator {
                     group: group_id.to_string(),
                     value: Some(value),
                 };
-                // Not waited on for replication (Kafka waits); a lost assignment makes the
-                // members rejoin, it loses no committed offset.
-                let result = self
-                    .append(shard.partition, &[record])
-                    .map(|_| ())
-                    .map_err(|e| {
+                match self.append(shard.partition, &[record]) {
+                    Ok(appended) => {
+                        let me = self.clone();
+                        let (shard, group_id) = (shard.clone(), group_id.to_string());
+                        tokio::spawn(async move {
+                            let result = appended.wait(me.commit_timeout).await;
+                            me.complete_store(&shard, &group_id, pending, result);
+                        });
+                    }
+                    Err(e) => {
                         tracing::warn!(group = group_id, error = %e, "cannot store group metadata");
-                        store_error(&e)
-                    });
-                fx.extend(group.store_completed(pending, result, now));
+                        fx.extend(group.store_completed(pending, Err(store_error(&e)), now));
+                    }
+                }
             }
         }
+    }
+
+    /// Tells a group how the replication of its metadata record went. Nothing to do if the
+    /// partition was unloaded meanwhile: its parked requests were answered then.
+    fn complete_store(
+        self: &Arc<Self>,
+        shard: &Arc<Shard>,
+        group_id: &str,
+        store: PendingStore,
+        replicated: Result<(), BrokerError>,
+    ) {
+        let result = replicated.map_err(|e| {
+            tracing::warn!(group = group_id, error = %e, "group metadata was not replicated");
+            store_error(&e)
+        });
+        let deliveries = {
+            let mut st = lock(shard);
+            let now = self.now();
+            let before = snapshot(&st, group_id);
+            let Some(group) = st.groups.get_mut(group_id) else {
+                return;
+            };
+            let fx = group.store_completed(store, result, now);
+            let deliveries = self.settle(shard, &mut st, group_id, fx, now);
+            log_change(group_id, before, &st);
+            deliveries
+        };
+        deliveries.send();
     }
 
     fn waiter_id(&self) -> WaiterId {
@@ -544,7 +605,7 @@ impl GroupCoordinator {
     // ------------------------------------------------------------ group membership
 
     /// JoinGroup; waits until the rebalance completes (bounded by the rebalance timeout).
-    pub async fn join_group(&self, group_id: &str, req: JoinRequest) -> JoinResult {
+    pub async fn join_group(self: &Arc<Self>, group_id: &str, req: JoinRequest) -> JoinResult {
         let member_id = req.member_id.clone();
         if group_id.is_empty() {
             return JoinResult::error(&member_id, ResponseError::InvalidGroupId);
@@ -605,7 +666,7 @@ impl GroupCoordinator {
     }
 
     /// SyncGroup; a follower (or the leader) waits for the leader's assignment to be stored.
-    pub async fn sync_group(&self, group_id: &str, req: SyncRequest) -> SyncResult {
+    pub async fn sync_group(self: &Arc<Self>, group_id: &str, req: SyncRequest) -> SyncResult {
         if group_id.is_empty() {
             return SyncResult::error(ResponseError::InvalidGroupId);
         }
@@ -677,7 +738,7 @@ impl GroupCoordinator {
     }
 
     pub fn heartbeat(
-        &self,
+        self: &Arc<Self>,
         group_id: &str,
         member_id: &str,
         group_instance_id: Option<&str>,
@@ -712,7 +773,7 @@ impl GroupCoordinator {
 
     /// LeaveGroup; `Err` for the whole request, else one result per member.
     pub fn leave_group(
-        &self,
+        self: &Arc<Self>,
         group_id: &str,
         members: &[LeavingMember],
     ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
@@ -741,45 +802,61 @@ impl GroupCoordinator {
 
     // ------------------------------------------------------------ offsets
 
-    /// OffsetCommit: `Err` applies to every partition, else one result per offset. Offsets
-    /// are acknowledged only once their records are committed (replicated to the ISR of the
-    /// offsets partition, as Kafka's acks=all append), at most `offsets.commit.timeout.ms`;
-    /// the shard lock is not held while waiting.
+    /// OffsetCommit: `Err` applies to every partition, else one result per offset. The
+    /// offsets are pending in their group until their records are committed (replicated to
+    /// the ISR of the offsets partition, as Kafka's acks=all append), at most
+    /// `offsets.commit.timeout.ms`; only then are they acknowledged and visible to
+    /// OffsetFetch. If that fails the previous offsets stay.
     pub async fn commit_offsets(
-        &self,
+        self: &Arc<Self>,
         req: CommitRequest,
     ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
-        let group_id = req.group_id.clone();
-        let (mut results, stored) = self.store_offsets(req)?;
-        if let Some((appended, accepted)) = stored {
-            if let Err(e) = appended.wait(self.commit_timeout).await {
-                tracing::warn!(group = group_id, error = %e, "committed offsets were not replicated");
-                let code = commit_error(&e);
-                for i in accepted {
-                    results[i] = Err(code);
-                }
+        let (mut results, staged) = self.stage_offsets(req)?;
+        let Some(staged) = staged else {
+            return Ok(results);
+        };
+        let accepted = staged.accepted.clone();
+        // Completed on a task of its own, so a client that goes away mid-wait cannot leave
+        // the offsets pending.
+        let me = self.clone();
+        let completion = tokio::spawn(async move {
+            let replicated = staged.appended.wait(me.commit_timeout).await;
+            if let Err(e) = &replicated {
+                tracing::warn!(group = staged.group_id, error = %e, "committed offsets were not replicated");
+            }
+            // Nothing to complete if the partition was unloaded meanwhile.
+            if let Some(group) = lock(&staged.shard).groups.get_mut(&staged.group_id) {
+                group.complete_offset_commit(
+                    staged.offsets,
+                    staged.appended.base_offset,
+                    replicated.is_ok(),
+                );
+            }
+            replicated.map_err(|e| commit_error(&e))
+        });
+        let outcome = match completion.await {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => Err(ResponseError::NotCoordinator),
+        };
+        if let Err(code) = outcome {
+            for i in accepted {
+                results[i] = Err(code);
             }
         }
         Ok(results)
     }
 
-    /// Validates and appends an OffsetCommit's offsets and applies them to the group; returns
-    /// the results and, when something was appended, where and for which offsets.
-    #[allow(clippy::type_complexity)]
-    fn store_offsets(
+    /// Validates an OffsetCommit's offsets, appends the accepted ones and makes them pending
+    /// in the group; returns the results and, when something was appended, what to complete.
+    fn stage_offsets(
         &self,
         req: CommitRequest,
-    ) -> Result<
-        (
-            Vec<Result<(), ResponseError>>,
-            Option<(Appended, Vec<usize>)>,
-        ),
-        ResponseError,
-    > {
+    ) -> Result<(CommitResults, Option<StagedCommit>), ResponseError> {
         let shard = self.shard_for(&req.group_id)?;
-        let p = shard.partition;
         let image = self.broker.image();
-        let mut results: Vec<Result<(), ResponseError>> = req
+        let mut results: CommitResults = req
             .offsets
             .iter()
             .map(|o| {
@@ -817,33 +894,30 @@ impl GroupCoordinator {
         if accepted.is_empty() {
             return Ok((results, None));
         }
-        let values: Vec<OffsetValue> = accepted
+        let offsets: Vec<((String, i32), OffsetValue)> = accepted
             .iter()
             .map(|i| {
                 let o = &req.offsets[*i];
-                OffsetValue {
+                let value = OffsetValue {
                     offset: o.offset,
                     leader_epoch: o.leader_epoch,
                     metadata: o.metadata.clone().unwrap_or_default(),
                     commit_timestamp: now,
                     expire_timestamp: None,
-                }
+                };
+                ((o.topic.clone(), o.partition), value)
             })
             .collect();
-        let records: Vec<CoordinatorRecord> = accepted
+        let records: Vec<CoordinatorRecord> = offsets
             .iter()
-            .zip(&values)
-            .map(|(i, v)| {
-                let o = &req.offsets[*i];
-                CoordinatorRecord::Offset {
-                    group: req.group_id.clone(),
-                    topic: o.topic.clone(),
-                    partition: o.partition,
-                    value: Some(v.clone()),
-                }
+            .map(|((topic, partition), v)| CoordinatorRecord::Offset {
+                group: req.group_id.clone(),
+                topic: topic.clone(),
+                partition: *partition,
+                value: Some(v.clone()),
             })
             .collect();
-        let appended = match self.append(p, &records) {
+        let appended = match self.append(shard.partition, &records) {
             Ok(appended) => appended,
             Err(e) => {
                 tracing::warn!(group = req.group_id, error = %e, "cannot store committed offsets");
@@ -854,45 +928,58 @@ impl GroupCoordinator {
                 return Ok((results, None));
             }
         };
-        let group = st
-            .groups
+        st.groups
             .entry(req.group_id.clone())
-            .or_insert_with(|| Group::new(req.group_id.clone(), self.limits.clone(), now));
-        for (i, v) in accepted.iter().zip(values) {
-            let o = &req.offsets[*i];
-            group.commit_offset(&o.topic, o.partition, v);
-        }
-        Ok((results, Some((appended, accepted))))
+            .or_insert_with(|| Group::new(req.group_id.clone(), self.limits.clone(), now))
+            .prepare_offset_commit(offsets.iter().map(|(k, _)| k.clone()), appended.base_offset);
+        drop(st);
+        Ok((
+            results,
+            Some(StagedCommit {
+                shard,
+                group_id: req.group_id,
+                offsets,
+                appended,
+                accepted,
+            }),
+        ))
     }
 
     /// OffsetFetch for one group: the committed offset of each requested partition (`None`:
-    /// nothing committed), or of every partition with a commit when `partitions` is `None`.
+    /// nothing committed), or of every partition with a committed offset when `partitions`
+    /// is `None`. Pending commits are not shown; with `require_stable` (KIP-447) a partition
+    /// with one answers UNSTABLE_OFFSET_COMMIT instead, as Kafka does, and the client retries.
     #[allow(clippy::type_complexity)]
     pub fn fetch_offsets(
         &self,
         group_id: &str,
         partitions: Option<&[(String, i32)]>,
-    ) -> Result<Vec<(String, i32, Option<OffsetValue>)>, ResponseError> {
+        require_stable: bool,
+    ) -> Result<Vec<(String, i32, Result<Option<OffsetValue>, ResponseError>)>, ResponseError> {
         let shard = self.shard_for(group_id)?;
         let st = lock_loaded(&shard)?;
-        let group = st.groups.get(group_id);
-        Ok(match partitions {
-            None => group
-                .map(|g| {
-                    g.offsets()
-                        .iter()
-                        .map(|((t, p), v)| (t.clone(), *p, Some(v.clone())))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Some(wanted) => wanted
+        let Some(group) = st.groups.get(group_id) else {
+            return Ok(partitions
+                .unwrap_or_default()
                 .iter()
-                .map(|(t, p)| {
-                    let v = group.and_then(|g| g.offsets().get(&(t.clone(), *p)).cloned());
-                    (t.clone(), *p, v)
-                })
-                .collect(),
-        })
+                .map(|(t, p)| (t.clone(), *p, Ok(None)))
+                .collect());
+        };
+        let keys: Vec<(String, i32)> = match partitions {
+            Some(wanted) => wanted.to_vec(),
+            None => group.offsets().map(|(k, _)| k.clone()).collect(),
+        };
+        Ok(keys
+            .into_iter()
+            .map(|key| {
+                let value = if require_stable && group.has_pending_offset(&key) {
+                    Err(ResponseError::UnstableOffsetCommit)
+                } else {
+                    Ok(group.offset(&key).cloned())
+                };
+                (key.0, key.1, value)
+            })
+            .collect())
     }
 
     /// Removes offsets of a group, writing tombstones; an empty group left without offsets is
@@ -909,13 +996,15 @@ impl GroupCoordinator {
         let Some(group) = st.groups.get(group_id) else {
             return Ok(0);
         };
-        let present: Vec<&(String, i32)> = partitions
-            .iter()
-            .filter(|k| group.offsets().contains_key(*k))
+        // A pending commit is removed too, with a tombstone after its record in the log.
+        let present: Vec<(String, i32)> = group
+            .stored_offset_keys()
+            .filter(|k| partitions.contains(k))
+            .cloned()
             .collect();
-        let left = group.offsets().len() - present.len();
+        let left = group.stored_offset_keys().count() - present.len();
         let dies = left == 0 && group.is_idle();
-        let mut records = offset_tombstones(group_id, present.iter().copied());
+        let mut records = offset_tombstones(group_id, &present);
         if dies {
             records.push(group_tombstone(group_id));
         }
@@ -924,10 +1013,9 @@ impl GroupCoordinator {
         }
         self.append(shard.partition, &records)?;
         let removed = present.len();
-        let present: Vec<(String, i32)> = present.into_iter().cloned().collect();
         let group = st.groups.get_mut(group_id).expect("checked above");
-        for (t, p) in &present {
-            group.remove_offset(t, *p);
+        for key in &present {
+            group.remove_offset(key);
         }
         if dies && group.maybe_mark_dead(now) {
             st.groups.remove(group_id);
@@ -956,7 +1044,7 @@ impl GroupCoordinator {
                 .values()
                 .filter_map(|g| {
                     let expired = g.expired_offsets(now, self.retention_ms);
-                    let finished = g.is_idle() && g.offsets().is_empty();
+                    let finished = g.is_idle() && !g.has_offsets();
                     (!expired.is_empty() || finished).then(|| (g.id().to_string(), expired))
                 })
                 .collect();
@@ -1027,7 +1115,7 @@ impl GroupCoordinator {
             GroupState::Dead => return Err(ResponseError::GroupIdNotFound),
             _ => return Err(ResponseError::NonEmptyGroup),
         }
-        let mut records = offset_tombstones(group_id, group.offsets().keys());
+        let mut records = offset_tombstones(group_id, group.stored_offset_keys());
         records.push(group_tombstone(group_id));
         if let Err(e) = self.append(shard.partition, &records) {
             tracing::warn!(group = group_id, error = %e, "cannot delete group");
@@ -1114,7 +1202,7 @@ impl GroupCoordinator {
     // ------------------------------------------------------------ timers
 
     /// Fires due deadlines of every group (sessions, rebalance timeouts, pending syncs).
-    pub fn poll_groups(&self) {
+    pub fn poll_groups(self: &Arc<Self>) {
         let now = self.now();
         let shards = self.loaded_shards();
         for shard in shards {

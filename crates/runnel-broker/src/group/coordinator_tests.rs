@@ -55,6 +55,7 @@ fn open(dir: &Path, extra: &[(&str, &str)]) -> Node {
 fn open_broker(dir: &Path, extra: &[(&str, &str)]) -> Arc<ReplicaManager> {
     let mut pairs = vec![
         ("offsets.topic.num.partitions", "4"),
+        ("offsets.topic.replication.factor", "1"),
         ("group.initial.rebalance.delay.ms", "0"),
     ];
     pairs.extend_from_slice(extra);
@@ -129,8 +130,23 @@ fn commit(
     }
 }
 
+/// The committed offset of each of `partitions`, as OffsetFetch without `require_stable`
+/// answers.
+fn committed(
+    groups: &GroupCoordinator,
+    group: &str,
+    partitions: &[(String, i32)],
+) -> Vec<Option<i64>> {
+    groups
+        .fetch_offsets(group, Some(partitions), false)
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, v)| v.unwrap().map(|v| v.offset))
+        .collect()
+}
+
 /// One member `g`/member joined, synced and Stable at generation 1; returns its member id.
-async fn stable_member(groups: &GroupCoordinator, group: &str, session_ms: i32) -> String {
+async fn stable_member(groups: &Arc<GroupCoordinator>, group: &str, session_ms: i32) -> String {
     let r = groups.join_group(group, join_req("", session_ms)).await;
     assert_eq!(r.error, None, "{r:?}");
     assert_eq!(r.generation_id, 1);
@@ -176,11 +192,11 @@ async fn offsets_and_group_metadata_survive_a_reopen() {
     node.close();
 
     let node = open(dir.path(), &[]);
-    let fetched = node.groups.fetch_offsets("g", None).unwrap();
+    let fetched = node.groups.fetch_offsets("g", None, false).unwrap();
     let summary: Vec<(String, i32, i64, i32, String)> = fetched
         .into_iter()
         .map(|(t, p, v)| {
-            let v = v.unwrap();
+            let v = v.unwrap().unwrap();
             (t, p, v.offset, v.leader_epoch, v.metadata)
         })
         .collect();
@@ -192,9 +208,8 @@ async fn offsets_and_group_metadata_survive_a_reopen() {
         ]
     );
     let wanted = [("u".to_string(), 0), ("u".to_string(), 1)];
-    let fetched = node.groups.fetch_offsets("simple", Some(&wanted)).unwrap();
-    assert_eq!(fetched[0].2.as_ref().map(|v| v.offset), Some(1));
-    assert_eq!(fetched[1].2, None);
+    let fetched = committed(&node.groups, "simple", &wanted);
+    assert_eq!(fetched, vec![Some(1), None]);
 
     let described = node.groups.describe_group("g").unwrap().unwrap();
     assert_eq!(described.state, GroupState::Stable);
@@ -261,7 +276,11 @@ async fn deleted_groups_stay_deleted_after_a_reopen() {
     let node = open(dir.path(), &[]);
     assert!(node.groups.describe_group("gone").unwrap().is_none());
     assert!(node.groups.describe_group("busy").unwrap().is_none());
-    assert!(node.groups.fetch_offsets("gone", None).unwrap().is_empty());
+    assert!(node
+        .groups
+        .fetch_offsets("gone", None, false)
+        .unwrap()
+        .is_empty());
     assert!(node.groups.list_groups().1.is_empty());
     node.close();
 }
@@ -293,7 +312,7 @@ async fn offsets_expire_after_the_retention_of_an_empty_group() {
     // t-0 was committed 61 s ago, t-1 31 s ago.
     let left: Vec<(String, i32)> = node
         .groups
-        .fetch_offsets("old", None)
+        .fetch_offsets("old", None, false)
         .unwrap()
         .into_iter()
         .map(|(t, p, _)| (t, p))
@@ -495,7 +514,7 @@ async fn offset_delete_refuses_subscribed_topics() {
     );
     let left: Vec<String> = node
         .groups
-        .fetch_offsets("g", None)
+        .fetch_offsets("g", None, false)
         .unwrap()
         .into_iter()
         .map(|(t, _, _)| t)
@@ -594,10 +613,10 @@ async fn records_that_cannot_be_decoded_are_skipped_on_load() {
     let node = open(dir.path(), &[]);
     let offsets: Vec<(String, i32, i64)> = node
         .groups
-        .fetch_offsets("g", None)
+        .fetch_offsets("g", None, false)
         .unwrap()
         .into_iter()
-        .map(|(t, p, v)| (t, p, v.unwrap().offset))
+        .map(|(t, p, v)| (t, p, v.unwrap().unwrap().offset))
         .collect();
     assert_eq!(
         offsets,
@@ -615,11 +634,8 @@ async fn records_that_cannot_be_decoded_are_skipped_on_load() {
     assert_eq!(results, vec![Ok(())]);
     node.close();
     let node = open(dir.path(), &[]);
-    let fetched = node
-        .groups
-        .fetch_offsets("g", Some(&[("t".to_string(), 0)]))
-        .unwrap();
-    assert_eq!(fetched[0].2.as_ref().map(|v| v.offset), Some(11));
+    let fetched = committed(&node.groups, "g", &[("t".to_string(), 0)]);
+    assert_eq!(fetched, vec![Some(11)]);
     node.close();
 }
 
@@ -643,6 +659,9 @@ async fn partitions_load_and_unload_as_leadership_moves() {
         })
         .unwrap();
     assert_eq!(groups.num_partitions(), 2);
+    // Broker 2 never runs: the leader of partition 0 drops it from the ISR (as it would after
+    // replica.lag.time.max.ms), so that its group writes are committed.
+    set_offsets_isr(&controller, 0, vec![1]);
     let in_partition = |p: i32| {
         (0..)
             .map(|i| format!("g{i}"))
@@ -686,4 +705,200 @@ async fn partitions_load_and_unload_as_leadership_moves() {
             ResponseError::CoordinatorNotAvailable
         );
     }
+}
+
+/// Broker 1 alone leading `__consumer_offsets` (one partition) with broker 2, which never runs,
+/// in its ISR: nothing appended to it is replicated until [`unstall`].
+fn stalled_node(dir: &Path) -> (Arc<LocalController>, Node) {
+    let controller = LocalController::new(&[1, 2]);
+    let config = BrokerConfig::from_pairs([
+        ("group.initial.rebalance.delay.ms", "0"),
+        ("offsets.commit.timeout.ms", "2000"),
+        ("replica.lag.time.max.ms", "600000"),
+    ])
+    .unwrap();
+    let broker = controller.start_broker(dir, 1, config);
+    let groups = controller.start_groups(&broker);
+    for (name, replicas) in [("t", vec![1]), (OFFSETS_TOPIC, vec![1, 2])] {
+        controller
+            .apply(ControllerCommand::CreateTopic {
+                name: name.into(),
+                id: uuid::Uuid::new_v4(),
+                partitions: -1,
+                replication_factor: -1,
+                assignment: Some(vec![replicas]),
+                configs: BTreeMap::new(),
+            })
+            .unwrap();
+    }
+    (controller, Node { broker, groups })
+}
+
+/// Fences broker 2, which takes it out of the ISR: what was appended is committed at once.
+fn unstall(controller: &LocalController) {
+    controller
+        .apply(ControllerCommand::FenceBroker { id: 2 })
+        .unwrap();
+}
+
+/// Puts broker 2 back into the ISR; it still never fetches.
+fn stall(controller: &LocalController) {
+    controller
+        .apply(ControllerCommand::UnfenceBroker { id: 2 })
+        .unwrap();
+    set_offsets_isr(controller, 0, vec![1, 2]);
+}
+
+/// An AlterPartition of `__consumer_offsets` partition `p` from its leader.
+fn set_offsets_isr(controller: &LocalController, p: i32, isr: Vec<i32>) {
+    let info = controller.image().topic(OFFSETS_TOPIC).unwrap().partitions[p as usize].clone();
+    controller
+        .apply(ControllerCommand::AlterPartition {
+            topic: OFFSETS_TOPIC.into(),
+            topic_id: None,
+            partition: p,
+            leader_id: info.leader,
+            leader_epoch: info.leader_epoch,
+            partition_epoch: info.partition_epoch,
+            new_isr: isr,
+        })
+        .unwrap();
+}
+
+/// Waits (at most 5 s) until a commit of `key` is pending: OffsetFetch with `require_stable`
+/// answers UNSTABLE_OFFSET_COMMIT.
+async fn until_pending(groups: &GroupCoordinator, group: &str, key: &(String, i32)) {
+    for _ in 0..500 {
+        let fetched = groups
+            .fetch_offsets(group, Some(std::slice::from_ref(key)), true)
+            .unwrap();
+        if fetched[0].2 == Err(ResponseError::UnstableOffsetCommit) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no commit of {key:?} became pending");
+}
+
+#[tokio::test]
+async fn committed_offsets_show_only_once_replicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, node) = stalled_node(dir.path());
+    let groups = node.groups.clone();
+    let t0 = ("t".to_string(), 0);
+
+    // Appended but held up by broker 2: pending, not shown.
+    let g = groups.clone();
+    let first =
+        tokio::spawn(async move { g.commit_offsets(commit("s", "", -1, &[("t", 0, 5)])).await });
+    until_pending(&groups, "s", &t0).await;
+    assert_eq!(
+        committed(&groups, "s", std::slice::from_ref(&t0)),
+        vec![None]
+    );
+    assert!(groups.fetch_offsets("s", None, false).unwrap().is_empty());
+    assert!(!first.is_finished());
+    // Replicated: acknowledged and shown.
+    unstall(&controller);
+    assert_eq!(first.await.unwrap(), Ok(vec![Ok(())]));
+    assert_eq!(
+        committed(&groups, "s", std::slice::from_ref(&t0)),
+        vec![Some(5)]
+    );
+
+    // Not replicated within offsets.commit.timeout.ms: the commit fails and is dropped, the
+    // previous offset stays.
+    stall(&controller);
+    let g = groups.clone();
+    let second =
+        tokio::spawn(async move { g.commit_offsets(commit("s", "", -1, &[("t", 0, 9)])).await });
+    until_pending(&groups, "s", &t0).await;
+    assert_eq!(
+        committed(&groups, "s", std::slice::from_ref(&t0)),
+        vec![Some(5)]
+    );
+    assert_eq!(
+        second.await.unwrap(),
+        Ok(vec![Err(ResponseError::CoordinatorNotAvailable)])
+    );
+    let stable = groups
+        .fetch_offsets("s", Some(std::slice::from_ref(&t0)), true)
+        .unwrap();
+    assert_eq!(
+        stable[0].2.as_ref().map(|v| v.as_ref().map(|v| v.offset)),
+        Ok(Some(5))
+    );
+    node.close();
+}
+
+#[tokio::test]
+async fn a_sync_group_assignment_is_handed_out_only_once_replicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, node) = stalled_node(dir.path());
+    let groups = node.groups.clone();
+    let r = groups.join_group("g", join_req("", 10_000)).await;
+    assert_eq!((r.error, r.generation_id), (None, 1));
+    let member = r.member_id.clone();
+
+    // The leader's assignment is appended but held up by broker 2: SyncGroup waits and the
+    // group is still completing its rebalance.
+    let (g, m) = (groups.clone(), member.clone());
+    let sync = tokio::spawn(async move { g.sync_group("g", sync_req(&m, 1, &[(&m, b"A")])).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!sync.is_finished());
+    let described = groups.describe_group("g").unwrap().unwrap();
+    assert_eq!(described.state, GroupState::CompletingRebalance);
+    // Replicated: the assignment is handed out and the group is Stable.
+    unstall(&controller);
+    let s = sync.await.unwrap();
+    assert_eq!((s.error, s.assignment), (None, Bytes::from_static(b"A")));
+    let described = groups.describe_group("g").unwrap().unwrap();
+    assert_eq!(described.state, GroupState::Stable);
+    assert_eq!(described.members[0].assignment, Bytes::from_static(b"A"));
+
+    // Not replicated in time: SyncGroup fails and the group rebalances again.
+    stall(&controller);
+    let r = groups.join_group("g", join_req(&member, 10_000)).await;
+    assert_eq!((r.error, r.generation_id), (None, 2));
+    let s = groups
+        .sync_group("g", sync_req(&member, 2, &[(&member, b"B")]))
+        .await;
+    assert_eq!(s.error, Some(ResponseError::CoordinatorNotAvailable));
+    let described = groups.describe_group("g").unwrap().unwrap();
+    assert_eq!(described.state, GroupState::PreparingRebalance);
+    node.close();
+}
+
+#[tokio::test]
+async fn the_offsets_topic_waits_for_its_replication_factor_in_live_brokers() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = LocalController::new(&[1, 2, 3]);
+    for id in [2, 3] {
+        controller
+            .apply(ControllerCommand::FenceBroker { id })
+            .unwrap();
+    }
+    let config = BrokerConfig::from_pairs([("offsets.topic.num.partitions", "4")]).unwrap();
+    let broker = controller.start_broker(dir.path(), 1, config);
+    let groups = controller.start_groups(&broker);
+    // One live broker, offsets.topic.replication.factor 3 (the default): no offsets topic.
+    let err = groups.ensure_offsets_topic().await.unwrap_err();
+    assert_eq!(err.code(), ResponseError::InvalidReplicationFactor, "{err}");
+    assert!(broker.image().topic(OFFSETS_TOPIC).is_none());
+    assert_eq!(
+        groups.find_coordinator("g", "PLAINTEXT").unwrap_err().0,
+        ResponseError::CoordinatorNotAvailable
+    );
+    controller
+        .apply(ControllerCommand::UnfenceBroker { id: 2 })
+        .unwrap();
+    assert!(groups.ensure_offsets_topic().await.is_err());
+    controller
+        .apply(ControllerCommand::UnfenceBroker { id: 3 })
+        .unwrap();
+    groups.ensure_offsets_topic().await.unwrap();
+    let topic = broker.image().topic(OFFSETS_TOPIC).cloned().unwrap();
+    assert_eq!(topic.partitions.len(), 4);
+    assert!(topic.partitions.iter().all(|p| p.replicas.len() == 3));
+    assert!(groups.find_coordinator("g", "PLAINTEXT").is_ok());
 }

@@ -324,8 +324,23 @@ pub struct Group {
     join_timer: Option<JoinTimer>,
     new_member_added: bool,
     subscribed_topics: Option<BTreeSet<String>>,
-    offsets: BTreeMap<(String, i32), OffsetValue>,
+    /// Committed offsets: replicated, what OffsetFetch answers.
+    offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// Offsets appended but not yet replicated (Kafka's `pendingOffsetCommits`), with the log
+    /// offset of their batch: invisible to OffsetFetch until the append completes.
+    pending_offsets: HashMap<(String, i32), i64>,
 }
+
+/// A committed offset and the log offset of its batch (Kafka's `appendedBatchOffset`): when
+/// two commits of a partition complete out of order, the one later in the log wins.
+#[derive(Clone, Debug)]
+struct CommittedOffset {
+    value: OffsetValue,
+    log_offset: i64,
+}
+
+/// The log offset given to offsets replayed from the log: before any batch appended since.
+const LOADED_LOG_OFFSET: i64 = -1;
 
 impl Group {
     /// A new, empty group.
@@ -348,6 +363,7 @@ impl Group {
             new_member_added: false,
             subscribed_topics: None,
             offsets: BTreeMap::new(),
+            pending_offsets: HashMap::new(),
         }
     }
 
@@ -470,8 +486,34 @@ impl Group {
             && self.pending_members.is_empty()
     }
 
-    pub fn offsets(&self) -> &BTreeMap<(String, i32), OffsetValue> {
-        &self.offsets
+    /// The committed offsets, by topic and partition.
+    pub fn offsets(&self) -> impl Iterator<Item = (&(String, i32), &OffsetValue)> {
+        self.offsets.iter().map(|(k, c)| (k, &c.value))
+    }
+
+    /// The committed offset of one partition.
+    pub fn offset(&self, key: &(String, i32)) -> Option<&OffsetValue> {
+        self.offsets.get(key).map(|c| &c.value)
+    }
+
+    /// Whether a commit of this partition is appended but not yet replicated.
+    pub fn has_pending_offset(&self, key: &(String, i32)) -> bool {
+        self.pending_offsets.contains_key(key)
+    }
+
+    /// Every partition with a committed or pending offset: what deleting the group's offsets
+    /// must write tombstones for.
+    pub fn stored_offset_keys(&self) -> impl Iterator<Item = &(String, i32)> {
+        self.offsets.keys().chain(
+            self.pending_offsets
+                .keys()
+                .filter(|k| !self.offsets.contains_key(*k)),
+        )
+    }
+
+    /// Kafka's `hasOffsets`: committed or pending ones keep an empty group alive.
+    pub fn has_offsets(&self) -> bool {
+        !self.offsets.is_empty() || !self.pending_offsets.is_empty()
     }
 
     /// The largest rebalance timeout of the members (Kafka's group rebalance timeout).
@@ -1569,12 +1611,64 @@ impl Group {
         Ok(())
     }
 
-    pub fn commit_offset(&mut self, topic: &str, partition: i32, value: OffsetValue) {
-        self.offsets.insert((topic.to_string(), partition), value);
+    /// An offset replayed from the log, committed already.
+    pub fn load_offset(&mut self, topic: &str, partition: i32, value: OffsetValue) {
+        self.offsets.insert(
+            (topic.to_string(), partition),
+            CommittedOffset {
+                value,
+                log_offset: LOADED_LOG_OFFSET,
+            },
+        );
     }
 
-    pub fn remove_offset(&mut self, topic: &str, partition: i32) -> Option<OffsetValue> {
-        self.offsets.remove(&(topic.to_string(), partition))
+    /// Kafka's `prepareOffsetCommit`: the offsets of `keys`, appended in the batch at
+    /// `log_offset`, are pending until [`Group::complete_offset_commit`]; a later commit of a
+    /// partition replaces its pending one.
+    pub fn prepare_offset_commit(
+        &mut self,
+        keys: impl IntoIterator<Item = (String, i32)>,
+        log_offset: i64,
+    ) {
+        for key in keys {
+            self.pending_offsets.insert(key, log_offset);
+        }
+    }
+
+    /// Kafka's `onOffsetCommitAppend` / `failPendingOffsetWrite`: the batch at `log_offset`
+    /// holding `offsets` was replicated (`replicated`) or not. A replicated offset becomes the
+    /// committed one unless its partition's offsets were deleted meanwhile or a batch later in
+    /// the log completed first; a failed one leaves the previous committed offset. The pending
+    /// entry goes only if it is this batch's.
+    pub fn complete_offset_commit(
+        &mut self,
+        offsets: Vec<((String, i32), OffsetValue)>,
+        log_offset: i64,
+        replicated: bool,
+    ) {
+        for (key, value) in offsets {
+            let Some(&pending) = self.pending_offsets.get(&key) else {
+                continue;
+            };
+            if replicated
+                && self
+                    .offsets
+                    .get(&key)
+                    .is_none_or(|c| c.log_offset < log_offset)
+            {
+                self.offsets
+                    .insert(key.clone(), CommittedOffset { value, log_offset });
+            }
+            if pending == log_offset {
+                self.pending_offsets.remove(&key);
+            }
+        }
+    }
+
+    /// Kafka's `removeOffsets`: forgets the committed and the pending offset of a partition.
+    pub fn remove_offset(&mut self, key: &(String, i32)) {
+        self.offsets.remove(key);
+        self.pending_offsets.remove(key);
     }
 
     /// Offsets whose retention has passed (KIP-211): in an empty group, counted from when it
@@ -1586,10 +1680,10 @@ impl Group {
             Some(at) => now >= at,
             None => now - base >= retention_ms,
         };
+        // A partition with a commit in flight does not expire (Kafka neither).
         let select = |f: &dyn Fn(&(String, i32), &OffsetValue) -> bool| {
-            self.offsets
-                .iter()
-                .filter(|(k, v)| f(k, v))
+            self.offsets()
+                .filter(|(k, v)| !self.pending_offsets.contains_key(*k) && f(k, v))
                 .map(|(k, _)| k.clone())
                 .collect()
         };
@@ -1609,10 +1703,10 @@ impl Group {
         }
     }
 
-    /// An empty group without offsets is finished: it turns Dead and the caller forgets it
-    /// (writing a tombstone). Returns whether that happened.
+    /// An empty group without offsets (committed or pending) is finished: it turns Dead and
+    /// the caller forgets it (writing a tombstone). Returns whether that happened.
     pub fn maybe_mark_dead(&mut self, now: i64) -> bool {
-        if self.is_idle() && self.offsets.is_empty() {
+        if self.is_idle() && !self.has_offsets() {
             self.transition(GroupState::Dead, now);
             return true;
         }

@@ -866,8 +866,8 @@ fn offsets_expire_per_kip_211() {
     };
     // Simple group: counted from each commit.
     let mut simple = Group::new("s", limits(0), 0);
-    simple.commit_offset("t", 0, value(0));
-    simple.commit_offset("t", 1, value(500));
+    simple.load_offset("t", 0, value(0));
+    simple.load_offset("t", 1, value(500));
     assert_eq!(
         simple.expired_offsets(1_000, 1_000),
         vec![("t".to_string(), 0)]
@@ -875,8 +875,8 @@ fn offsets_expire_per_kip_211() {
 
     // Consumer group: nothing expires while it is stable and subscribed...
     let mut g = stable_one(0);
-    g.commit_offset("t", 0, value(0));
-    g.commit_offset("gone", 0, value(0));
+    g.load_offset("t", 0, value(0));
+    g.load_offset("gone", 0, value(0));
     assert_eq!(
         g.expired_offsets(10_000_000, 1_000),
         vec![("gone".to_string(), 0)],
@@ -893,11 +893,144 @@ fn offsets_expire_per_kip_211() {
     assert_eq!(g.state(), GroupState::Empty);
     assert!(g.expired_offsets(50_999, 1_000).is_empty());
     assert_eq!(g.expired_offsets(51_000, 1_000).len(), 2);
-    g.remove_offset("t", 0);
+    g.remove_offset(&("t".to_string(), 0));
     assert!(!g.maybe_mark_dead(51_000));
-    g.remove_offset("gone", 0);
+    g.remove_offset(&("gone".to_string(), 0));
     assert!(g.maybe_mark_dead(51_000));
     assert_eq!(g.state(), GroupState::Dead);
+}
+
+fn offset(n: i64) -> OffsetValue {
+    OffsetValue {
+        offset: n,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp: 0,
+        expire_timestamp: None,
+    }
+}
+
+fn key(topic: &str, partition: i32) -> (String, i32) {
+    (topic.to_string(), partition)
+}
+
+fn shown(g: &Group, topic: &str, partition: i32) -> Option<i64> {
+    g.offset(&key(topic, partition)).map(|v| v.offset)
+}
+
+#[test]
+fn a_pending_commit_shows_only_once_replicated() {
+    let mut g = Group::new("s", limits(0), 0);
+    g.load_offset("t", 0, offset(1));
+    g.prepare_offset_commit([key("t", 0), key("t", 1)], 10);
+    assert_eq!(
+        shown(&g, "t", 0),
+        Some(1),
+        "the previous offset while pending"
+    );
+    assert_eq!(shown(&g, "t", 1), None);
+    assert!(g.has_pending_offset(&key("t", 0)) && g.has_pending_offset(&key("t", 1)));
+    assert_eq!(
+        g.offsets().count(),
+        1,
+        "OffsetFetch of all partitions: committed only"
+    );
+    g.complete_offset_commit(
+        vec![(key("t", 0), offset(5)), (key("t", 1), offset(6))],
+        10,
+        true,
+    );
+    assert_eq!((shown(&g, "t", 0), shown(&g, "t", 1)), (Some(5), Some(6)));
+    assert!(!g.has_pending_offset(&key("t", 0)) && !g.has_pending_offset(&key("t", 1)));
+}
+
+#[test]
+fn a_failed_commit_is_dropped_and_the_previous_offset_stays() {
+    let mut g = Group::new("s", limits(0), 0);
+    g.load_offset("t", 0, offset(1));
+    g.prepare_offset_commit([key("t", 0), key("t", 1)], 10);
+    g.complete_offset_commit(
+        vec![(key("t", 0), offset(5)), (key("t", 1), offset(6))],
+        10,
+        false,
+    );
+    assert_eq!((shown(&g, "t", 0), shown(&g, "t", 1)), (Some(1), None));
+    assert!(!g.has_pending_offset(&key("t", 0)) && !g.has_pending_offset(&key("t", 1)));
+    // Nothing but the failed commit: the group holds no offsets and may go.
+    let mut empty = Group::new("e", limits(0), 0);
+    empty.prepare_offset_commit([key("t", 0)], 3);
+    assert!(empty.has_offsets());
+    assert!(
+        !empty.maybe_mark_dead(0),
+        "a pending commit keeps an empty group"
+    );
+    empty.complete_offset_commit(vec![(key("t", 0), offset(5))], 3, false);
+    assert!(!empty.has_offsets());
+    assert!(empty.maybe_mark_dead(0));
+}
+
+#[test]
+fn commits_completing_out_of_order_keep_the_latest_in_the_log() {
+    let mut g = Group::new("s", limits(0), 0);
+    // B (later in the log) completes before A: A must not move the offset back.
+    g.prepare_offset_commit([key("t", 0)], 10);
+    g.prepare_offset_commit([key("t", 0)], 20);
+    g.complete_offset_commit(vec![(key("t", 0), offset(9))], 20, true);
+    assert_eq!(shown(&g, "t", 0), Some(9));
+    assert!(!g.has_pending_offset(&key("t", 0)));
+    g.complete_offset_commit(vec![(key("t", 0), offset(5))], 10, true);
+    assert_eq!(shown(&g, "t", 0), Some(9));
+    // Again with C pending when A completes late.
+    g.prepare_offset_commit([key("t", 0)], 30);
+    g.prepare_offset_commit([key("t", 0)], 40);
+    g.complete_offset_commit(vec![(key("t", 0), offset(12))], 40, true);
+    g.prepare_offset_commit([key("t", 0)], 50);
+    g.complete_offset_commit(vec![(key("t", 0), offset(11))], 30, true);
+    assert_eq!(shown(&g, "t", 0), Some(12));
+    assert!(g.has_pending_offset(&key("t", 0)), "C is still pending");
+    g.complete_offset_commit(vec![(key("t", 0), offset(13))], 50, true);
+    assert_eq!(shown(&g, "t", 0), Some(13));
+
+    // In log order: A shows while B is pending; B failing leaves A.
+    let mut g = Group::new("s", limits(0), 0);
+    g.prepare_offset_commit([key("t", 0)], 10);
+    g.prepare_offset_commit([key("t", 0)], 20);
+    g.complete_offset_commit(vec![(key("t", 0), offset(5))], 10, true);
+    assert_eq!(shown(&g, "t", 0), Some(5));
+    assert!(g.has_pending_offset(&key("t", 0)), "B is still pending");
+    g.complete_offset_commit(vec![(key("t", 0), offset(9))], 20, false);
+    assert_eq!(shown(&g, "t", 0), Some(5));
+    assert!(!g.has_pending_offset(&key("t", 0)));
+}
+
+#[test]
+fn deleted_offsets_stay_deleted_when_a_pending_commit_completes() {
+    let mut g = Group::new("s", limits(0), 0);
+    g.load_offset("t", 0, offset(1));
+    g.prepare_offset_commit([key("t", 0), key("t", 1)], 10);
+    assert_eq!(
+        g.stored_offset_keys().cloned().collect::<Vec<_>>(),
+        vec![key("t", 0), key("t", 1)],
+        "tombstones cover pending commits too"
+    );
+    g.remove_offset(&key("t", 0));
+    g.remove_offset(&key("t", 1));
+    g.complete_offset_commit(
+        vec![(key("t", 0), offset(5)), (key("t", 1), offset(6))],
+        10,
+        true,
+    );
+    assert_eq!((shown(&g, "t", 0), shown(&g, "t", 1)), (None, None));
+    assert!(!g.has_offsets());
+}
+
+#[test]
+fn a_partition_with_a_pending_commit_does_not_expire() {
+    let mut g = Group::new("s", limits(0), 0);
+    g.load_offset("t", 0, offset(1));
+    g.load_offset("t", 1, offset(1));
+    g.prepare_offset_commit([key("t", 0)], 10);
+    assert_eq!(g.expired_offsets(i64::MAX / 2, 1_000), vec![key("t", 1)]);
 }
 
 #[test]

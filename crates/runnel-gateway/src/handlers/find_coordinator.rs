@@ -1,6 +1,7 @@
 //! FindCoordinator: the node that coordinates a group is the leader of the group's
-//! `__consumer_offsets` partition, created on the first lookup. Transaction coordinators do
-//! not exist yet.
+//! `__consumer_offsets` partition, created on the first lookup once
+//! `offsets.topic.replication.factor` brokers are live (COORDINATOR_NOT_AVAILABLE until then).
+//! Transaction coordinators do not exist yet.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
@@ -66,7 +67,10 @@ pub(crate) async fn handle(
     // The first group lookup of a new cluster creates `__consumer_offsets`, as in Kafka.
     if key_type == KEY_TYPE_GROUP {
         if let Err(e) = ctx.groups.ensure_offsets_topic().await {
-            tracing::warn!(error = %e, "cannot create the offsets topic");
+            // Clients retry every few hundred milliseconds until it exists: rate-limited.
+            ctx.limits.warnings.warn(|suppressed| {
+                tracing::warn!(error = %e, suppressed, "cannot create the offsets topic");
+            });
         }
     }
     if version >= 4 {

@@ -46,6 +46,7 @@ fn encodes<T: Encodable>(response: &T, version: i16) {
 fn context(dir: &std::path::Path) -> Context {
     let config = BrokerConfig::from_pairs([
         ("offsets.topic.num.partitions", "4"),
+        ("offsets.topic.replication.factor", "1"),
         ("group.initial.rebalance.delay.ms", "0"),
     ])
     .unwrap();

@@ -1,6 +1,7 @@
 //! OffsetFetch: one group (v1-7) or several (v8+); no topic list means every committed
-//! offset of the group. `require_stable` needs no waiting: there are no transactional
-//! commits.
+//! offset of the group. A commit whose records are not replicated yet is not shown; with
+//! `require_stable` (v7+, KIP-447) its partition answers UNSTABLE_OFFSET_COMMIT instead, as
+//! Kafka does, and the client retries.
 
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -21,6 +22,7 @@ fn fetch(
     ctx: &Context,
     group_id: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<Fetched, (ResponseError, Fetched)> {
     let flat: Option<Vec<(String, i32)>> = wanted.as_ref().map(|topics| {
         topics
@@ -28,13 +30,17 @@ fn fetch(
             .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
             .collect()
     });
-    match ctx.groups.fetch_offsets(group_id, flat.as_deref()) {
+    match ctx
+        .groups
+        .fetch_offsets(group_id, flat.as_deref(), require_stable)
+    {
         Ok(found) => {
             let mut out: Fetched = Vec::new();
             for (topic, partition, value) in found {
                 let row = match value {
-                    Some(v) => (partition, v.offset, v.leader_epoch, v.metadata, 0),
-                    None => (partition, -1, -1, String::new(), 0),
+                    Ok(Some(v)) => (partition, v.offset, v.leader_epoch, v.metadata, 0),
+                    Ok(None) => (partition, -1, -1, String::new(), 0),
+                    Err(e) => (partition, -1, -1, String::new(), e.code()),
                 };
                 match out.last_mut() {
                     Some((t, rows)) if *t == topic => rows.push(row),
@@ -75,7 +81,8 @@ pub(crate) async fn handle(
                         .map(|t| (t.name.as_str().to_string(), t.partition_indexes))
                         .collect()
                 });
-                let (code, fetched) = match fetch(ctx, g.group_id.as_str(), wanted) {
+                let fetched = fetch(ctx, g.group_id.as_str(), wanted, request.require_stable);
+                let (code, fetched) = match fetched {
                     Ok(f) => (0, f),
                     Err((e, _)) => (e.code(), Vec::new()),
                 };
@@ -111,7 +118,13 @@ pub(crate) async fn handle(
             .map(|t| (t.name.as_str().to_string(), t.partition_indexes))
             .collect()
     });
-    let (code, fetched) = match fetch(ctx, request.group_id.as_str(), wanted) {
+    let fetched = fetch(
+        ctx,
+        request.group_id.as_str(),
+        wanted,
+        request.require_stable,
+    );
+    let (code, fetched) = match fetched {
         Ok(f) => (0, f),
         // v1 has no group-level error: each requested partition carries it.
         Err((e, echoed)) => (e.code(), echoed),
@@ -129,7 +142,8 @@ pub(crate) async fn handle(
                                 .with_committed_offset(o)
                                 .with_committed_leader_epoch(if version >= 5 { epoch } else { -1 })
                                 .with_metadata(Some(str_bytes(m)))
-                                .with_error_code(if version >= 2 { 0 } else { err })
+                                // v2+ carries a group-level error at the group level only.
+                                .with_error_code(if version >= 2 && code != 0 { 0 } else { err })
                         })
                         .collect(),
                 )
