@@ -6,7 +6,9 @@
   one after the other: its requests rotate the partition order, as Kafka's do;
 - a follower whose log restarts at the leader's log start (Kafka's `truncateFullyAndStartAt`)
   forgets the producer state of the records it skipped, on disk too, so as leader it does
-  not reject a producer's next batch as out of order.
+  not reject a producer's next batch as out of order;
+- a replica that fails to become leader (an I/O error) retries until it succeeds, even when
+  no new metadata comes to trigger it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from confluent_kafka.admin import NewTopic, OffsetSpec
 
 import kafkawire as kw
 import util
+from cluster import SESSION_TIMEOUT_S
 from conftest import three_node_cluster
 
 pytestmark = pytest.mark.timeout(150)
@@ -205,5 +208,40 @@ def test_follower_reset_to_leader_log_start_drops_producer_snapshots(request, tm
         # as it may on any leader that kept its state.
         result = produce_raw(cluster.bootstrap_of([follower]), topic, idempotent_batch(pid, 10, 1))
         assert result.error_code == 0, f"produce after the reset failed with error {result.error_code}"
+    finally:
+        gen.close()
+
+
+def test_failed_leader_transition_is_retried_in_a_quiet_cluster(request, tmp_path, topic):
+    gen = three_node_cluster(request, tmp_path / "cluster")
+    cluster = next(gen)
+    try:
+        old, new = cluster.node(1), cluster.node(2)
+        admin = util.admin(cluster.bootstrap)
+        admin.create_topics([NewTopic(topic, num_partitions=1, replica_assignment=[[1, 2]])])[topic].result(timeout=20)
+
+        def partition():
+            return cluster.node(3).metadata([topic]).topics[topic].partitions[0]
+
+        cluster.wait_for("node 1 leading with node 2 in sync", lambda: partition().leader == 1 and sorted(partition().isr) == [1, 2])
+        # A new leader writes its epoch to the leader-epoch checkpoint through a temporary
+        # file; a directory in that file's place makes the write fail, for root too.
+        blocker = new.data_dir / f"{topic}-0" / "leader-epoch-checkpoint.tmp"
+        blocker.mkdir()
+        old.stop()
+        cluster.wait_for("node 2 named the only leader", lambda: partition().leader == 2 and partition().isr == [2])
+        cluster.wait_for(
+            "node 2 failing to take the leadership",
+            lambda: "cannot take the role the metadata gives this replica" in new.log_path.read_text(errors="replace"),
+        )
+        # Past node 1's session timeout the metadata stays as it is: only a retry helps now.
+        time.sleep(SESSION_TIMEOUT_S + 1)
+        blocker.rmdir()
+        on_new = cluster.bootstrap_of([new])
+        cluster.wait_for(
+            "node 2 taking produce requests as leader",
+            lambda: produce_raw(on_new, topic, kw.record_batch([kw.Record(None, b"after")])).error_code == 0,
+            timeout=20,
+        )
     finally:
         gen.close()
