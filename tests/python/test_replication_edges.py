@@ -3,7 +3,12 @@
 - retention on a replicated partition deletes only below the high watermark (as Kafka does):
   a segment the followers have not fetched yet stays on the leader;
 - a follower catching up on several partitions of one leader gets all of them at once, not
-  one after the other: its requests rotate the partition order, as Kafka's do.
+  one after the other: its requests rotate the partition order, as Kafka's do;
+- a follower whose log restarts at the leader's log start (Kafka's `truncateFullyAndStartAt`)
+  forgets the producer state of the records it skipped, on disk too, so as leader it does
+  not reject a producer's next batch as out of order;
+- a replica that fails to become leader (an I/O error) retries until it succeeds, even when
+  no new metadata comes to trigger it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic, OffsetSpec
 
+import kafkawire as kw
 import util
+from cluster import SESSION_TIMEOUT_S
 from conftest import three_node_cluster
 
 pytestmark = pytest.mark.timeout(150)
@@ -143,5 +150,98 @@ def test_follower_catches_up_on_every_partition_at_once(request, tmp_path, topic
         else:
             raise AssertionError(f"follower not caught up within 60 s: {sizes} of {leader_sizes}")
         assert both_in_progress, "the follower copied one partition after the other, never both at once"
+    finally:
+        gen.close()
+
+
+def produce_raw(bootstrap: str, topic: str, batch: bytes) -> kw.PartitionProduceResult:
+    (result,) = kw.parse_produce_v3_response(kw.roundtrip(bootstrap, kw.produce_v3_request(11, topic, 0, batch)))[1]
+    return result
+
+
+def idempotent_batch(pid: int, seq: int, n: int) -> bytes:
+    return kw.idempotent_record_batch([kw.Record(None, f"r{seq + i}".encode()) for i in range(n)], pid, 0, seq)
+
+
+def test_follower_reset_to_leader_log_start_drops_producer_snapshots(request, tmp_path, topic):
+    gen = three_node_cluster(request, tmp_path / "cluster", ["log.retention.check.interval.ms=100"])
+    cluster = next(gen)
+    try:
+        leader, follower = cluster.node(1), cluster.node(2)
+        on_leader = cluster.bootstrap_of([leader])
+        admin = util.admin(cluster.bootstrap)
+        config = {"segment.bytes": str(SEGMENT_BYTES), "retention.bytes": str(2 * SEGMENT_BYTES)}
+        admin.create_topics([NewTopic(topic, num_partitions=1, replica_assignment=[[1, 2]], config=config)])[topic].result(timeout=20)
+
+        def partition():
+            return cluster.node(3).metadata([topic]).topics[topic].partitions[0]
+
+        cluster.wait_for("node 1 leading with node 2 in sync", lambda: partition().leader == 1 and sorted(partition().isr) == [1, 2])
+        init = kw.parse_init_producer_id_v0_response(kw.roundtrip(on_leader, kw.init_producer_id_v0_request(7)))
+        pid = init.producer_id
+        assert produce_raw(on_leader, topic, idempotent_batch(pid, 0, 5)).error_code == 0
+        # A clean stop leaves the follower a producer snapshot at offset 5 (sequence 4).
+        follower.stop()
+        cluster.wait_for("node 2 out of the ISR", lambda: partition().isr == [1])
+        assert produce_raw(on_leader, topic, idempotent_batch(pid, 5, 5)).error_code == 0
+        # Retention then deletes the producer's batches, and more, before the follower is back.
+        filler = [(None, bytes(1024)) for _ in range(10 * SEGMENT_BYTES // 1024)]
+        util.produce_ok(on_leader, topic, filler, partition=0, acks=1, batch_size=4096)
+        leader_admin = util.admin(on_leader)
+        log_start = cluster.wait_for(
+            "retention past the producer's batches", lambda: (s := watermarks(leader_admin, topic)[0]) > 10 and s
+        )
+
+        follower.start()
+        cluster.wait_for("node 2 back in sync", lambda: sorted(partition().isr) == [1, 2], timeout=40)
+        assert "restarting its log at the leader's log start" in follower.log_path.read_text(errors="replace")
+        snapshots = [int(s.name.split(".")[0]) for s in (follower.data_dir / f"{topic}-0").glob("*.snapshot")]
+        assert all(s >= log_start for s in snapshots), f"stale producer snapshots {snapshots} below log start {log_start}"
+        # A crash after the reset must not bring the stale state back either.
+        follower.kill()
+        follower.start()
+        cluster.wait_for("node 2 back in sync after a crash", lambda: sorted(partition().isr) == [1, 2], timeout=40)
+
+        leader.stop()
+        cluster.wait_for("node 2 leading", lambda: partition().leader == 2)
+        # Node 2 never saw sequences 5-9: to it the producer is unknown and may go on at 10,
+        # as it may on any leader that kept its state.
+        result = produce_raw(cluster.bootstrap_of([follower]), topic, idempotent_batch(pid, 10, 1))
+        assert result.error_code == 0, f"produce after the reset failed with error {result.error_code}"
+    finally:
+        gen.close()
+
+
+def test_failed_leader_transition_is_retried_in_a_quiet_cluster(request, tmp_path, topic):
+    gen = three_node_cluster(request, tmp_path / "cluster")
+    cluster = next(gen)
+    try:
+        old, new = cluster.node(1), cluster.node(2)
+        admin = util.admin(cluster.bootstrap)
+        admin.create_topics([NewTopic(topic, num_partitions=1, replica_assignment=[[1, 2]])])[topic].result(timeout=20)
+
+        def partition():
+            return cluster.node(3).metadata([topic]).topics[topic].partitions[0]
+
+        cluster.wait_for("node 1 leading with node 2 in sync", lambda: partition().leader == 1 and sorted(partition().isr) == [1, 2])
+        # A new leader writes its epoch to the leader-epoch checkpoint through a temporary
+        # file; a directory in that file's place makes the write fail, for root too.
+        blocker = new.data_dir / f"{topic}-0" / "leader-epoch-checkpoint.tmp"
+        blocker.mkdir()
+        old.stop()
+        cluster.wait_for("node 2 named the only leader", lambda: partition().leader == 2 and partition().isr == [2])
+        cluster.wait_for(
+            "node 2 failing to take the leadership",
+            lambda: "cannot take the role the metadata gives this replica" in new.log_path.read_text(errors="replace"),
+        )
+        # Past node 1's session timeout the metadata stays as it is: only a retry helps now.
+        time.sleep(SESSION_TIMEOUT_S + 1)
+        blocker.rmdir()
+        on_new = cluster.bootstrap_of([new])
+        cluster.wait_for(
+            "node 2 taking produce requests as leader",
+            lambda: produce_raw(on_new, topic, kw.record_batch([kw.Record(None, b"after")])).error_code == 0,
+            timeout=20,
+        )
     finally:
         gen.close()

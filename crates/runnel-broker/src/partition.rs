@@ -689,6 +689,10 @@ impl Partition {
                 return Ok((leo, leo, hw.min(leo)));
             }
             let before = log.log_end_offset();
+            if offset < log.log_start_offset() {
+                // The log restarts empty at `offset`, as in `reset_as_follower`.
+                self.clear_producer_state(log)?;
+            }
             log.truncate_to(offset)?;
             self.rebuild_producer_state(log);
             tracing::info!(
@@ -703,8 +707,21 @@ impl Partition {
         })
     }
 
+    /// Forgets the producer state and deletes its snapshots before `log` restarts empty
+    /// (first, so a crash in between rebuilds the state from the intact log).
+    fn clear_producer_state(&self, log: &PartitionLog) -> Result<(), BrokerError> {
+        self.producers.lock().truncate_fully().map_err(|e| {
+            BrokerError::DataDir(format!(
+                "cannot delete the producer-state snapshots in {}: {e}",
+                log.dir().display()
+            ))
+        })
+    }
+
     /// Empties a follower's log and restarts it at `offset`, the leader's log start, when
-    /// everything the follower misses was already deleted on the leader.
+    /// everything the follower misses was already deleted on the leader. The producer state
+    /// goes too: the batches of the skipped records are unknown here, so as leader this
+    /// replica treats their producers as new, as Kafka does.
     pub(crate) fn reset_as_follower(
         &self,
         leader_epoch: i32,
@@ -712,8 +729,8 @@ impl Partition {
     ) -> Result<(), BrokerError> {
         self.as_follower(leader_epoch, |log| {
             let before = log.log_end_offset();
+            self.clear_producer_state(log)?;
             log.truncate_fully_and_start_at(offset)?;
-            self.rebuild_producer_state(log);
             tracing::warn!(
                 topic = self.topic,
                 partition = self.index,

@@ -343,6 +343,22 @@ impl ProducerStateManager {
         Ok(())
     }
 
+    /// Forgets every producer and deletes every snapshot (Kafka's `ProducerStateManager.
+    /// truncateFullyAndStartAt`), for a log about to restart empty past records this replica
+    /// never saw: a snapshot at or below the new start would otherwise pass for the state
+    /// there. The deletions are fsynced so they reach disk before the log is emptied.
+    pub fn truncate_fully(&mut self) -> std::io::Result<()> {
+        self.producers.clear();
+        self.bytes_since_snapshot = 0;
+        for offset in list_snapshots(&self.dir) {
+            match fs::remove_file(self.snapshot_path(offset)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        fs::File::open(&self.dir)?.sync_all()
+    }
+
     /// Rebuilds the state of `log`: the newest valid snapshot at or below the log end (corrupt
     /// and future ones are deleted with a warning), then the headers of the batches after it,
     /// read in chunks. Records are never decoded.

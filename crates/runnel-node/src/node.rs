@@ -184,6 +184,9 @@ impl Node {
                 parts.broker.clone().run_isr_updates(shutdown_rx.clone()),
             ));
             tasks.push(tokio::spawn(
+                parts.broker.clone().run_role_retries(shutdown_rx.clone()),
+            ));
+            tasks.push(tokio::spawn(
                 parts.lifecycle.clone().run(shutdown_rx.clone()),
             ));
             tasks.push(tokio::spawn(

@@ -2,21 +2,26 @@
 //! opens the logs of new local replicas and drops those of deleted topics (through the
 //! [`PartitionRegistry`]), applies changed topic configs, gives every replica the role the
 //! image names (Kafka's `makeLeaders` / `makeFollowers`) and publishes the image, its offset
-//! and the partitions to follow.
+//! and the partitions to follow. A role transition that fails (an I/O error writing the
+//! leader-epoch checkpoint) is retried with backoff until it succeeds or a newer image
+//! decides again: a quiet cluster sends no new image, and the partition would stay without
+//! a working leader.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
+use runnel_util::Backoff;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::registry::PartitionRegistry;
 use super::TopicPartition;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
-use crate::metadata::{MetadataImage, TopicInfo, NO_LEADER};
+use crate::metadata::{MetadataImage, PartitionInfo, TopicInfo, NO_LEADER};
 use crate::partition::{now_ms, Partition, RoleChange};
 
 /// A partition this node follows: what its fetcher for `leader` needs.
@@ -29,6 +34,13 @@ pub struct FollowAssignment {
 
 /// Every partition this node follows, by partition.
 pub type FollowAssignments = BTreeMap<TopicPartition, FollowAssignment>;
+
+/// Waits between retries of failed role transitions: short at first (a transient error),
+/// then at most this long.
+const ROLE_RETRY_INITIAL: Duration = Duration::from_millis(100);
+const ROLE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// A transition that keeps failing is logged at most this often.
+const ROLE_RETRY_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The image this node serves and what applying it takes.
 pub(crate) struct ImageApplier {
@@ -44,6 +56,9 @@ pub(crate) struct ImageApplier {
     apply_lock: Mutex<()>,
     /// The partitions this node follows; the replica fetchers watch it.
     followed: watch::Sender<Arc<FollowAssignments>>,
+    /// Replicas whose role transition failed; [`ImageApplier::run_role_retries`] retries them.
+    /// Replaced under the apply lock by every role sync.
+    failed_roles: watch::Sender<BTreeSet<TopicPartition>>,
     /// The incarnation this process registers with. Replication roles are taken only from
     /// images that know it: an older image is the metadata log as it was before this
     /// restart, replayed from disk, whose leaderships may long have moved (Kafka's brokers
@@ -65,6 +80,7 @@ impl ImageApplier {
     ) -> Result<Self, BrokerError> {
         let (applied, _) = watch::channel(offset);
         let (followed, _) = watch::channel(Arc::new(FollowAssignments::new()));
+        let (failed_roles, _) = watch::channel(BTreeSet::new());
         let applier = Self {
             node_id,
             config,
@@ -73,6 +89,7 @@ impl ImageApplier {
             applied,
             apply_lock: Mutex::new(()),
             followed,
+            failed_roles,
             incarnation,
         };
         let mut opened = 0;
@@ -171,40 +188,19 @@ impl ImageApplier {
         }
         let now = now_ms();
         let mut followed = FollowAssignments::new();
+        let mut failed = BTreeSet::new();
         for partition in self.registry.all() {
-            let Some(info) = image
-                .topic(partition.topic())
-                .filter(|t| t.id == partition.topic_id())
-                .and_then(|t| t.partition(partition.index()))
-            else {
+            let Some(info) = partition_info(image, &partition) else {
                 continue;
             };
-            match partition.sync_role(info, self.node_id, now) {
-                Ok(RoleChange::BecameLeader) => tracing::info!(
-                    topic = partition.topic(),
-                    partition = partition.index(),
-                    leader_epoch = info.leader_epoch,
-                    isr = ?info.isr,
-                    "became the leader"
-                ),
-                Ok(RoleChange::BecameFollower) => tracing::info!(
-                    topic = partition.topic(),
-                    partition = partition.index(),
-                    leader = info.leader,
-                    leader_epoch = info.leader_epoch,
-                    "became a follower"
-                ),
-                Ok(RoleChange::Unchanged) => {}
-                Err(e @ BrokerError::StaleMetadata(_)) => tracing::info!(
-                    error = %e,
-                    "not taking leadership from metadata older than the log; waiting for newer metadata"
-                ),
-                Err(e) => tracing::error!(
+            if let Err(e) = self.take_role(&partition, info, now) {
+                tracing::error!(
                     topic = partition.topic(),
                     partition = partition.index(),
                     error = %e,
-                    "cannot take the role the metadata gives this replica"
-                ),
+                    "cannot take the role the metadata gives this replica; retrying"
+                );
+                failed.insert((partition.topic().to_string(), partition.index()));
             }
             if info.leader != self.node_id && info.leader != NO_LEADER {
                 followed.insert(
@@ -218,6 +214,104 @@ impl ImageApplier {
             }
         }
         self.followed.send_replace(Arc::new(followed));
+        self.failed_roles.send_replace(failed);
+    }
+
+    /// Gives `partition` the role `info` names. Errors are failed transitions worth a retry;
+    /// stale metadata is not one (it waits for a newer image).
+    fn take_role(
+        &self,
+        partition: &Partition,
+        info: &PartitionInfo,
+        now: i64,
+    ) -> Result<(), BrokerError> {
+        match partition.sync_role(info, self.node_id, now) {
+            Ok(RoleChange::BecameLeader) => tracing::info!(
+                topic = partition.topic(),
+                partition = partition.index(),
+                leader_epoch = info.leader_epoch,
+                isr = ?info.isr,
+                "became the leader"
+            ),
+            Ok(RoleChange::BecameFollower) => tracing::info!(
+                topic = partition.topic(),
+                partition = partition.index(),
+                leader = info.leader,
+                leader_epoch = info.leader_epoch,
+                "became a follower"
+            ),
+            Ok(RoleChange::Unchanged) => {}
+            Err(e @ BrokerError::StaleMetadata(_)) => tracing::info!(
+                error = %e,
+                "not taking leadership from metadata older than the log; waiting for newer metadata"
+            ),
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// Takes again the roles whose transition failed, as the published image names them
+    /// (under the apply lock, so never against an image being applied). Replicas gone from
+    /// the image are dropped. Returns how many still fail. Blocking file I/O.
+    fn retry_failed_roles(&self, log_failures: bool) -> usize {
+        let _order = self.apply_lock.lock();
+        let image = self.image();
+        let now = now_ms();
+        let mut failed = BTreeSet::new();
+        for key in self.failed_roles.borrow().clone() {
+            let Some(partition) = self.registry.get(&key.0, key.1) else {
+                continue;
+            };
+            let Some(info) = partition_info(&image, &partition) else {
+                continue;
+            };
+            if let Err(e) = self.take_role(&partition, info, now) {
+                if log_failures {
+                    tracing::warn!(
+                        topic = partition.topic(),
+                        partition = partition.index(),
+                        error = %e,
+                        "still cannot take the role the metadata gives this replica; retrying"
+                    );
+                }
+                failed.insert(key);
+            }
+        }
+        let remaining = failed.len();
+        self.failed_roles.send_replace(failed);
+        remaining
+    }
+
+    /// Retries failed role transitions with backoff until none is left, then waits for the
+    /// next failure, until `shutdown` fires. A failure keeps being logged, at most every
+    /// [`ROLE_RETRY_LOG_INTERVAL`].
+    pub(crate) async fn run_role_retries(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut failures = self.failed_roles.subscribe();
+        loop {
+            tokio::select! {
+                r = failures.wait_for(|f| !f.is_empty()) => if r.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+            let mut backoff = Backoff::new(ROLE_RETRY_INITIAL, ROLE_RETRY_MAX);
+            // The first failure was logged when it happened.
+            let mut last_logged = Instant::now();
+            loop {
+                tokio::select! {
+                    _ = backoff.wait() => {}
+                    _ = shutdown.changed() => return,
+                }
+                let log_failures = last_logged.elapsed() >= ROLE_RETRY_LOG_INTERVAL;
+                if log_failures {
+                    last_logged = Instant::now();
+                }
+                let me = self.clone();
+                let remaining =
+                    tokio::task::spawn_blocking(move || me.retry_failed_roles(log_failures)).await;
+                if matches!(remaining, Ok(0)) {
+                    break;
+                }
+            }
+        }
     }
 
     /// The partitions this node follows, changing with every metadata image.
@@ -252,6 +346,17 @@ impl ImageApplier {
         let _order = self.apply_lock.lock();
         self.registry.remove_stray_dirs(&self.image(), self.node_id);
     }
+}
+
+/// What `image` says of `partition`, unless its topic is gone or was re-created.
+fn partition_info<'a>(
+    image: &'a MetadataImage,
+    partition: &Partition,
+) -> Option<&'a PartitionInfo> {
+    image
+        .topic(partition.topic())
+        .filter(|t| t.id == partition.topic_id())
+        .and_then(|t| t.partition(partition.index()))
 }
 
 #[cfg(test)]

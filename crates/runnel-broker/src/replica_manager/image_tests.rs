@@ -1,12 +1,15 @@
 //! Tests of image application: logs and configs follow the image, applied offsets only move
-//! forward, roles wait for an image that knows this process.
+//! forward, roles wait for an image that knows this process, failed role transitions are
+//! retried.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::executor::block_on;
 use runnel_controller::command::ControllerCommand;
 use runnel_storage::batch::testing::build_batch;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
@@ -93,4 +96,38 @@ fn apply_image_follows_creates_deletes_and_configs() {
     rm.apply_image(offset + 1, Arc::new(image)).unwrap();
     assert!(rm.partition("t", 0).is_ok());
     assert_eq!(rm.applied_offset(), offset + 1);
+}
+
+#[tokio::test]
+async fn a_failed_leader_transition_is_retried_without_a_new_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, rm) = LocalController::start(dir.path(), 1, BrokerConfig::default());
+    create(&rm, "t", 1);
+    // A directory in the way of the leader-epoch checkpoint's temporary file fails the new
+    // epoch's write.
+    let blocker = dir.path().join("t-0").join("leader-epoch-checkpoint.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let mut image = controller.image();
+    image.topics.get_mut("t").unwrap().partitions[0].leader_epoch += 1;
+    rm.apply_image(rm.applied_offset() + 1, Arc::new(image))
+        .unwrap();
+    let (p, epoch) = rm.leader_partition("t", 0).unwrap();
+    assert!(p.append(&mut build_batch(1, 10), epoch).is_err());
+
+    let (stop, shutdown) = watch::channel(false);
+    let retries = tokio::spawn(rm.clone().run_role_retries(shutdown));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(p.append(&mut build_batch(1, 10), epoch).is_err());
+    std::fs::remove_dir(&blocker).unwrap();
+    let mut waited = Duration::ZERO;
+    while p.append(&mut build_batch(1, 10), epoch).is_err() {
+        assert!(
+            waited < Duration::from_secs(10),
+            "the transition was not retried"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+    stop.send(true).unwrap();
+    retries.await.unwrap();
 }

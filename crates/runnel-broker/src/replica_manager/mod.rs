@@ -207,6 +207,12 @@ impl ReplicaManager {
         Ok((partition, epoch))
     }
 
+    /// Retries failed role transitions with backoff until `shutdown` fires (see
+    /// [`ImageApplier::run_role_retries`]).
+    pub async fn run_role_retries(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        self.images.clone().run_role_retries(shutdown).await;
+    }
+
     /// Queues an ISR change for the controller (replacing an older one of the partition).
     pub(crate) fn submit_isr_change(&self, partition: &Partition, change: IsrChange) {
         self.isr.submit(partition, change);
