@@ -93,13 +93,18 @@ impl Node {
         extra_configs: &[String],
     ) -> Result<Node> {
         let ports = free_ports(1)?[0];
+        // A lone broker can never host Kafka's default of 3 offsets-topic replicas; the
+        // consumers' group.id would find no coordinator.
+        let configs: Vec<String> = std::iter::once("offsets.topic.replication.factor=1".to_owned())
+            .chain(extra_configs.iter().cloned())
+            .collect();
         let mut node = Node::spawn(
             bin,
             temp_data_dir(tmp_parent)?,
             ports,
             &[],
             log_path,
-            extra_configs,
+            &configs,
         )?;
         node.wait_healthy()?;
         Ok(node)
