@@ -92,6 +92,29 @@ def accepts(port: int) -> bool:
         return False
 
 
+def cluster_view(port: int) -> dict | None:
+    """GET /v1/cluster of one node, or None when it does not answer with JSON."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/cluster", timeout=2) as resp:
+            return json.loads(resp.read())
+    except (OSError, ValueError):
+        return None
+
+
+def unsettled(view: dict | None) -> str | None:
+    """Why a node's view of the cluster is not yet usable by a client (None when it is): a
+    node may answer /health while the controller quorum is still electing or a restarted
+    broker is still fenced, and a CreateTopics with replication factor 3 would wait on it."""
+    if view is None:
+        return "no /v1/cluster"
+    if view.get("controller", {}).get("leader_id") is None:
+        return "no controller leader"
+    brokers = view.get("brokers", [])
+    if len(brokers) != len(NODES) or any(b.get("fenced") for b in brokers):
+        return f"brokers {[(b.get('id'), 'fenced' if b.get('fenced') else 'live') for b in brokers]}"
+    return None
+
+
 def health(port: int) -> int | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
@@ -151,8 +174,8 @@ class ComposeCluster:
         self.wait_healthy()
 
     def wait_healthy(self, timeout: float = HEALTHY_TIMEOUT_S) -> None:
-        """Every node's /health answers 200, Docker's own health check agrees, and its published
-        Kafka port accepts connections."""
+        """Every node's /health answers 200, Docker's own health check agrees, its published
+        Kafka port accepts connections, and it sees a controller leader and every broker live."""
         deadline = time.monotonic() + timeout
         while True:
             pending = []
@@ -163,6 +186,8 @@ class ComposeCluster:
                     pending.append(f"runnel-{n} ({state['Status']}, {docker_health})")
                 elif not accepts(self.kafka_ports[n]):
                     pending.append(f"runnel-{n} (Kafka port {self.kafka_ports[n]} refuses)")
+                elif why := unsettled(cluster_view(self.http_ports[n])):
+                    pending.append(f"runnel-{n} ({why})")
             if not pending:
                 return
             if time.monotonic() > deadline:

@@ -28,26 +28,20 @@ def cluster():
     remove_stale_projects()
     c = ComposeCluster.new()
     atexit.register(c.destroy)  # also when the session dies before the fixture's teardown
-    failed_before = _failures()
     try:
         c.up()
         yield c
     finally:
-        if _failures() != failed_before:
-            print(f"\n--- compose logs of {c.project} (a test failed) ---\n{c.logs()}")
         c.destroy()
         atexit.unregister(c.destroy)
 
 
-_FAILED = []
-
-
-def _failures() -> int:
-    return len(_FAILED)
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
+    """A failed test's report carries the containers' logs as they were when it failed (the
+    session's later tests would push them out of the tail)."""
     outcome = yield
-    if outcome.get_result().failed:
-        _FAILED.append(item.nodeid)
+    report = outcome.get_result()
+    cluster = item.funcargs.get("cluster") if hasattr(item, "funcargs") else None
+    if report.failed and cluster is not None:
+        report.sections.append(("compose logs at the failure", cluster.logs()))
