@@ -83,11 +83,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-
-    fn put_string(buf: &mut BytesMut, s: &str) {
-        buf.put_i16(s.len() as i16);
-        buf.put_slice(s.as_bytes());
-    }
+    use crate::group::records::put_string;
 
     fn encoded(s: &ConsumerProtocolSubscription, version: i16) -> Bytes {
         let mut buf = BytesMut::new();

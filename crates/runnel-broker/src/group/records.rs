@@ -99,7 +99,7 @@ const GROUP_KEY_V2: i16 = 2;
 const OFFSET_VALUE_V3: i16 = 3;
 const GROUP_VALUE_V3: i16 = 3;
 
-fn put_string(buf: &mut BytesMut, s: &str) {
+pub(super) fn put_string(buf: &mut BytesMut, s: &str) {
     buf.put_i16(s.len() as i16);
     buf.put_slice(s.as_bytes());
 }
