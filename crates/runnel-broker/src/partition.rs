@@ -467,7 +467,7 @@ impl Partition {
         fetch_offset: i64,
         last_fetched_epoch: i32,
         now_ms: i64,
-        may_join_isr: bool,
+        join_epoch: Option<i64>,
     ) -> Result<FollowerFetch, ReplicaRefusal> {
         let mut role = self.lock_role();
         let state = self.check_leader(&mut role, current_leader_epoch)?;
@@ -491,7 +491,7 @@ impl Partition {
                 }));
             }
         }
-        match state.on_follower_fetch(replica, fetch_offset, leo, now_ms, may_join_isr) {
+        match state.on_follower_fetch(replica, fetch_offset, leo, now_ms, join_epoch) {
             Ok(outcome) => {
                 if let Some(hw) = outcome.high_watermark {
                     self.publish(hw, state.leader_epoch());

@@ -36,7 +36,7 @@ fn replicate(leader: &Partition, follower: &Partition, follower_id: i32, epoch: 
             pos.log_end_offset,
             pos.last_fetched_epoch,
             now_ms(),
-            true,
+            Some(0),
         )
         .unwrap();
     assert!(
@@ -140,19 +140,21 @@ fn a_new_leaders_follower_truncates_its_divergent_tail() {
     assert_eq!((pos.log_end_offset, pos.last_fetched_epoch), (4, 0));
     let end = new.leader_end_offset_for_epoch(1, 0).unwrap();
     assert_eq!((end.epoch, end.end_offset), (0, 2));
-    let outcome = new.on_follower_fetch(1, 1, 4, 0, now_ms(), true).unwrap();
+    let outcome = new
+        .on_follower_fetch(1, 1, 4, 0, now_ms(), Some(0))
+        .unwrap();
     assert!(
         matches!(outcome, FollowerFetch::Diverging(e) if e.end_offset == 2),
         "{outcome:?}"
     );
     // Fencing: a stale epoch is refused, a newer one is unknown.
     assert_eq!(
-        new.on_follower_fetch(1, 0, 2, 0, now_ms(), true)
+        new.on_follower_fetch(1, 0, 2, 0, now_ms(), Some(0))
             .unwrap_err(),
         ReplicaRefusal::FencedLeaderEpoch { leader_epoch: 1 }
     );
     assert_eq!(
-        new.on_follower_fetch(1, 2, 2, 0, now_ms(), true)
+        new.on_follower_fetch(1, 2, 2, 0, now_ms(), Some(0))
             .unwrap_err(),
         ReplicaRefusal::UnknownLeaderEpoch
     );

@@ -138,6 +138,10 @@ pub enum ControllerCommand {
         leader_epoch: i32,
         partition_epoch: i32,
         new_isr: Vec<i32>,
+        /// (broker, broker epoch) of members the change adds, as their fetches carried it
+        /// (KIP-903); a broker registered under another epoch since is refused.
+        #[serde(default)]
+        joining_broker_epochs: Vec<(i32, i64)>,
     },
     /// `None` means every partition of every topic; then partitions that need no election are
     /// left out of the result.
@@ -275,6 +279,7 @@ pub fn apply(
             leader_epoch,
             partition_epoch,
             new_isr,
+            joining_broker_epochs,
         } => replication::alter_partition(
             image,
             replication::AlterPartition {
@@ -285,6 +290,7 @@ pub fn apply(
                 leader_epoch: *leader_epoch,
                 partition_epoch: *partition_epoch,
                 new_isr,
+                joining_broker_epochs,
             },
         ),
         ElectLeaders {

@@ -105,6 +105,7 @@ fn alter(image: &MetadataImage, topic: &str, p: i32, new_isr: &[i32]) -> Control
         leader_epoch: current.leader_epoch,
         partition_epoch: current.partition_epoch,
         new_isr: new_isr.to_vec(),
+        joining_broker_epochs: Vec::new(),
     }
 }
 
@@ -1047,6 +1048,48 @@ fn alter_partition_errors() {
     alter_ok(&mut image, "t", 0, &[1, 3]);
 }
 
+/// KIP-903: an expansion vouched for by a fetch from an older incarnation of the joining
+/// broker is refused; one under its current epoch is accepted.
+#[test]
+fn isr_join_needs_the_current_broker_epoch() {
+    let mut image = cluster(3);
+    ok(&mut image, assign_cmd("t", &[&[1, 2, 3]]));
+    alter_ok(&mut image, "t", 0, &[1, 2]);
+    let old_epoch = image.brokers[&3].epoch;
+    ok(&mut image, register_cmd(3, 1));
+    ok(&mut image, C::UnfenceBroker { id: 3 });
+    let new_epoch = image.brokers[&3].epoch;
+    assert!(new_epoch > old_epoch);
+    let join = |image: &MetadataImage, epoch: i64| match alter(image, "t", 0, &[1, 2, 3]) {
+        C::AlterPartition {
+            topic,
+            topic_id,
+            partition,
+            leader_id,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+            ..
+        } => C::AlterPartition {
+            topic,
+            topic_id,
+            partition,
+            leader_id,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+            joining_broker_epochs: vec![(3, epoch)],
+        },
+        other => other,
+    };
+    let stale = join(&image, old_epoch);
+    let err = refused(&mut image, stale, ResponseError::IneligibleReplica);
+    assert!(err.message().contains("epoch"), "{err}");
+    let current = join(&image, new_epoch);
+    ok(&mut image, current);
+    assert_eq!(part(&image, "t", 0).isr, [1, 2, 3]);
+}
+
 #[test]
 fn deposed_leader_is_fenced_by_its_epoch() {
     let mut image = cluster(3);
@@ -1376,6 +1419,7 @@ fn commands_and_results_round_trip_through_json() {
             leader_epoch: 0,
             partition_epoch: 0,
             new_isr: vec![1],
+            joining_broker_epochs: Vec::new(),
         },
         C::ElectLeaders {
             topic_partitions: Some(refs(&[("t", 0)])),

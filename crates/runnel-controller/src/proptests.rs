@@ -236,6 +236,7 @@ fn to_command(image: &MetadataImage, op: &Op) -> ControllerCommand {
                 leader_epoch: leader_epoch + leader_epoch_delta,
                 partition_epoch: partition_epoch + partition_epoch_delta,
                 new_isr,
+                joining_broker_epochs: Vec::new(),
             }
         }
         Op::Elect { unclean, targets } => C::ElectLeaders {
@@ -463,6 +464,7 @@ proptest! {
                     leader_epoch: p.leader_epoch,
                     partition_epoch: p.partition_epoch,
                     new_isr: p.replicas.clone(),
+                    joining_broker_epochs: Vec::new(),
                 }).unwrap();
             }
             prop_assert_eq!(image.under_replicated_partitions().count(), 0);

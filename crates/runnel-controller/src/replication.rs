@@ -118,6 +118,7 @@ pub(crate) struct AlterPartition<'a> {
     pub(crate) leader_epoch: i32,
     pub(crate) partition_epoch: i32,
     pub(crate) new_isr: &'a [i32],
+    pub(crate) joining_broker_epochs: &'a [(i32, i64)],
 }
 
 /// A leader's ISR change, checked like Kafka's AlterPartition: the sender must be the leader
@@ -135,6 +136,7 @@ pub(crate) fn alter_partition(
         leader_epoch,
         partition_epoch,
         new_isr,
+        joining_broker_epochs,
     } = req;
     let brokers = &image.brokers;
     let topic = image.topics.get_mut(name).ok_or_else(|| {
@@ -209,6 +211,15 @@ pub(crate) fn alter_partition(
         return Err(ControllerError::IneligibleReplica(format!(
             "{tp}: broker {r} cannot join the ISR: it is fenced or not registered"
         )));
+    }
+    for &(r, epoch) in joining_broker_epochs {
+        let current = brokers.get(&r).map_or(-1, |b| b.epoch);
+        if new_isr.contains(&r) && !p.isr.contains(&r) && current != epoch {
+            return Err(ControllerError::IneligibleReplica(format!(
+                "{tp}: broker {r} cannot join the ISR: the fetch that qualified it came from \
+                 broker epoch {epoch}, and the broker has registered as epoch {current} since"
+            )));
+        }
     }
     // Keep the ISR in replica order so equal sets compare equal.
     let isr: Vec<i32> = p

@@ -54,6 +54,13 @@ impl RaftService for Raft {
     ) -> Result<Response<ctl::RaftResponse>, Status> {
         Ok(echo(b"snapshot:", request))
     }
+
+    async fn status(
+        &self,
+        _request: Request<ctl::RaftStatusRequest>,
+    ) -> Result<Response<ctl::RaftStatusResponse>, Status> {
+        Ok(Response::new(ctl::RaftStatusResponse::default()))
+    }
 }
 
 fn echo(prefix: &[u8], request: Request<ctl::RaftRequest>) -> Response<ctl::RaftResponse> {

@@ -761,6 +761,7 @@ fn set_offsets_isr(controller: &LocalController, p: i32, isr: Vec<i32>) {
             leader_epoch: info.leader_epoch,
             partition_epoch: info.partition_epoch,
             new_isr: isr,
+            joining_broker_epochs: Vec::new(),
         })
         .unwrap();
 }

@@ -39,7 +39,7 @@ pub use crate::partition::{now_ms, Partition, ReplicaView};
 use crate::replication::isr::IsrSender;
 use crate::replication::IsrChange;
 use admin::TopicAdmin;
-use image::ImageApplier;
+pub(crate) use image::ImageApplier;
 pub use image::{FollowAssignment, FollowAssignments};
 use maintenance::LogMaintenance;
 pub use registry::has_partition_logs;
@@ -109,6 +109,11 @@ impl ReplicaManager {
 
     pub fn image(&self) -> Arc<MetadataImage> {
         self.images.image()
+    }
+
+    /// The published images, for tasks that read the newest one as they go.
+    pub(crate) fn images(&self) -> Arc<ImageApplier> {
+        self.images.clone()
     }
 
     /// Metadata-log offset of the image this node serves.

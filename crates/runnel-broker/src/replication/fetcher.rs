@@ -27,7 +27,9 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::BrokerError;
-use crate::replica_manager::{FollowAssignment, FollowAssignments, ReplicaManager, TopicPartition};
+use crate::replica_manager::{
+    FollowAssignment, FollowAssignments, ImageApplier, ReplicaManager, TopicPartition,
+};
 use crate::replication::{truncation_offset, truncation_on_diverging_epoch, EpochEndOffset};
 
 /// Backoff of a partition after an error, and of the fetcher after a failed call.
@@ -163,6 +165,8 @@ struct FetchSession {
 
 struct Fetcher {
     node_id: i32,
+    /// This node's metadata, for the broker epoch its requests carry.
+    images: Arc<ImageApplier>,
     leader: i32,
     client: ReplicaServiceClient<Channel>,
     assignments: watch::Receiver<Arc<FollowAssignments>>,
@@ -212,6 +216,7 @@ impl Fetcher {
         let clamp = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
         Some(Self {
             node_id: manager.node_id(),
+            images: manager.images(),
             leader,
             client,
             assignments,
@@ -390,7 +395,15 @@ impl Fetcher {
         pb::ReplicaFetchRequest {
             correlation_id: self.correlation_id,
             replica_id: self.node_id,
-            broker_epoch: -1,
+            // This broker's epoch as its metadata shows it (-1 before its registration is
+            // applied here): the leader lets only fetches under the current epoch add it to
+            // an ISR (KIP-903).
+            broker_epoch: self
+                .images
+                .image()
+                .brokers
+                .get(&self.node_id)
+                .map_or(-1, |b| b.epoch),
             max_wait_ms: self.max_wait_ms,
             min_bytes: 1,
             max_bytes: self.max_bytes,

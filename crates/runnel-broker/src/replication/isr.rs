@@ -136,6 +136,7 @@ impl IsrSender {
             leader_epoch: change.leader_epoch,
             partition_epoch: change.partition_epoch,
             new_isr: change.new_isr.clone(),
+            joining_broker_epochs: change.joining.into_iter().collect(),
         };
         match self.writer.write(cmd).await {
             Ok(written) => match written.result {

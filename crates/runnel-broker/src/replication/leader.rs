@@ -36,6 +36,10 @@ pub struct IsrChange {
     pub new_isr: Vec<i32>,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// For an expansion, the replica joining and the broker epoch its qualifying fetch
+    /// carried (KIP-903): the controller refuses the change if that broker has registered
+    /// again since, so a fetch from before a restart cannot vouch for the restarted broker.
+    pub joining: Option<(i32, i64)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -199,15 +203,16 @@ impl LeaderState {
 
     /// A fetch by `replica` from `fetch_offset`, served when the leader's LEO was
     /// `leader_leo`. Fetches by brokers that are not followers of this partition are ignored.
-    /// `may_join_isr` is false while the metadata has the replica fenced (Kafka's
-    /// `isReplicaIsrEligible`): the controller would refuse it, so no expansion is proposed.
+    /// `join_epoch` is the broker epoch the fetch carried, or `None` while the metadata has
+    /// the replica fenced or registered under another epoch (Kafka's `isReplicaIsrEligible`):
+    /// the controller would refuse it, so no expansion is proposed.
     pub fn on_follower_fetch(
         &mut self,
         replica: i32,
         fetch_offset: i64,
         leader_leo: i64,
         now_ms: i64,
-        may_join_isr: bool,
+        join_epoch: Option<i64>,
     ) -> Result<FetchOutcome, FetchError> {
         // A LEO read before a concurrent append may be stale; the log only grows while leading.
         let log_end_offset = self.log_end_offset.max(leader_leo);
@@ -223,11 +228,7 @@ impl LeaderState {
         follower.on_fetch(fetch_offset, leader_leo, now_ms);
         self.log_end_offset = log_end_offset;
         // Kafka expands before moving the HW, so a joining member holds the HW at its LEO.
-        let isr_change = if may_join_isr {
-            self.maybe_expand(replica)
-        } else {
-            None
-        };
+        let isr_change = join_epoch.and_then(|epoch| self.maybe_expand(replica, epoch));
         let high_watermark = self.maybe_increment_hw();
         Ok(FetchOutcome {
             high_watermark,
@@ -254,7 +255,7 @@ impl LeaderState {
                 })
         };
         let new_isr: Vec<i32> = self.isr.iter().copied().filter(in_sync).collect();
-        (new_isr.len() < self.isr.len()).then(|| self.propose(new_isr))
+        (new_isr.len() < self.isr.len()).then(|| self.propose(new_isr, None))
     }
 
     /// The controller's answer to `change` (Kafka's `handleAlterPartitionUpdate`). An accepted
@@ -340,7 +341,7 @@ impl LeaderState {
     /// Kafka's `isFollowerInSync`: a follower joins once its LEO reaches the HW (it has
     /// everything committed) and the start of this leader epoch (it truncated any divergent
     /// tail and fetched in this epoch).
-    fn maybe_expand(&mut self, replica: i32) -> Option<IsrChange> {
+    fn maybe_expand(&mut self, replica: i32, broker_epoch: i64) -> Option<IsrChange> {
         if self.pending.is_some() || self.isr.contains(&replica) {
             return None;
         }
@@ -354,14 +355,15 @@ impl LeaderState {
             .copied()
             .filter(|r| *r == replica || self.isr.contains(r))
             .collect();
-        Some(self.propose(new_isr))
+        Some(self.propose(new_isr, Some((replica, broker_epoch))))
     }
 
-    fn propose(&mut self, new_isr: Vec<i32>) -> IsrChange {
+    fn propose(&mut self, new_isr: Vec<i32>, joining: Option<(i32, i64)>) -> IsrChange {
         let change = IsrChange {
             new_isr,
             leader_epoch: self.leader_epoch,
             partition_epoch: self.partition_epoch,
+            joining,
         };
         self.pending = Some(change.clone());
         change
@@ -398,6 +400,7 @@ mod tests {
     use super::*;
 
     const LAG: i64 = 1_000;
+    const BROKER_EPOCH: i64 = 40;
 
     fn partition(isr: &[i32], partition_epoch: i32) -> PartitionInfo {
         PartitionInfo {
@@ -417,7 +420,7 @@ mod tests {
 
     fn fetch(s: &mut LeaderState, replica: i32, offset: i64, now: i64) -> FetchOutcome {
         let leo = s.log_end_offset();
-        s.on_follower_fetch(replica, offset, leo, now, true)
+        s.on_follower_fetch(replica, offset, leo, now, Some(BROKER_EPOCH))
             .unwrap()
     }
 
@@ -454,7 +457,9 @@ mod tests {
     #[test]
     fn bad_fetches_are_refused_or_ignored() {
         let mut s = leader();
-        let err = s.on_follower_fetch(2, 11, 10, 1, true).unwrap_err();
+        let err = s
+            .on_follower_fetch(2, 11, 10, 1, Some(BROKER_EPOCH))
+            .unwrap_err();
         assert_eq!(
             err,
             FetchError::OffsetOutOfRange {
@@ -462,11 +467,13 @@ mod tests {
                 log_end_offset: 10
             }
         );
-        assert!(s.on_follower_fetch(2, -1, 10, 1, true).is_err());
+        assert!(s
+            .on_follower_fetch(2, -1, 10, 1, Some(BROKER_EPOCH))
+            .is_err());
         // Not a follower of this partition: the leader itself, or a stranger.
         for r in [1, 9] {
             assert_eq!(
-                s.on_follower_fetch(r, 10, 10, 1, true),
+                s.on_follower_fetch(r, 10, 10, 1, Some(BROKER_EPOCH)),
                 Ok(FetchOutcome::default())
             );
         }
@@ -513,7 +520,8 @@ mod tests {
             IsrChange {
                 new_isr: vec![1, 2],
                 leader_epoch: 5,
-                partition_epoch: 7
+                partition_epoch: 7,
+                joining: None,
             }
         );
         assert_eq!(s.pending(), Some(&change));
@@ -541,6 +549,7 @@ mod tests {
         let out = fetch(&mut s, 3, 11, 2);
         let change = out.isr_change.unwrap();
         assert_eq!(change.new_isr, [1, 2, 3]);
+        assert_eq!(change.joining, Some((3, BROKER_EPOCH)));
         // The joining member holds the HW at its LEO even before the controller answers.
         assert_eq!(fetch(&mut s, 2, 12, 3).high_watermark, Some(11));
         assert!(!s.check_enough_replicas(3));

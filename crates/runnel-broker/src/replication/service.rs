@@ -126,7 +126,14 @@ async fn serve_fetch(
     request: pb::ReplicaFetchRequest,
 ) -> pb::ReplicaFetchResponse {
     let now = now_ms();
-    let may_join_isr = manager.image().is_live(request.replica_id);
+    // KIP-903: a fetch may vouch for an ISR join only under the follower's current broker
+    // epoch; one from before a restart (or with none) is served but cannot add it to an ISR.
+    let join_epoch = manager
+        .image()
+        .brokers
+        .get(&request.replica_id)
+        .filter(|b| !b.fenced && request.broker_epoch >= 0 && b.epoch == request.broker_epoch)
+        .map(|b| b.epoch);
     let mut resolved = Vec::with_capacity(request.partitions.len());
     for p in request.partitions {
         let outcome = match lookup(manager, &p.topic_id, p.partition) {
@@ -137,7 +144,7 @@ async fn serve_fetch(
                 p.fetch_offset,
                 p.last_fetched_epoch,
                 now,
-                may_join_isr,
+                join_epoch,
             ) {
                 Ok(FollowerFetch::Serve {
                     isr_change,

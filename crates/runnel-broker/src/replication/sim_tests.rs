@@ -218,7 +218,7 @@ impl Sim {
         let leader_leo = self.r(leader_id).leo();
         let out = self
             .leader
-            .on_follower_fetch(f, fetch_offset, leader_leo, self.now, true)
+            .on_follower_fetch(f, fetch_offset, leader_leo, self.now, Some(0))
             .expect("a reconciled follower fetches within the leader's log");
         self.saw(out.high_watermark);
         self.in_flight.extend(out.isr_change);

@@ -6,8 +6,10 @@
 //!
 //! Every node is started with the same voter set (`--voters`). On the very first start
 //! (nothing in the log, no vote) the voter with the lowest id initializes the cluster with
-//! that set; the others wait to be contacted. A restarted controller finds its log, vote and
-//! membership on disk and rejoins without initializing anything. A node that is not a voter
+//! that set once a peer confirms the cluster is new; the others wait to be contacted. A voter
+//! whose storage is empty while its peers hold metadata lost its data dir: it votes only once
+//! it has caught up ([`rejoin`]). A restarted controller finds its log, vote and membership
+//! on disk and rejoins without initializing anything. A node that is not a voter
 //! starts the same Raft without initializing it: the active controller adds it as a learner
 //! when it registers, and from then on it receives the metadata log like the voters.
 //!
@@ -15,6 +17,7 @@
 //! its other gRPC services on one listener ([`crate::rpc_server`]).
 
 pub mod network;
+pub mod rejoin;
 pub mod service;
 
 use std::collections::BTreeMap;
@@ -22,7 +25,6 @@ use std::path::Path;
 
 use openraft::error::ClientWriteError;
 use openraft::error::Fatal;
-use openraft::error::InitializeError;
 use openraft::error::RaftError;
 use openraft::storage::RaftLogStorage;
 use openraft::Raft;
@@ -40,6 +42,7 @@ use crate::store::StoreError;
 use crate::store::TypeConfig;
 
 pub use network::GrpcNetworkFactory;
+pub use rejoin::VoteGate;
 pub use service::RaftGrpcService;
 
 /// Heartbeat interval, in milliseconds (also openraft's timeout for one AppendEntries).
@@ -82,7 +85,8 @@ pub enum StartError {
     /// Raft stopped while starting.
     #[error("controller Raft stopped: {0}")]
     Fatal(#[from] Fatal<u64>),
-    /// Initializing the cluster failed for another reason than it being initialized already.
+    /// Initializing a one-voter cluster failed for another reason than it being initialized
+    /// already.
     #[error("initializing the controller cluster: {0}")]
     Initialize(String),
 }
@@ -121,6 +125,10 @@ pub struct Controller {
     node_id: u64,
     raft: Raft<TypeConfig>,
     applied: watch::Receiver<AppliedState>,
+    /// Whether this voter may grant votes yet ([`rejoin`]).
+    vote_gate: watch::Receiver<VoteGate>,
+    /// The task deciding that, while it runs.
+    rejoin: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -133,9 +141,10 @@ impl std::fmt::Debug for Controller {
 
 impl Controller {
     /// Starts controller `node_id`: opens (creating it) the Raft storage in `data_dir` (the
-    /// node passes `<data-dir>/controller`) and, if this is the first start and `node_id` is
-    /// the lowest of `voters`, initializes the cluster with `voters`. Raft RPCs reach it once
-    /// the node serves [`Controller::raft_service`].
+    /// node passes `<data-dir>/controller`). With fresh storage, a voter first learns from its
+    /// peers whether the cluster is new (then the lowest voter initializes it with `voters`)
+    /// or whether it lost its state ([`rejoin`]). Raft RPCs reach it once the node serves
+    /// [`Controller::raft_service`].
     pub async fn start(
         node_id: u64,
         data_dir: &Path,
@@ -155,33 +164,37 @@ impl Controller {
             state_machine,
         )
         .await?;
-        let controller = Controller {
-            node_id,
-            raft,
-            applied,
-        };
         let voter = voters.contains_key(&node_id);
         tracing::info!(node_id, fresh, voter, "controller Raft started");
 
-        if fresh && voter && node_id == lowest {
-            match controller.raft.initialize(voters).await {
-                Ok(()) => tracing::info!(node_id, "initialized the controller cluster"),
-                Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
-                    tracing::debug!(node_id, %e, "controller cluster already initialized");
-                }
-                Err(e) => {
-                    let e = StartError::Initialize(e.to_string());
-                    controller.shutdown().await;
-                    return Err(e);
-                }
+        let (gate, vote_gate) = watch::channel(VoteGate::Open);
+        let mut rejoin = None;
+        if fresh && voter {
+            if voters.len() == 1 {
+                initialize_alone(&raft, node_id, voters).await?;
+            } else {
+                gate.send_replace(VoteGate::Undecided);
+                rejoin = Some(tokio::spawn(rejoin::rejoin(
+                    raft.clone(),
+                    node_id,
+                    voters,
+                    node_id == lowest,
+                    gate,
+                )));
             }
         }
-        Ok(controller)
+        Ok(Controller {
+            node_id,
+            raft,
+            applied,
+            vote_gate,
+            rejoin,
+        })
     }
 
     /// The gRPC service answering this controller's Raft peers.
     pub fn raft_service(&self) -> RaftServiceServer<RaftGrpcService> {
-        RaftGrpcService::new(self.raft.clone()).into_server()
+        RaftGrpcService::new(self.raft.clone(), self.node_id, self.vote_gate.clone()).into_server()
     }
 
     /// This controller's id.
@@ -245,13 +258,51 @@ impl Controller {
         self.applied.clone()
     }
 
+    /// Whether this voter grants votes yet ([`rejoin`]).
+    pub fn vote_gate(&self) -> VoteGate {
+        *self.vote_gate.borrow()
+    }
+
     /// Stops Raft; its storage is closed when its tasks end.
     pub async fn shutdown(&self) {
+        if let Some(rejoin) = &self.rejoin {
+            rejoin.abort();
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(node_id = self.node_id, %e, "controller Raft ended abnormally");
         }
         tracing::info!(node_id = self.node_id, "controller stopped");
     }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if let Some(rejoin) = &self.rejoin {
+            rejoin.abort();
+        }
+    }
+}
+
+/// Initializes a cluster of one voter: there is no peer to ask whether it is new.
+async fn initialize_alone(
+    raft: &Raft<TypeConfig>,
+    node_id: u64,
+    voters: BTreeMap<u64, RaftNode>,
+) -> Result<(), StartError> {
+    match raft.initialize(voters).await {
+        Ok(()) => tracing::info!(node_id, "initialized the controller cluster"),
+        Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(e))) => {
+            tracing::debug!(node_id, %e, "controller cluster already initialized");
+        }
+        Err(e) => {
+            let e = StartError::Initialize(e.to_string());
+            if let Err(e) = raft.shutdown().await {
+                tracing::warn!(node_id, %e, "controller Raft ended abnormally");
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

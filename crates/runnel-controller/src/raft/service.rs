@@ -4,32 +4,44 @@
 //! A payload is openraft's request serialized as JSON; the answer is openraft's
 //! `Result<response, RaftError>` as JSON, so a refusal by Raft (this node shutting down, a
 //! snapshot it cannot take) reaches the peer's openraft as the error it returned here. A gRPC
-//! error status means the request could not be decoded.
+//! error status means the request could not be decoded, or (for a vote) that this voter may
+//! not vote yet ([`super::rejoin`]): the candidate then treats it as unreachable.
 
 use openraft::Raft;
 use runnel_rpc::controller::v1::raft_service_server::RaftService;
 use runnel_rpc::controller::v1::raft_service_server::RaftServiceServer;
 use runnel_rpc::controller::v1::RaftRequest;
 use runnel_rpc::controller::v1::RaftResponse;
+use runnel_rpc::controller::v1::RaftStatusRequest;
+use runnel_rpc::controller::v1::RaftStatusResponse;
 use runnel_rpc::MAX_MESSAGE_BYTES;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::watch;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 
+use super::rejoin::{status_of, VoteGate};
 use crate::store::TypeConfig;
 
 /// Serves the local node's Raft to its peers.
 #[derive(Clone)]
 pub struct RaftGrpcService {
     raft: Raft<TypeConfig>,
+    node_id: u64,
+    vote_gate: watch::Receiver<VoteGate>,
 }
 
 impl RaftGrpcService {
-    /// Answers peers' RPCs with `raft`.
-    pub fn new(raft: Raft<TypeConfig>) -> Self {
-        Self { raft }
+    /// Answers peers' RPCs with `raft` (node `node_id`), granting votes once `vote_gate` is
+    /// open.
+    pub fn new(raft: Raft<TypeConfig>, node_id: u64, vote_gate: watch::Receiver<VoteGate>) -> Self {
+        Self {
+            raft,
+            node_id,
+            vote_gate,
+        }
     }
 
     /// The tonic service, with Runnel's message size limits.
@@ -64,6 +76,22 @@ impl RaftService for RaftGrpcService {
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftResponse>, Status> {
+        let gate = *self.vote_gate.borrow();
+        match gate {
+            VoteGate::Open => {}
+            VoteGate::Undecided => {
+                return Err(Status::unavailable(
+                    "this controller's storage is new and it does not know yet whether the \
+                     cluster is: it does not vote yet",
+                ))
+            }
+            VoteGate::CatchingUp { target } => {
+                return Err(Status::unavailable(format!(
+                    "this controller lost its Raft state and does not vote until it holds the \
+                     metadata log up to index {target}"
+                )))
+            }
+        }
         let result = self.raft.vote(decode(request)?).await;
         encode(&result)
     }
@@ -74,5 +102,12 @@ impl RaftService for RaftGrpcService {
     ) -> Result<Response<RaftResponse>, Status> {
         let result = self.raft.install_snapshot(decode(request)?).await;
         encode(&result)
+    }
+
+    async fn status(
+        &self,
+        _request: Request<RaftStatusRequest>,
+    ) -> Result<Response<RaftStatusResponse>, Status> {
+        Ok(Response::new(status_of(&self.raft, self.node_id)))
     }
 }
