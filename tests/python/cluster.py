@@ -47,6 +47,8 @@ class ClusterNode(Node):
         self.cluster = cluster
         self.kafka_port, self.rpc_port, self.http_port = ports
         self.paused = False
+        # `--roles`; None leaves the default (controller and broker).
+        self.roles: str | None = None
 
     @property
     def rpc(self) -> str:
@@ -57,7 +59,8 @@ class ClusterNode(Node):
         return f"127.0.0.1:{self.http_port}"
 
     def args(self) -> list[str]:
-        return super().args() + ["--voters", self.cluster.voters]
+        roles = ["--roles", self.roles] if self.roles else []
+        return super().args() + ["--voters", self.cluster.voters] + roles
 
     # -- lifecycle --
     def start(self, timeout: float = START_TIMEOUT_S) -> "ClusterNode":
@@ -138,9 +141,10 @@ class ClusterNode(Node):
 
 
 class Cluster:
-    """N nodes, all controllers and brokers, with the same --voters list."""
+    """N nodes with the same --voters list: all controllers and brokers, or with
+    `controllers=k` nodes 1..k controllers only and the others brokers only."""
 
-    def __init__(self, n: int, base_dir: Path, extra_config: list[str] | None = None):
+    def __init__(self, n: int, base_dir: Path, extra_config: list[str] | None = None, controllers: int | None = None):
         self.base_dir = Path(base_dir)
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.config = DEFAULT_CONFIG + list(extra_config or [])
@@ -148,7 +152,11 @@ class Cluster:
         self.nodes: list[ClusterNode] = [
             ClusterNode(self, i + 1, tuple(ports[3 * i : 3 * i + 3])) for i in range(n)
         ]
-        self.voters = ",".join(f"{nd.node_id}@{nd.rpc}" for nd in self.nodes)
+        voters = self.nodes if controllers is None else self.nodes[:controllers]
+        self.voters = ",".join(f"{nd.node_id}@{nd.rpc}" for nd in voters)
+        if controllers is not None:
+            for nd in self.nodes:
+                nd.roles = "controller" if nd in voters else "broker"
 
     def node(self, node_id: int) -> ClusterNode:
         return self.nodes[node_id - 1]

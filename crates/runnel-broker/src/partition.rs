@@ -133,6 +133,8 @@ pub struct Partition {
     view: watch::Sender<ReplicaView>,
     /// The log end offset; follower fetches long-poll on it.
     log_end: watch::Sender<i64>,
+    /// The topic's min.insync.replicas, which the leader's HW needs (KIP-966).
+    min_insync_replicas: std::sync::atomic::AtomicUsize,
 }
 
 impl Partition {
@@ -168,7 +170,15 @@ impl Partition {
             role: Mutex::new(Role::Unassigned),
             view,
             log_end,
+            min_insync_replicas: std::sync::atomic::AtomicUsize::new(1),
         }
+    }
+
+    /// The topic's min.insync.replicas as the metadata has it; the HW of a leader stops while
+    /// its ISR is smaller (KIP-966). Takes effect at the next [`Self::sync_role`].
+    pub(crate) fn set_min_insync_replicas(&self, value: usize) {
+        self.min_insync_replicas
+            .store(value.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Where leader epoch `epoch` ends in this log: `(largest epoch <= epoch, its end
@@ -404,14 +414,19 @@ impl Partition {
         node_id: i32,
         now_ms: i64,
     ) -> Result<RoleChange, BrokerError> {
+        let min_isr = self
+            .min_insync_replicas
+            .load(std::sync::atomic::Ordering::Relaxed);
         let mut role = self.lock_role();
         if p.leader == node_id {
             if let Role::Leader(state) = &mut *role {
                 if state.leader_epoch() == p.leader_epoch {
-                    if let ImageUpdate::Applied {
-                        high_watermark: Some(hw),
-                    } = state.on_image(p)
-                    {
+                    let lowered = state.set_min_insync_replicas(min_isr);
+                    let applied = match state.on_image(p) {
+                        ImageUpdate::Applied { high_watermark } => high_watermark,
+                        ImageUpdate::NotLeader => None,
+                    };
+                    if let Some(hw) = applied.or(lowered) {
                         self.publish(hw, p.leader_epoch);
                     }
                     return Ok(RoleChange::Unchanged);
@@ -433,7 +448,7 @@ impl Partition {
                 Ok(log.log_end_offset())
             })?;
             let hw = self.view.borrow().high_watermark;
-            let state = LeaderState::new(p, leo, hw, leo, now_ms);
+            let state = LeaderState::with_min_insync_replicas(p, leo, hw, leo, now_ms, min_isr);
             self.publish(state.high_watermark(), p.leader_epoch);
             *role = Role::Leader(state);
             return Ok(RoleChange::BecameLeader);

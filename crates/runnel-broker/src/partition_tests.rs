@@ -23,6 +23,8 @@ fn info(leader: i32, leader_epoch: i32, isr: &[i32]) -> PartitionInfo {
         leader,
         leader_epoch,
         partition_epoch: leader_epoch,
+        elr: Vec::new(),
+        last_known_leader: None,
     }
 }
 

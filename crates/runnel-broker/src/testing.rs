@@ -63,6 +63,8 @@ impl LocalController {
                     listeners: Vec::new(),
                     rpc_address: format!("localhost:{}", 19091 + id),
                     rack: None,
+                    directory_id: None,
+                    previous_broker_epoch: None,
                 })
                 .expect("RegisterBroker");
             controller

@@ -39,6 +39,8 @@ pub(crate) struct Registration<'a> {
     pub(crate) listeners: &'a [Endpoint],
     pub(crate) rpc_address: &'a str,
     pub(crate) rack: Option<&'a str>,
+    pub(crate) directory_id: Option<Uuid>,
+    pub(crate) previous_broker_epoch: Option<i64>,
 }
 
 pub(crate) fn register_broker(
@@ -92,6 +94,9 @@ pub(crate) fn register_broker(
         if existing.incarnation == reg.incarnation {
             // A retry from the same process: keep its epoch and fencing state.
             addresses(existing);
+            if existing.directory_id.is_none() {
+                existing.directory_id = reg.directory_id;
+            }
             return Ok(CommandResult::BrokerRegistered {
                 broker_id: reg.id,
                 broker_epoch: existing.epoch,
@@ -103,11 +108,27 @@ pub(crate) fn register_broker(
     // A new broker, or a restart: the old incarnation may have lost unflushed records, so it
     // leaves every ISR it can leave and leads nothing.
     let mut changed = Vec::new();
+    let mut unclean = false;
     if let Some(existing) = image.brokers.get_mut(&reg.id) {
+        // KIP-966: only a marker of the registered epoch proves the logs were flushed at
+        // shutdown; KIP-858: another directory id is a disk that holds nothing.
+        let lost_tail = reg
+            .previous_broker_epoch
+            .is_some_and(|prev| prev != existing.epoch);
+        let new_disk = matches!(
+            (existing.directory_id, reg.directory_id),
+            (Some(old), Some(new)) if old != new
+        );
+        unclean = lost_tail || new_disk;
         if !existing.fenced {
             existing.fenced = true;
             changed = replication::fence_out(image, reg.id);
         }
+    }
+    if unclean {
+        changed.extend(replication::remove_unclean(image, reg.id));
+        changed.sort();
+        changed.dedup();
     }
     let epoch = image.next_broker_epoch;
     image.next_broker_epoch += 1;
@@ -121,6 +142,7 @@ pub(crate) fn register_broker(
         incarnation: reg.incarnation,
         fenced: true,
         epoch,
+        directory_id: reg.directory_id,
     };
     addresses(&mut broker);
     image.brokers.insert(reg.id, broker);
@@ -129,6 +151,19 @@ pub(crate) fn register_broker(
         broker_epoch: epoch,
         changed,
     })
+}
+
+pub(crate) fn set_min_insync_replicas(
+    image: &mut MetadataImage,
+    value: i32,
+) -> Result<CommandResult, ControllerError> {
+    if value < 1 {
+        return Err(ControllerError::InvalidConfig(format!(
+            "min.insync.replicas={value}: must be at least 1"
+        )));
+    }
+    let changed = replication::set_min_insync_replicas(image, value);
+    Ok(CommandResult::MinInsyncReplicasSet { value, changed })
 }
 
 fn registered(image: &mut MetadataImage, id: i32) -> Result<&mut BrokerInfo, ControllerError> {

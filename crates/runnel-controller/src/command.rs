@@ -90,6 +90,21 @@ pub enum ControllerCommand {
         listeners: Vec<Endpoint>,
         rpc_address: String,
         rack: Option<String>,
+        /// The id of the broker's data dir. Another one than registered before means an empty
+        /// (replaced) disk: the broker leaves every ISR and ELR.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        directory_id: Option<Uuid>,
+        /// The broker epoch its clean-shutdown marker holds, -1 without one (Kafka's
+        /// PreviousBrokerEpoch). Anything but the registered epoch is an unclean shutdown:
+        /// with ELR enabled, the broker leaves every ISR and ELR. `None` (commands written
+        /// before this existed) skips the check.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous_broker_epoch: Option<i64>,
+    },
+    /// The cluster's min.insync.replicas default (the active controller's config). Setting it
+    /// enables eligible leader replicas (KIP-966); changing it clears every ELR.
+    SetMinInsyncReplicas {
+        value: i32,
     },
     /// The broker's session expired (or it shut down): move its leaderships to other live ISR
     /// members and take it out of ISRs. Fencing a fenced broker is a no-op.
@@ -198,6 +213,10 @@ pub enum CommandResult {
         broker_id: i32,
         changed: Vec<PartitionRef>,
     },
+    MinInsyncReplicasSet {
+        value: i32,
+        changed: Vec<PartitionRef>,
+    },
     TopicCreated(TopicInfo),
     TopicDeleted {
         name: String,
@@ -235,6 +254,8 @@ pub fn apply(
             listeners,
             rpc_address,
             rack,
+            directory_id,
+            previous_broker_epoch,
         } => cluster::register_broker(
             image,
             cluster::Registration {
@@ -245,8 +266,11 @@ pub fn apply(
                 listeners,
                 rpc_address,
                 rack: rack.as_deref(),
+                directory_id: *directory_id,
+                previous_broker_epoch: *previous_broker_epoch,
             },
         ),
+        SetMinInsyncReplicas { value } => cluster::set_min_insync_replicas(image, *value),
         FenceBroker { id } => cluster::fence_broker(image, *id),
         UnfenceBroker { id } => cluster::unfence_broker(image, *id),
         CreateTopic {

@@ -29,6 +29,8 @@ fn register_cmd(id: i32, generation: u32) -> ControllerCommand {
         listeners: Vec::new(),
         rpc_address: format!("node{id}:9093"),
         rack: None,
+        directory_id: None,
+        previous_broker_epoch: None,
     }
 }
 
@@ -289,6 +291,8 @@ fn same_incarnation_is_a_retry() {
         listeners: Vec::new(),
         rpc_address: "new-host:19093".into(),
         rack: Some("r1".into()),
+        directory_id: None,
+        previous_broker_epoch: None,
     };
     let result = ok(&mut image, retry);
     assert_eq!(
@@ -621,6 +625,8 @@ fn create_topic_rack_aware() {
                 listeners: Vec::new(),
                 rpc_address: "h:1".into(),
                 rack: Some(rack.into()),
+                directory_id: None,
+                previous_broker_epoch: None,
             },
         );
         ok(&mut image, C::UnfenceBroker { id });
@@ -1467,4 +1473,197 @@ fn method_and_function_agree() {
     assert_eq!(a.apply(&cmd), apply(&mut b, &cmd));
     assert_eq!(a, b);
     let _: Option<&TopicInfo> = a.topic("t");
+}
+
+// --- eligible leader replicas (KIP-966) and unclean restarts --------------------------------
+
+/// Brokers 1..=3 with ELR enabled, and topic `t` on [1, 2, 3] with min.insync.replicas=2.
+fn elr_cluster() -> MetadataImage {
+    let mut image = cluster(3);
+    ok(&mut image, C::SetMinInsyncReplicas { value: 1 });
+    let mut cmd = assign_cmd("t", &[&[1, 2, 3]]);
+    if let C::CreateTopic { configs: c, .. } = &mut cmd {
+        *c = configs(&[("min.insync.replicas", "2")]);
+    }
+    ok(&mut image, cmd);
+    image
+}
+
+/// A restart of `id` as a new process: `previous_epoch` from its clean-shutdown marker (-1
+/// without one), `dir` its directory id.
+fn restart_cmd(id: i32, generation: u32, previous_epoch: i64, dir: u128) -> ControllerCommand {
+    let mut cmd = register_cmd(id, generation);
+    if let C::RegisterBroker {
+        directory_id,
+        previous_broker_epoch,
+        ..
+    } = &mut cmd
+    {
+        *directory_id = Some(Uuid::from_u128(dir));
+        *previous_broker_epoch = Some(previous_epoch);
+    }
+    cmd
+}
+
+/// The ISR shrinks 1,2,3 -> 1,2 -> 1 (leader 1), then 1 is fenced.
+fn last_replica_standing() -> MetadataImage {
+    let mut image = elr_cluster();
+    alter_ok(&mut image, "t", 0, &[1, 2]);
+    assert!(
+        part(&image, "t", 0).elr.is_empty(),
+        "the ISR still meets min ISR"
+    );
+    ok(&mut image, C::FenceBroker { id: 3 });
+    alter_ok(&mut image, "t", 0, &[1]);
+    assert_eq!(part(&image, "t", 0).elr, [2], "2 left an ISR below min ISR");
+    ok(&mut image, C::FenceBroker { id: 2 });
+    ok(&mut image, C::FenceBroker { id: 1 });
+    let p = part(&image, "t", 0);
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.elr.clone()),
+        (NO_LEADER, vec![], vec![1, 2])
+    );
+    assert_eq!(p.last_known_leader, Some(1));
+    image
+}
+
+#[test]
+fn elr_member_is_elected_when_the_isr_is_empty() {
+    let mut image = last_replica_standing();
+    ok(&mut image, C::UnfenceBroker { id: 2 });
+    let p = part(&image, "t", 0);
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.elr.clone()),
+        (2, vec![2], vec![1])
+    );
+    assert_eq!(p.last_known_leader, None);
+    // Never broker 3: it left while the ISR still met min ISR, so it may lack records.
+    ok(&mut image, C::UnfenceBroker { id: 3 });
+    assert_eq!(part(&image, "t", 0).leader, 2);
+}
+
+#[test]
+fn unclean_restart_of_the_last_isr_member_does_not_lead() {
+    let mut image = last_replica_standing();
+    let epoch = image.brokers[&1].epoch;
+    // Killed: no clean-shutdown marker.
+    ok(&mut image, restart_cmd(1, 1, -1, 1));
+    ok(&mut image, C::UnfenceBroker { id: 1 });
+    let p = part(&image, "t", 0);
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.elr.clone()),
+        (NO_LEADER, vec![], vec![2])
+    );
+    ok(&mut image, C::UnfenceBroker { id: 2 });
+    assert_eq!(part(&image, "t", 0).leader, 2);
+    // A stale marker (of an older epoch) is no proof either.
+    let mut image = last_replica_standing();
+    ok(&mut image, restart_cmd(1, 1, epoch - 1, 1));
+    assert_eq!(part(&image, "t", 0).elr, [2]);
+}
+
+#[test]
+fn clean_restart_of_the_last_isr_member_leads_again() {
+    let mut image = last_replica_standing();
+    let epoch = image.brokers[&1].epoch;
+    ok(&mut image, restart_cmd(1, 1, epoch, 0));
+    // Registered before with no directory id: nothing to compare, the marker decides.
+    assert_eq!(part(&image, "t", 0).elr, [1, 2]);
+    ok(&mut image, C::UnfenceBroker { id: 1 });
+    let p = part(&image, "t", 0);
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.elr.clone()),
+        (1, vec![1], vec![2])
+    );
+}
+
+#[test]
+fn a_new_directory_id_is_an_empty_disk_even_after_a_clean_shutdown() {
+    let mut image = last_replica_standing();
+    let epoch = image.brokers[&1].epoch;
+    ok(&mut image, restart_cmd(1, 1, epoch, 7));
+    ok(&mut image, C::UnfenceBroker { id: 1 });
+    let epoch = image.brokers[&1].epoch;
+    ok(&mut image, C::FenceBroker { id: 1 });
+    assert_eq!(
+        part(&image, "t", 0).elr,
+        [1, 2],
+        "a clean restart keeps it eligible"
+    );
+    // Restarted cleanly, but on another disk.
+    ok(&mut image, restart_cmd(1, 2, epoch, 8));
+    ok(&mut image, C::UnfenceBroker { id: 1 });
+    let p = part(&image, "t", 0);
+    assert_eq!((p.leader, p.elr.clone()), (NO_LEADER, vec![2]));
+}
+
+#[test]
+fn last_known_leader_leads_when_isr_and_elr_are_empty() {
+    let mut image = last_replica_standing();
+    ok(&mut image, restart_cmd(2, 1, -1, 2));
+    ok(&mut image, restart_cmd(1, 1, -1, 1));
+    let p = part(&image, "t", 0);
+    assert_eq!((p.isr.clone(), p.elr.clone()), (vec![], vec![]));
+    // Nothing better is known (Kafka's balanced recovery): the last leader comes back.
+    ok(&mut image, C::UnfenceBroker { id: 2 });
+    assert_eq!(part(&image, "t", 0).leader, NO_LEADER);
+    ok(&mut image, C::UnfenceBroker { id: 1 });
+    let p = part(&image, "t", 0);
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.last_known_leader),
+        (1, vec![1], None)
+    );
+}
+
+#[test]
+fn elr_ends_when_the_isr_meets_min_isr_again() {
+    let mut image = elr_cluster();
+    alter_ok(&mut image, "t", 0, &[1]);
+    assert_eq!(part(&image, "t", 0).elr, [2, 3]);
+    let leader_epoch = part(&image, "t", 0).leader_epoch;
+    alter_ok(&mut image, "t", 0, &[1, 3]);
+    let p = part(&image, "t", 0);
+    assert!(p.elr.is_empty());
+    assert_eq!(
+        p.leader_epoch, leader_epoch,
+        "ISR and ELR changes keep the leader epoch"
+    );
+    // A lower topic min ISR the ISR meets ends the ELR too.
+    alter_ok(&mut image, "t", 0, &[1]);
+    assert_eq!(part(&image, "t", 0).elr, [3], "2 was not in the ISR");
+    ok(
+        &mut image,
+        C::AlterConfigs {
+            topic: "t".into(),
+            configs: configs(&[("min.insync.replicas", "1")]),
+        },
+    );
+    assert!(part(&image, "t", 0).elr.is_empty());
+}
+
+#[test]
+fn without_a_cluster_min_isr_fencing_keeps_the_last_isr_member() {
+    let mut image = cluster(2);
+    ok(&mut image, assign_cmd("t", &[&[1, 2]]));
+    alter_ok(&mut image, "t", 0, &[1]);
+    ok(&mut image, C::FenceBroker { id: 1 });
+    let p = part(&image, "t", 0);
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.elr.clone()),
+        (NO_LEADER, vec![1], vec![])
+    );
+    // And a changed cluster value clears every ELR (as Kafka does).
+    let mut image = last_replica_standing();
+    ok(&mut image, C::SetMinInsyncReplicas { value: 1 });
+    assert!(
+        !part(&image, "t", 0).elr.is_empty(),
+        "the same value changes nothing"
+    );
+    ok(&mut image, C::SetMinInsyncReplicas { value: 2 });
+    assert!(part(&image, "t", 0).elr.is_empty());
+    refused(
+        &mut image,
+        C::SetMinInsyncReplicas { value: 0 },
+        ResponseError::InvalidConfig,
+    );
 }

@@ -7,10 +7,14 @@
 //! Invariants that [`crate::command::apply`] keeps (and the property tests check):
 //! - `replicas` has no duplicates, every id is a registered broker, and all partitions of a
 //!   topic have the same number of replicas (the replication factor);
-//! - `isr` is a non-empty subset of `replicas` without duplicates;
+//! - `isr` is a subset of `replicas` without duplicates, non-empty unless eligible leader
+//!   replicas are enabled ([`MetadataImage::min_insync_replicas`]) and the partition has no
+//!   leader;
+//! - `elr` is a subset of `replicas` disjoint from `isr`, empty while the ISR has at least
+//!   min.insync.replicas members;
 //! - `leader` is -1 ([`NO_LEADER`]) or an unfenced broker in `isr`;
 //! - a partition without a leader has no unfenced broker in its ISR (it would have been
-//!   elected);
+//!   elected), nor in its ELR when its ISR is empty;
 //! - leader epochs and partition epochs never decrease.
 
 use std::collections::BTreeMap;
@@ -25,6 +29,9 @@ pub const NO_LEADER: i32 = -1;
 
 /// The topic config that allows an out-of-sync replica to become leader.
 pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
+
+/// The topic config below which the ISR keeps eligible leader replicas (KIP-966).
+pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 
 /// One named Kafka listener as clients reach it (Kafka's `advertised.listeners`, KIP-103):
 /// a client is told the addresses of the listener it connected through.
@@ -62,6 +69,11 @@ pub struct BrokerInfo {
     /// from an older incarnation can be told apart. Assigned from
     /// [`MetadataImage::next_broker_epoch`].
     pub epoch: i64,
+    /// The id of the broker's data dir (KIP-858's directory id), created when the dir was
+    /// first initialised. A restart with another one is a replaced (empty) disk. `None` for a
+    /// broker registered before directory ids existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_id: Option<Uuid>,
 }
 
 impl BrokerInfo {
@@ -93,6 +105,16 @@ pub struct PartitionInfo {
     /// Grows on every change of this partition (leader, ISR); AlterPartition must name the
     /// current value, so a leader never overwrites a change it has not seen.
     pub partition_epoch: i32,
+    /// Eligible leader replicas (KIP-966): replicas that left the ISR while it was smaller
+    /// than min.insync.replicas. The high watermark cannot move then, so they hold every
+    /// committed record and may lead when the ISR is empty. Replica order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub elr: Vec<i32>,
+    /// The leader when the ISR last became empty (Kafka's LastKnownElr with one member):
+    /// elected when it returns while ISR and ELR are both empty, as Kafka's balanced recovery
+    /// does, since nothing better is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_known_leader: Option<i32>,
 }
 
 impl PartitionInfo {
@@ -132,6 +154,18 @@ impl TopicInfo {
             .and_then(|i| self.partitions.get(i))
     }
 
+    /// The topic's min.insync.replicas (its override, else the cluster's), or `None` while the
+    /// cluster has not enabled eligible leader replicas.
+    pub fn min_insync_replicas(&self, cluster_default: Option<i32>) -> Option<usize> {
+        let cluster = cluster_default?;
+        let value = self
+            .configs
+            .get(MIN_INSYNC_REPLICAS)
+            .and_then(|v| v.trim().parse::<i32>().ok())
+            .unwrap_or(cluster);
+        Some(usize::try_from(value.max(1)).unwrap_or(1))
+    }
+
     /// Whether `unclean.leader.election.enable` is set to true for this topic.
     pub fn unclean_leader_election(&self) -> bool {
         self.configs
@@ -152,6 +186,11 @@ pub struct MetadataImage {
     pub next_producer_id: i64,
     /// Epoch the next broker registration gets.
     pub next_broker_epoch: i64,
+    /// The cluster's min.insync.replicas default, as the active controller's config has it.
+    /// Setting it enables eligible leader replicas (KIP-966); `None` in logs written before
+    /// they existed, which therefore replay as they always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_insync_replicas: Option<i32>,
 }
 
 /// Topics the broker writes itself; clients may read them but not produce to, delete or
@@ -289,6 +328,8 @@ mod tests {
             leader,
             leader_epoch: 0,
             partition_epoch: 0,
+            elr: Vec::new(),
+            last_known_leader: None,
         }
     }
 
@@ -303,6 +344,7 @@ mod tests {
             incarnation: Uuid::from_u128(id as u128),
             fenced,
             epoch: id as i64,
+            directory_id: None,
         }
     }
 

@@ -34,6 +34,9 @@ pub struct LivenessSettings {
     pub auto_rebalance: bool,
     /// `leader.imbalance.check.interval.seconds` (300 s): how often to look.
     pub imbalance_check_interval: Duration,
+    /// `min.insync.replicas` (1): the cluster default the metadata records, which enables
+    /// eligible leader replicas (KIP-966).
+    pub min_insync_replicas: i32,
 }
 
 impl Default for LivenessSettings {
@@ -43,6 +46,7 @@ impl Default for LivenessSettings {
             heartbeat_interval: Duration::from_millis(2_000),
             auto_rebalance: true,
             imbalance_check_interval: Duration::from_secs(300),
+            min_insync_replicas: 1,
         }
     }
 }
@@ -204,6 +208,15 @@ impl BrokerLiveness {
                 )
                 .await;
             }
+            if image.min_insync_replicas != Some(self.settings.min_insync_replicas) {
+                self.propose(
+                    ControllerCommand::SetMinInsyncReplicas {
+                        value: self.settings.min_insync_replicas,
+                    },
+                    "record the cluster's min.insync.replicas",
+                )
+                .await;
+            }
             for (id, silent) in self.expired(&image) {
                 tracing::warn!(
                     broker = id,
@@ -293,6 +306,8 @@ mod tests {
                     listeners: Vec::new(),
                     rpc_address: "h:1".into(),
                     rack: None,
+                    directory_id: None,
+                    previous_broker_epoch: None,
                 },
             )
             .unwrap();

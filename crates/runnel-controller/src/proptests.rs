@@ -151,6 +151,8 @@ fn to_command(image: &MetadataImage, op: &Op) -> ControllerCommand {
             listeners: Vec::new(),
             rpc_address: format!("node{id}:9093"),
             rack: rack.map(|r| format!("rack{r}")),
+            directory_id: None,
+            previous_broker_epoch: None,
         },
         Op::Fence(id) => C::FenceBroker { id },
         Op::Unfence(id) => C::UnfenceBroker { id },
@@ -437,6 +439,8 @@ proptest! {
                 listeners: Vec::new(),
                 rpc_address: "h:1".into(),
                 rack: None,
+                directory_id: None,
+                previous_broker_epoch: None,
             };
             apply(&mut image, &reg).unwrap();
             apply(&mut image, &ControllerCommand::UnfenceBroker { id }).unwrap();

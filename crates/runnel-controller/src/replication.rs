@@ -5,6 +5,15 @@
 //! Epoch rules: the partition epoch grows on every change of a partition; the leader epoch
 //! grows when the leader changes (including to and from no leader). An ISR change alone does
 //! not bump the leader epoch (as in current Kafka), so followers keep fetching.
+//!
+//! Eligible leader replicas (KIP-966), once the cluster has a min.insync.replicas
+//! ([`MetadataImage::min_insync_replicas`]): a replica leaving an ISR that is then smaller
+//! than min.insync.replicas joins the partition's ELR, since the high watermark stops while
+//! the ISR is that small and the replica holds every committed record. The last ISR member
+//! leaves the ISR too when fenced (the ISR may be empty). Election takes a live ISR member,
+//! else (ISR empty) a live ELR member, else (ISR and ELR empty) the last known leader, else
+//! with unclean election any live replica. A broker that restarts uncleanly or with another
+//! data dir leaves every ISR and ELR ([`remove_unclean`]).
 
 use std::collections::BTreeMap;
 
@@ -12,7 +21,7 @@ use uuid::Uuid;
 
 use crate::command::{CommandResult, ElectionResult, ElectionType, PartitionRef};
 use crate::error::ControllerError;
-use crate::image::{BrokerInfo, MetadataImage, PartitionInfo, NO_LEADER};
+use crate::image::{BrokerInfo, MetadataImage, PartitionInfo, TopicInfo, NO_LEADER};
 
 /// Whether the broker is registered and unfenced.
 fn live(brokers: &BTreeMap<i32, BrokerInfo>, id: i32) -> bool {
@@ -60,20 +69,193 @@ fn change(p: &mut PartitionInfo, leader: i32, isr: Vec<i32>) -> bool {
     true
 }
 
-/// Takes a broker that is now fenced out of every ISR and leadership. It stays in an ISR it is
-/// the last member of (the partition then has no leader, unless the topic allows unclean
-/// election and another replica is live).
+/// What a partition change under KIP-966 needs besides the partition.
+struct Elr<'a> {
+    brokers: &'a BTreeMap<i32, BrokerInfo>,
+    min_isr: usize,
+    unclean_election: bool,
+    /// A broker that restarted uncleanly: it leaves the ISR and the ELR.
+    unclean_shutdown: Option<i32>,
+}
+
+/// Kafka's `PartitionChangeBuilder.build` with ELR: sets the ISR to `isr`, keeps the ELR,
+/// elects a leader if the current one cannot stay (only when `elect`), remembers the last
+/// known leader, and bumps the epochs. Returns whether anything changed.
+fn change_with_elr(p: &mut PartitionInfo, mut isr: Vec<i32>, ctx: &Elr<'_>, elect: bool) -> bool {
+    let live = |r: i32| live(ctx.brokers, r);
+    if let Some(b) = ctx.unclean_shutdown {
+        isr.retain(|&r| r != b);
+    }
+    let mut elr: Vec<i32>;
+    let mut last_known_leader = p.last_known_leader;
+    if isr.len() >= ctx.min_isr {
+        elr = Vec::new();
+        last_known_leader = None;
+    } else {
+        elr = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| (p.elr.contains(r) || p.isr.contains(r)) && !isr.contains(r))
+            .filter(|&r| Some(r) != ctx.unclean_shutdown)
+            .collect();
+    }
+    let mut leader = p.leader;
+    if !(leader != NO_LEADER && live(leader) && isr.contains(&leader)) {
+        leader = NO_LEADER;
+        if elect {
+            if let Some(&r) = p.replicas.iter().find(|&&r| isr.contains(&r) && live(r)) {
+                leader = r;
+            } else if isr.is_empty() {
+                if let Some(&r) = p.replicas.iter().find(|&&r| elr.contains(&r) && live(r)) {
+                    leader = r;
+                    isr = vec![r];
+                    elr.retain(|&x| x != r);
+                } else if let Some(r) = last_known_leader.filter(|&r| elr.is_empty() && live(r)) {
+                    // Nothing better is known; it may lack records (Kafka's balanced recovery).
+                    leader = r;
+                    isr = vec![r];
+                }
+            }
+            if leader == NO_LEADER && ctx.unclean_election {
+                if let Some(&r) = p.replicas.iter().find(|&&r| live(r)) {
+                    leader = r;
+                    isr = vec![r];
+                    elr.clear();
+                    last_known_leader = None;
+                }
+            }
+        }
+    }
+    if isr.is_empty() {
+        if p.leader != NO_LEADER {
+            last_known_leader = Some(p.leader);
+        }
+    } else if leader != NO_LEADER {
+        last_known_leader = None;
+    }
+    if isr.len() >= ctx.min_isr {
+        elr.clear();
+    }
+    let elr_changed = p.elr != elr || p.last_known_leader != last_known_leader;
+    p.elr = elr;
+    p.last_known_leader = last_known_leader;
+    if change(p, leader, isr) {
+        return true;
+    }
+    if elr_changed {
+        // An ELR change alone needs no new leader epoch (KIP-966).
+        p.partition_epoch += 1;
+    }
+    elr_changed
+}
+
+/// The partition's topic settings for [`change_with_elr`], or `None` while the cluster has
+/// not enabled eligible leader replicas.
+fn elr_min_isr(topic: &TopicInfo, cluster: Option<i32>) -> Option<usize> {
+    topic.min_insync_replicas(cluster)
+}
+
+/// A broker restarted after an unclean shutdown (or with another data dir): its log may miss
+/// committed records, so it leaves every ISR and ELR and rejoins only by catching up.
+pub(crate) fn remove_unclean(image: &mut MetadataImage, broker: i32) -> Vec<PartitionRef> {
+    let cluster = image.min_insync_replicas;
+    let brokers = &image.brokers;
+    let mut changed = Vec::new();
+    for topic in image.topics.values_mut() {
+        let Some(min_isr) = elr_min_isr(topic, cluster) else {
+            continue;
+        };
+        let ctx = Elr {
+            brokers,
+            min_isr,
+            unclean_election: topic.unclean_leader_election(),
+            unclean_shutdown: Some(broker),
+        };
+        for p in &mut topic.partitions {
+            if !p.isr.contains(&broker) && !p.elr.contains(&broker) {
+                continue;
+            }
+            let isr = p.isr.clone();
+            if change_with_elr(p, isr, &ctx, true) {
+                changed.push(PartitionRef::new(&topic.name, p.index));
+            }
+        }
+    }
+    changed
+}
+
+/// Ends the ELR of the topic's partitions whose ISR meets min.insync.replicas (after the
+/// topic's value changed).
+pub(crate) fn clear_met_elr(image: &mut MetadataImage, name: &str) -> Vec<PartitionRef> {
+    let cluster = image.min_insync_replicas;
+    let mut changed = Vec::new();
+    let Some(topic) = image.topics.get_mut(name) else {
+        return changed;
+    };
+    let Some(min_isr) = elr_min_isr(topic, cluster) else {
+        return changed;
+    };
+    for p in &mut topic.partitions {
+        if p.isr.len() >= min_isr && (!p.elr.is_empty() || p.last_known_leader.is_some()) {
+            p.elr.clear();
+            p.last_known_leader = None;
+            p.partition_epoch += 1;
+            changed.push(PartitionRef::new(&topic.name, p.index));
+        }
+    }
+    changed
+}
+
+/// A new cluster min.insync.replicas: enables ELR, and (as Kafka does on a change) clears
+/// every ELR, since they were kept against the old value.
+pub(crate) fn set_min_insync_replicas(image: &mut MetadataImage, value: i32) -> Vec<PartitionRef> {
+    let old = image.min_insync_replicas.replace(value);
+    let mut changed = Vec::new();
+    if old.is_none_or(|o| o == value) {
+        return changed;
+    }
+    for topic in image.topics.values_mut() {
+        for p in &mut topic.partitions {
+            if !p.elr.is_empty() || p.last_known_leader.is_some() {
+                p.elr.clear();
+                p.last_known_leader = None;
+                p.partition_epoch += 1;
+                changed.push(PartitionRef::new(&topic.name, p.index));
+            }
+        }
+    }
+    changed
+}
+
+/// Takes a broker that is now fenced out of every ISR and leadership. Without ELR it stays in
+/// an ISR it is the last member of (the partition then has no leader, unless the topic allows
+/// unclean election and another replica is live); with ELR it leaves for the ELR.
 pub(crate) fn fence_out(image: &mut MetadataImage, broker: i32) -> Vec<PartitionRef> {
     debug_assert!(!image.is_live(broker));
+    let cluster = image.min_insync_replicas;
     let brokers = &image.brokers;
     let mut changed = Vec::new();
     for topic in image.topics.values_mut() {
         let unclean = topic.unclean_leader_election();
+        let min_isr = elr_min_isr(topic, cluster);
         for p in &mut topic.partitions {
             if !p.isr.contains(&broker) && p.leader != broker {
                 continue;
             }
             let mut isr: Vec<i32> = p.isr.iter().copied().filter(|&r| r != broker).collect();
+            if let Some(min_isr) = min_isr {
+                let ctx = Elr {
+                    brokers,
+                    min_isr,
+                    unclean_election: unclean,
+                    unclean_shutdown: None,
+                };
+                if change_with_elr(p, isr, &ctx, true) {
+                    changed.push(PartitionRef::new(&topic.name, p.index));
+                }
+                continue;
+            }
             if isr.is_empty() {
                 isr = p.isr.clone();
             }
@@ -89,6 +271,7 @@ pub(crate) fn fence_out(image: &mut MetadataImage, broker: i32) -> Vec<Partition
 /// Elects a leader for every leaderless partition (of one topic, or of all) that can have
 /// one: a live ISR member, or a live replica when the topic allows unclean election.
 pub(crate) fn elect_leaderless(image: &mut MetadataImage, only: Option<&str>) -> Vec<PartitionRef> {
+    let cluster = image.min_insync_replicas;
     let brokers = &image.brokers;
     let mut changed = Vec::new();
     for topic in image.topics.values_mut() {
@@ -96,8 +279,24 @@ pub(crate) fn elect_leaderless(image: &mut MetadataImage, only: Option<&str>) ->
             continue;
         }
         let unclean = topic.unclean_leader_election();
+        let min_isr = elr_min_isr(topic, cluster);
         for p in &mut topic.partitions {
             if p.has_leader() {
+                continue;
+            }
+            if let Some(min_isr) = min_isr {
+                let ctx = Elr {
+                    brokers,
+                    min_isr,
+                    unclean_election: unclean,
+                    unclean_shutdown: None,
+                };
+                let mut next = p.clone();
+                let isr = p.isr.clone();
+                if change_with_elr(&mut next, isr, &ctx, true) && next.has_leader() {
+                    *p = next;
+                    changed.push(PartitionRef::new(&topic.name, p.index));
+                }
                 continue;
             }
             let (leader, isr) = choose_leader(p, p.isr.clone(), brokers, unclean);
@@ -138,6 +337,7 @@ pub(crate) fn alter_partition(
         new_isr,
         joining_broker_epochs,
     } = req;
+    let cluster = image.min_insync_replicas;
     let brokers = &image.brokers;
     let topic = image.topics.get_mut(name).ok_or_else(|| {
         ControllerError::UnknownTopicOrPartition(format!("topic '{name}' does not exist"))
@@ -150,6 +350,8 @@ pub(crate) fn alter_partition(
             )));
         }
     }
+    let min_isr = elr_min_isr(topic, cluster);
+    let unclean_election = topic.unclean_leader_election();
     let p = usize::try_from(partition)
         .ok()
         .and_then(|i| topic.partitions.get_mut(i))
@@ -228,8 +430,21 @@ pub(crate) fn alter_partition(
         .copied()
         .filter(|r| new_isr.contains(r))
         .collect();
-    let leader = p.leader;
-    change(p, leader, isr);
+    match min_isr {
+        Some(min_isr) => {
+            let ctx = Elr {
+                brokers,
+                min_isr,
+                unclean_election,
+                unclean_shutdown: None,
+            };
+            change_with_elr(p, isr, &ctx, false);
+        }
+        None => {
+            let leader = p.leader;
+            change(p, leader, isr);
+        }
+    }
     Ok(CommandResult::PartitionAltered(p.clone()))
 }
 
@@ -268,6 +483,8 @@ fn elect_one(
     partition: i32,
     election: ElectionType,
 ) -> Result<i32, ControllerError> {
+    let cluster = image.min_insync_replicas;
+    let min_isr = image.topics.get(name).and_then(|t| elr_min_isr(t, cluster));
     let brokers = &image.brokers;
     let p = image
         .topics
@@ -306,6 +523,25 @@ fn elect_one(
                 return Err(ControllerError::ElectionNotNeeded(format!(
                     "{tp}: broker {} already leads",
                     p.leader
+                )));
+            }
+            if let Some(min_isr) = min_isr {
+                let ctx = Elr {
+                    brokers,
+                    min_isr,
+                    unclean_election: true,
+                    unclean_shutdown: None,
+                };
+                let mut next = p.clone();
+                let isr = p.isr.clone();
+                change_with_elr(&mut next, isr, &ctx, true);
+                if next.has_leader() {
+                    *p = next;
+                    return Ok(p.leader);
+                }
+                return Err(ControllerError::EligibleLeadersNotAvailable(format!(
+                    "{tp}: no replica of {:?} is live",
+                    p.replicas
                 )));
             }
             let (leader, isr) = choose_leader(p, p.isr.clone(), brokers, true);

@@ -102,6 +102,15 @@ impl ControllerGrpcService {
                 "the incarnation id is not 16 bytes",
             )
         })?;
+        let directory_id = match r.directory_id.as_deref() {
+            None => None,
+            Some(bytes) => Some(Uuid::from_slice(bytes).map_err(|_| {
+                Refusal::new(
+                    ResponseError::InvalidRequest,
+                    "the directory id is not 16 bytes",
+                )
+            })?),
+        };
         let image = self.controller().subscribe().borrow().data.clone();
         if !r.cluster_id.is_empty()
             && !image.cluster_id.is_empty()
@@ -142,6 +151,8 @@ impl ControllerGrpcService {
                     .collect(),
                 rpc_address: r.rpc_address,
                 rack: r.rack,
+                directory_id,
+                previous_broker_epoch: r.previous_broker_epoch,
             })
             .await?;
         match committed.result {

@@ -113,6 +113,8 @@ fn new_partition(image: &MetadataImage, index: usize, replicas: Vec<i32>) -> Par
         partition_epoch: 0,
         replicas,
         isr,
+        elr: Vec::new(),
+        last_known_leader: None,
     }
 }
 
@@ -297,13 +299,15 @@ pub(crate) fn alter_configs(
         .get_mut(name)
         .ok_or_else(|| unknown_topic(name))?;
     topic.configs = configs.clone();
+    // A lower min.insync.replicas the ISR now meets ends its ELR.
+    let mut changed = replication::clear_met_elr(image, name);
     // Enabling unclean election gives leaderless partitions a leader at once if a replica is
     // live (Kafka's controller does the same on its next unclean-election pass).
-    let changed = if topic.unclean_leader_election() {
-        replication::elect_leaderless(image, Some(name))
-    } else {
-        Vec::new()
-    };
+    if image.topics[name].unclean_leader_election() {
+        changed.extend(replication::elect_leaderless(image, Some(name)));
+        changed.sort();
+        changed.dedup();
+    }
     Ok(CommandResult::ConfigsAltered {
         topic: name.to_string(),
         changed,

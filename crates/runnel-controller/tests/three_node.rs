@@ -45,6 +45,7 @@ fn settings() -> LivenessSettings {
         heartbeat_interval: Duration::from_millis(200),
         auto_rebalance: true,
         imbalance_check_interval: Duration::from_millis(500),
+        min_insync_replicas: 1,
     }
 }
 
@@ -200,6 +201,8 @@ fn register(id: i32) -> ControllerCommand {
         listeners: Vec::new(),
         rpc_address: format!("127.0.0.1:{}", 9192 + id),
         rack: None,
+        directory_id: None,
+        previous_broker_epoch: None,
     }
 }
 
@@ -357,6 +360,8 @@ async fn broker_session(cluster: &Cluster, via: u64) {
                 rack: None,
                 cluster_id: String::new(),
                 listeners: Vec::new(),
+                directory_id: None,
+                previous_broker_epoch: None,
             },
             WAIT,
         )

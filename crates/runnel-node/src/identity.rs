@@ -1,14 +1,20 @@
 //! The data dir's identity and lock: `<data-dir>/meta.properties` (Kafka's file, Kafka's
-//! keys: `version`, `node.id`, `cluster.id`) says which node and cluster the data belongs to,
-//! and `<data-dir>/.lock` keeps a second process off it.
+//! keys: `version`, `node.id`, `cluster.id`, `directory.id`) says which node and cluster the
+//! data belongs to and which disk it is, and `<data-dir>/.lock` keeps a second process off it.
+//!
+//! `<data-dir>/.clean_shutdown` (Kafka's clean-shutdown file) holds the broker epoch of a
+//! shutdown that flushed every log; it is read and removed at start, so a crash afterwards
+//! finds none.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
+use uuid::Uuid;
 
 const FILE: &str = "meta.properties";
+const CLEAN_SHUTDOWN: &str = ".clean_shutdown";
 const VERSION: &str = "1";
 
 /// A data dir this process holds: locked for the process's lifetime.
@@ -16,6 +22,7 @@ pub(crate) struct DataDir {
     path: PathBuf,
     node_id: i32,
     cluster_id: Option<String>,
+    directory_id: Uuid,
     _lock: fs::File,
 }
 
@@ -35,14 +42,14 @@ impl DataDir {
             );
         }
         let file = path.join(FILE);
-        let (stored_node, cluster_id) = match fs::read_to_string(&file) {
+        let (stored_node, cluster_id, directory_id) = match fs::read_to_string(&file) {
             Ok(text) => parse(&text).with_context(|| {
                 format!(
                     "{} is corrupt; restore it (it holds node.id and cluster.id) or move the data dir away",
                     file.display()
                 )
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (node_id, None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (node_id, None, None),
             Err(e) => bail!("cannot read {}: {e}", file.display()),
         };
         if stored_node != node_id {
@@ -55,6 +62,8 @@ impl DataDir {
             path: path.to_path_buf(),
             node_id,
             cluster_id,
+            // A dir from before directory ids gets one now; the controller has none to compare.
+            directory_id: directory_id.unwrap_or_else(Uuid::new_v4),
             _lock: lock,
         };
         dir.write()?;
@@ -63,6 +72,42 @@ impl DataDir {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// KIP-858's directory id: created with the dir, so an emptied or replaced one has another.
+    pub(crate) fn directory_id(&self) -> Uuid {
+        self.directory_id
+    }
+
+    /// The broker epoch a clean shutdown recorded, or -1; removes the marker (durably) so a
+    /// crash of this run is not taken for a clean one.
+    pub(crate) fn take_clean_shutdown(&self) -> anyhow::Result<i64> {
+        let file = self.path.join(CLEAN_SHUTDOWN);
+        let epoch = match fs::read_to_string(&file) {
+            Ok(text) => text.trim().parse::<i64>().unwrap_or(-1),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(-1),
+            Err(e) => bail!("cannot read {}: {e}", file.display()),
+        };
+        let remove = || -> std::io::Result<()> {
+            fs::remove_file(&file)?;
+            fs::File::open(&self.path)?.sync_all()
+        };
+        remove().with_context(|| format!("cannot remove {}", file.display()))?;
+        Ok(epoch)
+    }
+
+    /// Records a clean shutdown at `broker_epoch`: call it only once every log is flushed.
+    pub(crate) fn mark_clean_shutdown(path: &Path, broker_epoch: i64) -> anyhow::Result<()> {
+        let file = path.join(CLEAN_SHUTDOWN);
+        let tmp = path.join(format!("{CLEAN_SHUTDOWN}.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(format!("{broker_epoch}\n").as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &file)?;
+            fs::File::open(path)?.sync_all()
+        };
+        write().with_context(|| format!("cannot write {}", file.display()))
     }
 
     /// Records the cluster this data belongs to the first time it is known; refuses data of
@@ -87,7 +132,10 @@ impl DataDir {
 
     /// Rewrites `meta.properties` atomically (temp file, fsync, rename, dir fsync).
     fn write(&self) -> anyhow::Result<()> {
-        let mut text = format!("version={VERSION}\nnode.id={}\n", self.node_id);
+        let mut text = format!(
+            "version={VERSION}\nnode.id={}\ndirectory.id={}\n",
+            self.node_id, self.directory_id
+        );
         if let Some(c) = &self.cluster_id {
             text.push_str(&format!("cluster.id={c}\n"));
         }
@@ -104,10 +152,11 @@ impl DataDir {
     }
 }
 
-/// `(node.id, cluster.id)` from the file's `key=value` lines.
-fn parse(text: &str) -> anyhow::Result<(i32, Option<String>)> {
+/// `(node.id, cluster.id, directory.id)` from the file's `key=value` lines.
+fn parse(text: &str) -> anyhow::Result<(i32, Option<String>, Option<Uuid>)> {
     let mut node = None;
     let mut cluster = None;
+    let mut directory = None;
     let mut version = None;
     for line in text.lines().map(str::trim) {
         if line.is_empty() || line.starts_with('#') {
@@ -126,13 +175,19 @@ fn parse(text: &str) -> anyhow::Result<(i32, Option<String>)> {
                 )
             }
             "cluster.id" => cluster = Some(v.trim().to_string()),
+            "directory.id" => {
+                directory = Some(
+                    Uuid::parse_str(v.trim())
+                        .with_context(|| format!("directory.id '{v}' is not a UUID"))?,
+                )
+            }
             _ => {}
         }
     }
     if version.as_deref() != Some(VERSION) {
         bail!("version is {version:?}, this build reads version {VERSION}");
     }
-    Ok((node.context("node.id is missing")?, cluster))
+    Ok((node.context("node.id is missing")?, cluster, directory))
 }
 
 #[cfg(test)]
@@ -158,5 +213,28 @@ mod tests {
         fs::write(tmp.path().join(FILE), "garbage").unwrap();
         let err = DataDir::open(tmp.path(), 1).err().unwrap();
         assert!(format!("{err:#}").contains("corrupt"), "{err:#}");
+    }
+
+    #[test]
+    fn directory_id_is_kept_and_a_new_dir_gets_another() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = DataDir::open(tmp.path(), 1).unwrap().directory_id();
+        assert_eq!(DataDir::open(tmp.path(), 1).unwrap().directory_id(), id);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(DataDir::open(other.path(), 1).unwrap().directory_id(), id);
+        // A dir written before directory ids gets one, and keeps it.
+        fs::write(tmp.path().join(FILE), "version=1\nnode.id=1\n").unwrap();
+        let fresh = DataDir::open(tmp.path(), 1).unwrap().directory_id();
+        assert_eq!(DataDir::open(tmp.path(), 1).unwrap().directory_id(), fresh);
+    }
+
+    #[test]
+    fn clean_shutdown_marker_is_read_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path(), 1).unwrap();
+        assert_eq!(dir.take_clean_shutdown().unwrap(), -1);
+        DataDir::mark_clean_shutdown(tmp.path(), 17).unwrap();
+        assert_eq!(dir.take_clean_shutdown().unwrap(), 17);
+        assert_eq!(dir.take_clean_shutdown().unwrap(), -1);
     }
 }

@@ -33,6 +33,10 @@ pub(crate) struct Registration {
     pub(crate) listeners: Vec<(String, String, i32)>,
     pub(crate) rpc_address: String,
     pub(crate) rack: Option<String>,
+    /// The data dir's id (KIP-858).
+    pub(crate) directory_id: Uuid,
+    /// The epoch the clean-shutdown marker held at start, -1 without one (KIP-966).
+    pub(crate) previous_broker_epoch: i64,
 }
 
 pub(crate) struct Lifecycle {
@@ -63,6 +67,11 @@ impl Lifecycle {
             state: watch::channel(BrokerState::Registering).0,
             epoch: std::sync::atomic::AtomicI64::new(-1),
         })
+    }
+
+    /// The epoch of the current registration, -1 before the first.
+    pub(crate) fn broker_epoch(&self) -> i64 {
+        self.epoch.load(Ordering::Relaxed)
     }
 
     pub(crate) fn state(&self) -> watch::Receiver<BrokerState> {
@@ -132,6 +141,8 @@ impl Lifecycle {
             rpc_address: r.rpc_address.clone(),
             rack: r.rack.clone(),
             cluster_id: String::new(),
+            directory_id: Some(r.directory_id.as_bytes().to_vec().into()),
+            previous_broker_epoch: Some(r.previous_broker_epoch),
         };
         match self.client.register(request, self.heartbeat_interval).await {
             Ok(resp) if error_code::decode(resp.error_code).is_none() => {

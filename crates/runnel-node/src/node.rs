@@ -365,7 +365,20 @@ impl Node {
         }
         if let Some(parts) = self.broker {
             let flush = parts.broker;
-            tokio::task::spawn_blocking(move || flush.flush_all()).await?;
+            let epoch = parts.lifecycle.broker_epoch();
+            let dir = parts.data_dir;
+            // KIP-966: the marker tells the controller at the next registration that these
+            // logs lost nothing; without it the broker leaves every ISR and ELR.
+            tokio::task::spawn_blocking(move || {
+                if !flush.flush_all() {
+                    tracing::warn!("not every log was flushed: the next start counts as unclean");
+                } else if epoch >= 0 {
+                    if let Err(e) = DataDir::mark_clean_shutdown(&dir, epoch) {
+                        tracing::warn!("{e:#}; the next start counts as unclean");
+                    }
+                }
+            })
+            .await?;
         }
         let _ = self.apply_task.await;
         let _ = self.liveness_task.await;
@@ -408,12 +421,16 @@ fn liveness_settings(config: &BrokerConfig) -> LivenessSettings {
         imbalance_check_interval: Duration::from_secs(
             config.leader_imbalance_check_interval_seconds(),
         ),
+        min_insync_replicas: i32::try_from(config.min_insync_replicas(&Default::default()))
+            .unwrap_or(i32::MAX),
     }
 }
 
 /// The broker half of a node.
 struct BrokerParts {
     broker: Arc<ReplicaManager>,
+    /// Where the clean-shutdown marker goes.
+    data_dir: std::path::PathBuf,
     groups: Arc<GroupCoordinator>,
     lifecycle: Arc<Lifecycle>,
     kafka: Vec<KafkaListener>,
@@ -443,6 +460,8 @@ async fn start_broker(
         (state.last_applied.map_or(0, |l| l.index), state.data)
     };
     let path = data_dir.path().to_path_buf();
+    // Taken before the logs are opened: a crash from here on is an unclean shutdown.
+    let previous_broker_epoch = data_dir.take_clean_shutdown()?;
     let node_id = config.node_id;
     let open_config = broker_config.clone();
     let open_writer = writer.clone();
@@ -474,6 +493,8 @@ async fn start_broker(
                 .collect(),
             rpc_address: advertised_rpc.to_owned(),
             rack: broker_config.broker_rack(),
+            directory_id: data_dir.directory_id(),
+            previous_broker_epoch,
         },
         incarnation,
         Duration::from_millis(broker_config.broker_heartbeat_interval_ms()),
@@ -481,6 +502,7 @@ async fn start_broker(
     );
     Ok(BrokerParts {
         broker,
+        data_dir: data_dir.path().to_path_buf(),
         groups,
         lifecycle,
         kafka,

@@ -289,6 +289,8 @@ async fn call_everything(addr: std::net::SocketAddr) {
                 host: "127.0.0.1".into(),
                 port: 9192,
             }],
+            directory_id: None,
+            previous_broker_epoch: None,
         })
         .await
         .unwrap()

@@ -193,6 +193,9 @@ impl ImageApplier {
             let Some(info) = partition_info(image, &partition) else {
                 continue;
             };
+            if let Some(topic) = image.topic(partition.topic()) {
+                partition.set_min_insync_replicas(self.config.min_insync_replicas(&topic.configs));
+            }
             if let Err(e) = self.take_role(&partition, info, now) {
                 tracing::error!(
                     topic = partition.topic(),

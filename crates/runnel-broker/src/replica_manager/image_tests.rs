@@ -50,6 +50,8 @@ fn roles_wait_for_an_image_that_knows_this_incarnation() {
             listeners: Vec::new(),
             rpc_address: "localhost:9093".into(),
             rack: None,
+            directory_id: None,
+            previous_broker_epoch: None,
         })
         .unwrap();
     controller

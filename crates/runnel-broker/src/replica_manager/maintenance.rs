@@ -83,10 +83,12 @@ impl LogMaintenance {
     }
 
     /// fsyncs every log and writes recovery points, for a clean shutdown.
-    pub(crate) fn flush_all(&self) {
+    pub(crate) fn flush_all(&self) -> bool {
+        let mut flushed = true;
         for partition in self.registry.all() {
             if let Err(e) = partition.with_log(|log| Ok(log.flush()?)) {
                 tracing::warn!(topic = partition.topic(), partition = partition.index(), error = %e, "flush failed");
+                flushed = false;
             }
             // So the next start does not rescan the log for producer state.
             if let Err(e) = partition.snapshot_producer_state(true) {
@@ -94,6 +96,7 @@ impl LogMaintenance {
             }
         }
         self.checkpoint_high_watermarks();
+        flushed
     }
 
     /// One log-cleaner sweep: compacts, one partition at a time, every partition whose topic's

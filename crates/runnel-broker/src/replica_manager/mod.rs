@@ -341,8 +341,9 @@ impl ReplicaManager {
     }
 
     /// fsyncs every log and writes recovery points, for a clean shutdown.
-    pub fn flush_all(&self) {
-        self.maintenance.flush_all();
+    /// Returns whether every log was flushed (a clean shutdown needs that).
+    pub fn flush_all(&self) -> bool {
+        self.maintenance.flush_all()
     }
 
     /// One log-cleaner sweep (see [`LogMaintenance::run_compaction`]); returns how many

@@ -135,6 +135,9 @@ pub struct LeaderState {
     followers: BTreeMap<i32, FollowerState>,
     /// The ISR change sent to the controller and not answered yet.
     pending: Option<IsrChange>,
+    /// The topic's min.insync.replicas: the HW stays while the ISR is smaller (KIP-966), so
+    /// a replica that left such an ISR holds everything committed and may lead again.
+    min_insync_replicas: usize,
 }
 
 impl LeaderState {
@@ -147,6 +150,25 @@ impl LeaderState {
         high_watermark: i64,
         leader_epoch_start_offset: i64,
         now_ms: i64,
+    ) -> Self {
+        Self::with_min_insync_replicas(
+            partition,
+            log_end_offset,
+            high_watermark,
+            leader_epoch_start_offset,
+            now_ms,
+            1,
+        )
+    }
+
+    /// [`Self::new`] for a topic whose min.insync.replicas is `min_insync_replicas`.
+    pub fn with_min_insync_replicas(
+        partition: &PartitionInfo,
+        log_end_offset: i64,
+        high_watermark: i64,
+        leader_epoch_start_offset: i64,
+        now_ms: i64,
+        min_insync_replicas: usize,
     ) -> Self {
         let id = partition.leader;
         let followers = partition
@@ -166,9 +188,17 @@ impl LeaderState {
             high_watermark: high_watermark.min(log_end_offset),
             followers,
             pending: None,
+            min_insync_replicas: min_insync_replicas.max(1),
         };
         state.maybe_increment_hw();
         state
+    }
+
+    /// A new min.insync.replicas for the topic; returns the new HW when a lower value let it
+    /// move.
+    pub fn set_min_insync_replicas(&mut self, value: usize) -> Option<i64> {
+        self.min_insync_replicas = value.max(1);
+        self.maybe_increment_hw()
     }
 
     pub fn leader_id(&self) -> i32 {
@@ -378,8 +408,12 @@ impl LeaderState {
                 .is_some_and(|c| c.new_isr.contains(&replica))
     }
 
-    /// HW = min LEO over the maximal ISR, the leader's included; it only moves forward.
+    /// HW = min LEO over the maximal ISR, the leader's included; it only moves forward, and
+    /// not at all while the committed ISR is smaller than min.insync.replicas (KIP-966).
     fn maybe_increment_hw(&mut self) -> Option<i64> {
+        if self.isr.len() < self.min_insync_replicas {
+            return None;
+        }
         let hw = self
             .followers
             .iter()
@@ -410,6 +444,8 @@ mod tests {
             leader: 1,
             leader_epoch: 5,
             partition_epoch,
+            elr: Vec::new(),
+            last_known_leader: None,
         }
     }
 
@@ -426,6 +462,17 @@ mod tests {
 
     fn accepted(change: &IsrChange, partition_epoch: i32) -> Result<PartitionInfo, ResponseError> {
         Ok(partition(&change.new_isr, partition_epoch))
+    }
+
+    #[test]
+    fn hw_stays_while_the_isr_is_below_min_isr() {
+        // KIP-966: a lone leader with min.insync.replicas=2 commits nothing, even acks=1.
+        let mut s = LeaderState::with_min_insync_replicas(&partition(&[1], 7), 10, 4, 10, 0, 2);
+        assert_eq!(s.high_watermark(), 4);
+        assert_eq!(s.on_leader_append(12), None);
+        assert!(!s.is_committed(5));
+        // Lowering the topic's value lets it move.
+        assert_eq!(s.set_min_insync_replicas(1), Some(12));
     }
 
     #[test]

@@ -117,6 +117,8 @@ impl Sim {
             leader: 1,
             leader_epoch: 0,
             partition_epoch: 0,
+            elr: Vec::new(),
+            last_known_leader: None,
         };
         let mut replicas = vec![Replica::new(); 3];
         replicas[0].assign_epoch(0, 0);

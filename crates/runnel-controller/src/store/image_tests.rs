@@ -45,6 +45,8 @@ fn cluster_commands() -> Vec<Entry<TypeConfig>> {
             listeners: Vec::new(),
             rpc_address: format!("127.0.0.1:{}", 9093 + 100 * (id - 1)),
             rack: None,
+            directory_id: None,
+            previous_broker_epoch: None,
         });
         commands.push(ControllerCommand::UnfenceBroker { id });
     }

@@ -217,6 +217,8 @@ async fn metadata_answers_with_the_addresses_of_the_clients_listener() {
                 listeners,
                 rpc_address: format!("runnel-{id}:9093"),
                 rack: None,
+                directory_id: None,
+                previous_broker_epoch: None,
             })
             .unwrap();
     }
