@@ -95,7 +95,8 @@ fn parse_segment_name(name: &str) -> Option<(i64, &str)> {
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    fs::File::open(dir)
+    crate::failpoints::inject(crate::failpoints::DIR_FSYNC)
+        .and_then(|()| fs::File::open(dir))
         .and_then(|d| d.sync_all())
         .ctx(|| format!("fsync of directory {}", dir.display()))
 }
@@ -991,7 +992,9 @@ fn write_checkpoint(dir: &Path, offset: i64) -> Result<(), StorageError> {
     {
         use std::io::Write;
         let mut f = fs::File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
-        writeln!(f, "{offset}").ctx(|| format!("writing {}", tmp.display()))?;
+        crate::failpoints::inject(crate::failpoints::CHECKPOINT_WRITE)
+            .and_then(|()| writeln!(f, "{offset}"))
+            .ctx(|| format!("writing {}", tmp.display()))?;
         f.sync_all().ctx(|| format!("fsync of {}", tmp.display()))?;
     }
     fs::rename(&tmp, &dst).ctx(|| format!("renaming {} to {}", tmp.display(), dst.display()))?;

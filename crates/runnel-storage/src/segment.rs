@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::batch::{self, BatchHeader, HEADER_LEN, LENGTH_OFF};
 use crate::error::{IoContext, StorageError};
+use crate::failpoints;
 use crate::index::{OffsetEntry, SparseIndex, TimeEntry};
 
 pub(crate) const LOG_SUFFIX: &str = "log";
@@ -95,6 +96,12 @@ fn open_rw(path: &Path, truncate: bool) -> Result<File, StorageError> {
 impl Segment {
     /// Creates a fresh, empty segment (replacing any leftover files).
     pub(crate) fn create(dir: &Path, base_offset: i64) -> Result<Self, StorageError> {
+        failpoints::inject(failpoints::SEGMENT_CREATE).ctx(|| {
+            format!(
+                "creating {}",
+                segment_path(dir, base_offset, LOG_SUFFIX).display()
+            )
+        })?;
         Self::open_files(dir, base_offset, true)
     }
 
@@ -397,7 +404,9 @@ impl Segment {
         now_ms: i64,
     ) -> Result<(), StorageError> {
         let start = self.size;
-        if let Err(e) = self.log.write_all_at(bytes, start) {
+        let written =
+            failpoints::inject(failpoints::SEGMENT_WRITE).and_then(|()| self.log.write_all_at(bytes, start));
+        if let Err(e) = written {
             let _ = self.log.set_len(start);
             return Err(StorageError::io(
                 format!(
@@ -462,8 +471,8 @@ impl Segment {
 
     /// fsyncs the log and both indexes.
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
-        self.log
-            .sync_data()
+        failpoints::inject(failpoints::SEGMENT_FSYNC)
+            .and_then(|()| self.log.sync_data())
             .ctx(|| format!("fsync of {}", self.path(LOG_SUFFIX).display()))?;
         self.index.sync(&self.path(INDEX_SUFFIX))?;
         self.time_index.sync(&self.path(TIME_INDEX_SUFFIX))
