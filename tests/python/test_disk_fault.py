@@ -128,13 +128,19 @@ def test_disk_error_on_leader_moves_leadership_without_loss_or_duplicates(faulty
     while p.flush(1.0) > 0 and time.monotonic() < deadline:
         pass
     remaining = len(p)
+    assert remaining == 0 and not errors, f"{remaining} records unacknowledged, {len(errors)} failed: {errors[:3]}"
+    got = [c.value for c in util.consume(cluster.bootstrap, topic, expected=RECORDS, timeout=60)]
+    dups = len(got) - len(set(got))
+    assert dups == 0, f"{dups} duplicated records"
+    lost = set(acked) - set(got)
+    assert not lost, f"{len(lost)} acknowledged records lost, e.g. {sorted(lost)[:3]}"
+    assert got == values, "records out of order"
 
     # The leadership moved and the faulty broker left the ISR.
-    new_leader, isr = cluster.wait_for(
+    cluster.wait_for(
         "a new leader without the faulty broker in the ISR",
         lambda: (s := partition_state(cluster, topic, exclude={leader_id}))[0] not in (-1, leader_id)
-        and leader_id not in s[1]
-        and s,
+        and leader_id not in s[1],
         timeout=30,
     )
     # The faulty broker refuses writes with KAFKA_STORAGE_ERROR and says why in its log.
@@ -143,11 +149,3 @@ def test_disk_error_on_leader_moves_leadership_without_loss_or_duplicates(faulty
     (result,) = kw.parse_produce_v3_response(payload)[1]
     assert result.error_code == KAFKA_STORAGE_ERROR
     assert b"taking the data dir offline" in leader.log_path.read_bytes()
-
-    assert remaining == 0 and not errors, f"{remaining} records unacknowledged, errors {errors[:3]}"
-    got = [c.value for c in util.consume(cluster.bootstrap_of([cluster.node(new_leader)]), topic, expected=RECORDS, timeout=60)]
-    dups = len(got) - len(set(got))
-    assert dups == 0, f"{dups} duplicated records"
-    lost = set(acked) - set(got)
-    assert not lost, f"{len(lost)} acknowledged records lost, e.g. {sorted(lost)[:3]}"
-    assert got == values, "records out of order"

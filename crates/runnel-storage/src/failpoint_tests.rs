@@ -74,14 +74,32 @@ fn fail_append(n: i64, failpoint: &str, errno: &str) {
     }
     let before: Vec<i64> = (0..n).collect();
     fail::cfg(failpoint, &format!("1*return({errno})")).unwrap();
-    assert!(append(&mut log, n).is_err(), "{what}: the injected error fails the append");
-    assert_eq!(log.log_end_offset(), n, "{what}: nothing of the failed batch counts");
+    assert!(
+        append(&mut log, n).is_err(),
+        "{what}: the injected error fails the append"
+    );
+    assert_eq!(
+        log.log_end_offset(),
+        n,
+        "{what}: nothing of the failed batch counts"
+    );
     assert_eq!(contents(&log), before, "{what}");
+    // EIO takes the log offline; a full disk only fails this append.
+    let full = errno == "enospc";
+    assert_eq!(log.offline_reason().is_none(), full, "{what}");
     // The client retries on the same log: appended once, or refused.
     if append(&mut log, n).is_ok() {
-        assert_eq!(contents(&log), (0..=n).collect::<Vec<_>>(), "{what}: the retry");
+        assert_eq!(
+            contents(&log),
+            (0..=n).collect::<Vec<_>>(),
+            "{what}: the retry"
+        );
     }
     let retried = log.log_end_offset() == n + 1;
+    assert_eq!(
+        retried, full,
+        "{what}: the retry is taken only after a full disk"
+    );
     // What is on disk agrees: the batch is there once if the retry was taken, else not at all.
     let mut log = reopen(tmp.path(), log);
     let expected: Vec<i64> = (0..n + i64::from(retried)).collect();
@@ -133,10 +151,21 @@ fn failpoint_failed_fsync_is_never_taken_for_success() {
             append(&mut log, 3).unwrap();
             fail::cfg(failpoint, &format!("1*return({errno})")).unwrap();
             assert!(log.flush().is_err(), "{what}");
+            assert!(
+                log.offline_reason().is_some(),
+                "{what}: any failed fsync takes the log offline"
+            );
             fail::remove(failpoint);
-            assert!(log.flush().is_err(), "{what}: a second flush must not report success");
+            assert!(
+                log.flush().is_err(),
+                "{what}: a second flush must not report success"
+            );
             let rp = std::fs::read_to_string(tmp.path().join("recovery-point")).unwrap();
-            assert_eq!(rp.trim(), "3", "{what}: the recovery point stays below the unsynced data");
+            assert_eq!(
+                rp.trim(),
+                "3",
+                "{what}: the recovery point stays below the unsynced data"
+            );
             let log = reopen(tmp.path(), log);
             let got = contents(&log);
             assert!(got == [0, 1, 2] || got == [0, 1, 2, 3], "{what}: {got:?}");
@@ -164,12 +193,18 @@ fn failpoint_failed_fsync_of_an_append_is_not_duplicated_by_the_retry() {
         fail::cfg(failpoint, "1*return(eio)").unwrap();
         assert!(append(&mut log, 3).is_err(), "{what}");
         fail::remove(failpoint);
-        let _ = append(&mut log, 3);
+        assert!(
+            append(&mut log, 3).is_err(),
+            "{what}: an offline log takes no retry"
+        );
         let got = contents(&log);
         assert!(got == [0, 1, 2] || got == [0, 1, 2, 3], "{what}: {got:?}");
         drop(log);
         let log = PartitionLog::open(tmp.path(), config, T0).unwrap();
         let got = contents(&log);
-        assert!(got == [0, 1, 2] || got == [0, 1, 2, 3], "{what}: after reopening {got:?}");
+        assert!(
+            got == [0, 1, 2] || got == [0, 1, 2, 3],
+            "{what}: after reopening {got:?}"
+        );
     }
 }

@@ -120,6 +120,18 @@ impl<E: IndexEntry> SparseIndex<E> {
         self.entries.retain(keep);
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Forgets entries past the first `len`, in memory and in the file.
+    pub(crate) fn truncate(&mut self, len: usize, path: &Path) -> Result<(), StorageError> {
+        self.entries.truncate(len);
+        self.file
+            .set_len((len * E::SIZE) as u64)
+            .ctx(|| format!("truncating {}", path.display()))
+    }
+
     /// Adds an entry in memory only; [`SparseIndex::write_last`] or
     /// [`SparseIndex::write_all`] persists it.
     pub(crate) fn push(&mut self, e: E) {

@@ -47,10 +47,7 @@ enum Command {
     Health(commands::health::HealthArgs),
 }
 
-fn main() -> std::process::ExitCode {
-    // runnel-faulty: failpoints from the FAILPOINTS environment variable, for the whole run.
-    #[cfg(feature = "failpoints")]
-    let _failpoints = runnel_node::failpoints_from_env();
+pub(crate) fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(matches!(cli.command, Command::Node(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
