@@ -48,7 +48,7 @@ BENCH_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: help build run fmt fmt-check clippy test test-rust test-e2e test-docker test-docker-if-available \
+.PHONY: help build build-faulty run fmt fmt-check clippy test test-rust test-e2e test-docker test-docker-if-available \
 	docker-image cluster-up cluster-down bench clean-data venv kcat fuzz fuzz-net
 
 help: ## Show this help
@@ -60,6 +60,10 @@ help: ## Show this help
 build: ## Build the release binary (target/release/runnel)
 	$(CARGO) build --release --bin runnel
 
+# The node with disk-fault failpoints (docs/robustness.md), for tests/python/test_disk_fault.py.
+build-faulty:
+	$(CARGO) build --release -p runnel --bin runnel-faulty --features failpoints
+
 run: build ## Run a local 3-node cluster (Kafka on 127.0.0.1:9092,9192,9292; data under ./data)
 	./target/release/runnel dev --nodes 3 $(ARGS)
 
@@ -69,9 +73,10 @@ fmt: ## Format all Rust code
 fmt-check: ## Check Rust formatting
 	$(CARGO) fmt --all -- --check
 
-clippy: ## Lint with clippy, warnings are errors (also the gateway's fuzzing harness, which only fuzz/ builds)
+clippy: ## Lint with clippy, warnings are errors (also the gateway's fuzzing harness, which only fuzz/ builds, and the failpoints)
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p runnel-gateway --features fuzzing --all-targets -- -D warnings
+	$(CARGO) clippy -p runnel-storage -p runnel-broker -p runnel-node -p runnel --features runnel-broker/failpoints,runnel-node/failpoints,runnel/failpoints --all-targets -- -D warnings
 
 test: fmt-check clippy test-rust test-e2e test-docker-if-available ## Run everything: fmt-check, clippy, Rust tests, end-to-end and docker-compose tests
 
@@ -81,12 +86,15 @@ test-rust: ## Rust unit and integration tests (cargo-nextest when installed)
 		if $(CARGO) nextest run --help 2>/dev/null | grep -q -- '--no-tests'; then no_tests="--no-tests=warn"; fi; \
 		echo "$(CARGO) nextest run --workspace $$no_tests"; \
 		$(CARGO) nextest run --workspace $$no_tests; \
+		echo "$(CARGO) nextest run -p runnel-storage -p runnel-broker --features runnel-broker/failpoints -E 'test(failpoint)'"; \
+		$(CARGO) nextest run -p runnel-storage -p runnel-broker --features runnel-broker/failpoints -E 'test(failpoint)'; \
 	else \
 		echo "$(CARGO) test --workspace (cargo-nextest not installed)"; \
 		$(CARGO) test --workspace; \
+		$(CARGO) test -p runnel-storage -p runnel-broker --features runnel-broker/failpoints failpoint -- --test-threads=1; \
 	fi
 
-test-e2e: build venv kcat ## End-to-end tests: pytest on tests/python against RUNNEL_BIN
+test-e2e: build build-faulty venv kcat ## End-to-end tests: pytest on tests/python against RUNNEL_BIN
 	@test -x "$(RUNNEL_BIN)" || { echo "error: $(RUNNEL_BIN) is not an executable file" >&2; exit 1; }
 	$(VENV)/bin/python -m pytest tests/python -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 

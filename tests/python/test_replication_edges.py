@@ -7,8 +7,9 @@
 - a follower whose log restarts at the leader's log start (Kafka's `truncateFullyAndStartAt`)
   forgets the producer state of the records it skipped, on disk too, so as leader it does
   not reject a producer's next batch as out of order;
-- a replica that fails to become leader (an I/O error) retries until it succeeds, even when
-  no new metadata comes to trigger it.
+- a replica that fails to become leader (a full disk, injected through `runnel-faulty`'s
+  failpoints; any other I/O error takes the data dir offline, see test_disk_fault.py) retries
+  until it succeeds, even when no new metadata comes to trigger it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from confluent_kafka.admin import NewTopic, OffsetSpec
 
 import kafkawire as kw
 import util
-from cluster import SESSION_TIMEOUT_S
+from cluster import SESSION_TIMEOUT_S, Cluster
 from conftest import three_node_cluster
+from test_disk_fault import faulty_bin, set_failpoint
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -213,9 +215,15 @@ def test_follower_reset_to_leader_log_start_drops_producer_snapshots(request, tm
 
 
 def test_failed_leader_transition_is_retried_in_a_quiet_cluster(request, tmp_path, topic):
-    gen = three_node_cluster(request, tmp_path / "cluster")
-    cluster = next(gen)
+    path = faulty_bin()
+    if not path.is_file():
+        pytest.skip(f"{path} is missing: build it with `make build-faulty`")
+    cluster = Cluster(3, tmp_path / "cluster")
+    for nd in cluster.nodes:
+        nd.bin = path
+    request.node._runnel_nodes = cluster.nodes
     try:
+        cluster.start()
         old, new = cluster.node(1), cluster.node(2)
         admin = util.admin(cluster.bootstrap)
         admin.create_topics([NewTopic(topic, num_partitions=1, replica_assignment=[[1, 2]])])[topic].result(timeout=20)
@@ -224,10 +232,8 @@ def test_failed_leader_transition_is_retried_in_a_quiet_cluster(request, tmp_pat
             return cluster.node(3).metadata([topic]).topics[topic].partitions[0]
 
         cluster.wait_for("node 1 leading with node 2 in sync", lambda: partition().leader == 1 and sorted(partition().isr) == [1, 2])
-        # A new leader writes its epoch to the leader-epoch checkpoint through a temporary
-        # file; a directory in that file's place makes the write fail, for root too.
-        blocker = new.data_dir / f"{topic}-0" / "leader-epoch-checkpoint.tmp"
-        blocker.mkdir()
+        # A new leader writes its epoch to the leader-epoch checkpoint; a full disk fails it.
+        set_failpoint(new, "checkpoint-write", "return(enospc)")
         old.stop()
         cluster.wait_for("node 2 named the only leader", lambda: partition().leader == 2 and partition().isr == [2])
         cluster.wait_for(
@@ -236,7 +242,7 @@ def test_failed_leader_transition_is_retried_in_a_quiet_cluster(request, tmp_pat
         )
         # Past node 1's session timeout the metadata stays as it is: only a retry helps now.
         time.sleep(SESSION_TIMEOUT_S + 1)
-        blocker.rmdir()
+        set_failpoint(new, "checkpoint-write", "off")
         on_new = cluster.bootstrap_of([new])
         cluster.wait_for(
             "node 2 taking produce requests as leader",
@@ -244,4 +250,4 @@ def test_failed_leader_transition_is_retried_in_a_quiet_cluster(request, tmp_pat
             timeout=20,
         )
     finally:
-        gen.close()
+        cluster.close()

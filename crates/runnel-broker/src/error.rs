@@ -51,6 +51,9 @@ pub enum BrokerError {
     /// The data dir cannot be used (not a directory, in use, unreadable, inconsistent).
     #[error("{0}")]
     DataDir(String),
+    /// The data dir went offline after a disk error (see [`crate::log_dir::LogDir`]).
+    #[error("{0}")]
+    LogDirOffline(String),
 }
 
 impl BrokerError {
@@ -103,7 +106,9 @@ impl BrokerError {
                 ResponseError::RequestTimedOut
             }
             BrokerError::Controller(e) => e.code(),
-            BrokerError::DataDir(_) => ResponseError::KafkaStorageError,
+            BrokerError::DataDir(_) | BrokerError::LogDirOffline(_) => {
+                ResponseError::KafkaStorageError
+            }
         }
     }
 }

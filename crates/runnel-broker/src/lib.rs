@@ -7,6 +7,7 @@ pub mod compaction;
 pub mod config;
 pub mod error;
 pub mod group;
+pub mod log_dir;
 pub mod metadata;
 pub mod partition;
 pub mod producer_ids;

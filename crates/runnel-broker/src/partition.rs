@@ -8,6 +8,7 @@
 //! role lands in the log after the role changed. Everything waiting on the partition (long-polling
 //! consumer fetches, acks=all produces, follower fetches) waits on a `watch` channel.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::BrokerError;
+use crate::log_dir::LogDir;
 use crate::metadata::PartitionInfo;
 use crate::producer_state::{CheckOutcome, ProducerBatch, ProducerStateManager};
 use crate::replication::{EpochEndOffset, FetchError, ImageUpdate, IsrChange, LeaderState};
@@ -135,6 +137,8 @@ pub struct Partition {
     log_end: watch::Sender<i64>,
     /// The topic's min.insync.replicas, which the leader's HW needs (KIP-966).
     min_insync_replicas: std::sync::atomic::AtomicUsize,
+    /// The data dir holding the log; offline after a disk error.
+    log_dir: Arc<LogDir>,
 }
 
 impl Partition {
@@ -147,6 +151,7 @@ impl Partition {
         log: PartitionLog,
         producer_expiration_ms: i64,
         checkpointed_hw: Option<i64>,
+        log_dir: Arc<LogDir>,
     ) -> Self {
         let leo = log.log_end_offset();
         // Without a checkpoint nothing is known to be committed: the log start, as in Kafka
@@ -171,6 +176,7 @@ impl Partition {
             view,
             log_end,
             min_insync_replicas: std::sync::atomic::AtomicUsize::new(1),
+            log_dir,
         }
     }
 
@@ -188,17 +194,58 @@ impl Partition {
         self.with_log(|log| Ok(log.end_offset_for_epoch(epoch)))
     }
 
+    /// Runs `f` on the log; KAFKA_STORAGE_ERROR once the data dir is offline. A disk
+    /// failure in `f` (the log went offline, or a read failed) takes the whole dir offline.
     pub(crate) fn with_log<T>(
         &self,
         f: impl FnOnce(&mut PartitionLog) -> Result<T, BrokerError>,
     ) -> Result<T, BrokerError> {
+        self.log_dir.check()?;
         let mut guard = self.log.lock();
-        match guard.as_mut() {
-            Some(log) => f(log),
-            None => Err(BrokerError::UnknownPartition {
+        let Some(log) = guard.as_mut() else {
+            return Err(BrokerError::UnknownPartition {
                 topic: self.topic.clone(),
                 partition: self.index,
-            }),
+            });
+        };
+        let result = f(log);
+        if let Some(reason) = log.offline_reason() {
+            self.log_dir.take_offline(&format!(
+                "partition {}-{}: {reason}",
+                self.topic, self.index
+            ));
+        } else if let Err(BrokerError::Storage(e)) = &result {
+            if e.is_disk_failure() {
+                self.log_dir
+                    .take_offline(&format!("partition {}-{}: {e}", self.topic, self.index));
+            }
+        }
+        result
+    }
+
+    /// The data dir went offline: this replica leads and follows nothing any more, and
+    /// parked acks=all produces give up (NOT_LEADER_OR_FOLLOWER; the client retries on the
+    /// new leader, which the producer-id check keeps free of duplicates).
+    pub(crate) fn stop_serving(&self) {
+        let mut role = self.lock_role();
+        *role = Role::Unassigned;
+        self.publish(self.high_watermark(), -1);
+    }
+
+    /// A producer-state snapshot that could not be written: the state rebuilds from the log
+    /// on the next start, so a full disk only costs time then; any other error is a disk
+    /// failure, as in Kafka.
+    fn snapshot_failed(&self, e: &std::io::Error) {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ) {
+            tracing::warn!(topic = self.topic, partition = self.index, error = %e, "cannot write a producer-state snapshot");
+        } else {
+            self.log_dir.take_offline(&format!(
+                "partition {}-{}: cannot write a producer-state snapshot: {e}",
+                self.topic, self.index
+            ));
         }
     }
 
@@ -266,6 +313,7 @@ impl Partition {
     /// [`crate::records::validate_client_batches`] with [`Partition::validation_rules`], which
     /// the produce handler runs before this, off the partition's locks.
     pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, BrokerError> {
+        self.log_dir.check()?;
         let mut role = self.lock_role();
         let Role::Leader(state) = &mut *role else {
             return Err(self.not_leader());
@@ -304,6 +352,8 @@ impl Partition {
             if log.latest_epoch().is_some_and(|e| e > leader_epoch) {
                 return Err(self.not_leader());
             }
+            // On an error nothing was appended (the log undid it), so the producer state
+            // stays as it was and the retry is checked against the same sequences.
             let info = log.append(batches, leader_epoch, now)?;
             if let Some(headers) = &headers {
                 let mut offset = info.base_offset;
@@ -314,7 +364,7 @@ impl Partition {
             }
             if producers.note_appended(batches.len()) {
                 if let Err(e) = producers.write_snapshot(info.last_offset + 1, now, false) {
-                    tracing::warn!(topic = self.topic, partition = self.index, error = %e, "cannot write a producer-state snapshot");
+                    self.snapshot_failed(&e);
                 }
             }
             Ok(info)
@@ -352,8 +402,10 @@ impl Partition {
         timeout: Duration,
     ) -> Result<(), BrokerError> {
         let mut rx = self.view.subscribe();
+        let mut dir = self.log_dir.watch();
         let wait = async {
             loop {
+                self.log_dir.check()?;
                 let view = *rx.borrow_and_update();
                 if view.leader_epoch != leader_epoch {
                     return Err(self.not_leader());
@@ -361,8 +413,11 @@ impl Partition {
                 if view.high_watermark >= required_offset {
                     return self.check_replicas_after_append(leader_epoch, min_insync_replicas);
                 }
-                if rx.changed().await.is_err() {
-                    return Err(self.not_leader());
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() {
+                        return Err(self.not_leader());
+                    },
+                    _ = dir.changed() => {}
                 }
             }
         };
@@ -773,7 +828,7 @@ impl Partition {
                 if producers.note_appended(records.len()) {
                     if let Err(e) = producers.write_snapshot(info.last_offset + 1, now_ms(), false)
                     {
-                        tracing::warn!(topic = self.topic, partition = self.index, error = %e, "cannot write a producer-state snapshot");
+                        self.snapshot_failed(&e);
                     }
                 }
             }

@@ -12,7 +12,11 @@ use super::*;
 
 fn replica(dir: &std::path::Path) -> Partition {
     let log = PartitionLog::open(dir, LogConfig::default(), now_ms()).unwrap();
-    Partition::new("t".into(), Uuid::nil(), 0, log, 60_000, None)
+    Partition::new("t".into(), Uuid::nil(), 0, log, 60_000, None, test_dir())
+}
+
+fn test_dir() -> std::sync::Arc<crate::log_dir::LogDir> {
+    std::sync::Arc::new(crate::log_dir::LogDir::new(std::path::Path::new("test")))
 }
 
 fn info(leader: i32, leader_epoch: i32, isr: &[i32]) -> PartitionInfo {
@@ -219,7 +223,7 @@ fn a_follower_copies_a_compacted_leader_across_its_gaps() {
         ..LogConfig::default()
     };
     let log = PartitionLog::open(d1.path(), compacted, now_ms()).unwrap();
-    let leader = Partition::new("t".into(), Uuid::nil(), 0, log, 60_000, None);
+    let leader = Partition::new("t".into(), Uuid::nil(), 0, log, 60_000, None, test_dir());
     let follower = replica(d2.path());
     // The follower is out of the ISR: the leader's high watermark, up to which it cleans,
     // moves on without it.

@@ -20,7 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use runnel_storage::batch::{BatchHeader, TIMESTAMP_TYPE_BIT};
-use runnel_storage::{PartitionLog, SNAPSHOT_SUFFIX};
+use runnel_storage::{failpoints, PartitionLog, SNAPSHOT_SUFFIX};
 
 use kafka_protocol::ResponseError;
 
@@ -325,6 +325,7 @@ impl ProducerStateManager {
         let bytes = encode_snapshot(offset, &self.producers);
         let tmp = self.dir.join(TMP_NAME);
         let mut f = fs::File::create(&tmp)?;
+        failpoints::inject(failpoints::PRODUCER_SNAPSHOT_WRITE)?;
         f.write_all(&bytes)?;
         if sync {
             f.sync_all()?;

@@ -242,17 +242,24 @@ impl ControllerGrpcService {
         let caught_up = u64::try_from(r.current_metadata_offset).is_ok_and(|o| o >= required);
         let mut fenced = broker.fenced;
         let mut should_shut_down = false;
-        if r.wants_shutdown {
+        if r.wants_shutdown || r.log_dir_offline {
             if !fenced {
-                tracing::info!(
-                    broker = r.node_id,
-                    "controlled shutdown: moving leadership away"
-                );
+                if r.log_dir_offline {
+                    tracing::warn!(
+                        broker = r.node_id,
+                        "the broker's data dir is offline after a disk error: fencing it, which moves its leaderships and takes it out of the ISRs"
+                    );
+                } else {
+                    tracing::info!(
+                        broker = r.node_id,
+                        "controlled shutdown: moving leadership away"
+                    );
+                }
                 self.write(ControllerCommand::FenceBroker { id: r.node_id })
                     .await?;
                 fenced = true;
             }
-            should_shut_down = true;
+            should_shut_down = r.wants_shutdown;
         } else if fenced && caught_up && !r.wants_fence {
             let committed = self
                 .write(ControllerCommand::UnfenceBroker { id: r.node_id })

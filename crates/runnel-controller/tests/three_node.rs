@@ -384,6 +384,7 @@ async fn broker_session(cluster: &Cluster, via: u64) {
                     current_metadata_offset: applied as i64,
                     wants_fence: false,
                     wants_shutdown: false,
+                    log_dir_offline: false,
                 },
                 WAIT,
             )
@@ -422,6 +423,7 @@ async fn broker_session(cluster: &Cluster, via: u64) {
                 current_metadata_offset: 0,
                 wants_fence: false,
                 wants_shutdown: false,
+                log_dir_offline: false,
             },
             WAIT,
         )

@@ -43,6 +43,31 @@ pub(crate) struct HttpState {
     pub(crate) ready: watch::Receiver<bool>,
 }
 
+/// `PUT /debug/failpoints/<name>` with the action as the body (`return(eio)`, `sleep(200)`,
+/// `off`, ...): only in `runnel-faulty` (docs/robustness.md).
+#[cfg(feature = "failpoints")]
+async fn set_failpoint(
+    axum::extract::Path(name): axum::extract::Path<String>,
+    action: String,
+) -> impl IntoResponse {
+    match fail::cfg(name.clone(), action.trim()) {
+        Ok(()) => {
+            tracing::warn!(failpoint = name, action = action.trim(), "failpoint set");
+            (StatusCode::OK, String::new())
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+    }
+}
+
+#[cfg(feature = "failpoints")]
+async fn remove_failpoint(
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> impl IntoResponse {
+    fail::remove(&name);
+    tracing::warn!(failpoint = name, "failpoint removed");
+    StatusCode::OK
+}
+
 pub(crate) async fn serve(
     listener: TcpListener,
     state: HttpState,
@@ -64,6 +89,11 @@ pub(crate) async fn serve(
                 async move { axum::Json(ClusterView::of(&state)) }
             }),
         );
+    #[cfg(feature = "failpoints")]
+    let app = app.route(
+        "/debug/failpoints/{name}",
+        axum::routing::put(set_failpoint).delete(remove_failpoint),
+    );
     let app = app.layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();

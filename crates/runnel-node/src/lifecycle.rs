@@ -3,7 +3,7 @@
 //! node has applied the metadata log, register again when told the epoch is stale, and on
 //! SIGTERM ask for a controlled shutdown so leadership moves away before the process exits.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use runnel_controller::client::ControllerClient;
 use runnel_rpc::controller::v1 as pb;
 use runnel_rpc::error_code;
 use runnel_rpc::ResponseError;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -48,6 +48,10 @@ pub(crate) struct Lifecycle {
     applied: Arc<AtomicU64>,
     state: watch::Sender<BrokerState>,
     epoch: std::sync::atomic::AtomicI64,
+    /// The data dir went offline: every heartbeat says so, which keeps this broker fenced.
+    log_dir_offline: AtomicBool,
+    /// Cuts the pause before the next heartbeat short.
+    wake: Notify,
 }
 
 impl Lifecycle {
@@ -66,12 +70,21 @@ impl Lifecycle {
             applied,
             state: watch::channel(BrokerState::Registering).0,
             epoch: std::sync::atomic::AtomicI64::new(-1),
+            log_dir_offline: AtomicBool::new(false),
+            wake: Notify::new(),
         })
     }
 
     /// The epoch of the current registration, -1 before the first.
     pub(crate) fn broker_epoch(&self) -> i64 {
         self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Reports the data dir offline to the controller from the next heartbeat on, which is
+    /// sent at once.
+    pub(crate) fn report_log_dir_offline(&self) {
+        self.log_dir_offline.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
     }
 
     pub(crate) fn state(&self) -> watch::Receiver<BrokerState> {
@@ -115,6 +128,7 @@ impl Lifecycle {
             };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
+                _ = self.wake.notified() => {}
                 _ = shutdown.changed() => {}
             }
         }
@@ -179,6 +193,7 @@ impl Lifecycle {
                 .unwrap_or(i64::MAX),
             wants_fence: false,
             wants_shutdown,
+            log_dir_offline: self.log_dir_offline.load(Ordering::Relaxed),
         }
     }
 

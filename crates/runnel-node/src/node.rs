@@ -189,6 +189,11 @@ impl Node {
             tasks.push(tokio::spawn(
                 parts.lifecycle.clone().run(shutdown_rx.clone()),
             ));
+            tasks.push(tokio::spawn(on_log_dir_failure(
+                parts.broker.clone(),
+                parts.lifecycle.clone(),
+                shutdown_rx.clone(),
+            )));
             tasks.push(tokio::spawn(
                 parts.broker.clone().run_maintenance(shutdown_rx.clone()),
             ));
@@ -589,6 +594,31 @@ async fn apply_loop(
             Ok(Ok(())) => applied.store(offset, Ordering::Release),
             Ok(Err(e)) => tracing::error!(offset, error = %e, "cannot apply the metadata image"),
             Err(e) => tracing::error!(offset, error = %e, "applying the metadata image panicked"),
+        }
+    }
+}
+
+/// When the data dir goes offline after a disk error: stop leading and following every
+/// replica in it and report it in the heartbeats, so the controller fences this broker (its
+/// leaderships move, it leaves the ISRs). Kafka shuts a broker down when its last log dir
+/// fails; this one stays up, fenced (as `runnel cluster status` shows), answering
+/// KAFKA_STORAGE_ERROR for its partitions, until an operator restarts it.
+async fn on_log_dir_failure(
+    broker: Arc<ReplicaManager>,
+    lifecycle: Arc<Lifecycle>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut offline = broker.log_dir().watch();
+    loop {
+        if offline.borrow_and_update().is_some() {
+            lifecycle.report_log_dir_offline();
+            let stop = broker.clone();
+            let _ = tokio::task::spawn_blocking(move || stop.stop_serving_offline_dir()).await;
+            return;
+        }
+        tokio::select! {
+            changed = offline.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
         }
     }
 }

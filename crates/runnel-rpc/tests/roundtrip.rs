@@ -305,6 +305,7 @@ async fn call_everything(addr: std::net::SocketAddr) {
             current_metadata_offset: 10,
             wants_fence: false,
             wants_shutdown: true,
+            log_dir_offline: false,
         })
         .await
         .unwrap()

@@ -266,7 +266,8 @@ pub(crate) fn write_cleaner_checkpoint(
     }
     {
         let mut f = fs::File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
-        f.write_all(text.as_bytes())
+        crate::failpoints::inject(crate::failpoints::CHECKPOINT_WRITE)
+            .and_then(|()| f.write_all(text.as_bytes()))
             .ctx(|| format!("writing {}", tmp.display()))?;
         f.sync_all().ctx(|| format!("fsync of {}", tmp.display()))?;
     }

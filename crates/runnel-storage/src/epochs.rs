@@ -191,7 +191,8 @@ pub(crate) fn write_checkpoint(dir: &Path, cache: &LeaderEpochCache) -> Result<(
     let dst = dir.join(LEADER_EPOCH_FILE);
     {
         let mut f = fs::File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
-        f.write_all(cache.to_checkpoint().as_bytes())
+        crate::failpoints::inject(crate::failpoints::CHECKPOINT_WRITE)
+            .and_then(|()| f.write_all(cache.to_checkpoint().as_bytes()))
             .ctx(|| format!("writing {}", tmp.display()))?;
         f.sync_all().ctx(|| format!("fsync of {}", tmp.display()))?;
     }

@@ -53,6 +53,12 @@ pub enum StorageError {
     /// The partition directory is in a state recovery cannot repair.
     #[error("corrupt data directory: {0}")]
     CorruptDataDir(String),
+
+    /// A disk error left the log unable to trust its files (a failed fsync, or a failed
+    /// write it could not undo); it refuses every later write. Kafka: `KAFKA_STORAGE_ERROR`,
+    /// and the broker takes the directory offline.
+    #[error("the log is offline after a disk error: {0}")]
+    LogOffline(String),
 }
 
 impl StorageError {
@@ -62,6 +68,29 @@ impl StorageError {
             context: context.into(),
             source,
         }
+    }
+
+    /// Whether this error means the disk failed, so the directory must go offline (Kafka
+    /// treats every `IOException` so). A full disk (ENOSPC, EDQUOT) on a write the log undid
+    /// is not one: nothing changed, and writes work again once space is freed.
+    pub fn is_disk_failure(&self) -> bool {
+        match self {
+            StorageError::LogOffline(_) => true,
+            StorageError::Io { source, .. } => !matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ),
+            _ => false,
+        }
+    }
+
+    /// A failed fsync: after one, Linux may have dropped the written pages and reports the
+    /// error only once (a second fsync "succeeds"), so nothing written since the last good
+    /// fsync can be trusted, whatever the errno.
+    pub(crate) fn fsync_failed(self) -> Self {
+        StorageError::LogOffline(format!(
+            "{self}; the kernel may have dropped what was written since the last fsync"
+        ))
     }
 }
 

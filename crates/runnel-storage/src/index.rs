@@ -8,6 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::error::{IoContext, StorageError};
+use crate::failpoints;
 
 /// One entry of a sparse index file: fixed size, big-endian, both fields strictly increasing
 /// from one entry to the next.
@@ -18,6 +19,8 @@ pub(crate) trait IndexEntry: Copy {
     const NAME: &'static str;
     /// The log line when the entries do not pass the checks of [`SparseIndex::load`].
     const INVALID: &'static str;
+    /// The failpoint of writing an entry.
+    const FAILPOINT: &'static str;
     fn encode(&self, out: &mut [u8]);
     fn decode(raw: &[u8]) -> Self;
     /// Whether `next` may follow `self` in the file.
@@ -43,6 +46,7 @@ impl IndexEntry for OffsetEntry {
     const NAME: &'static str = "offset index";
     const INVALID: &'static str =
         "offset index entries are out of order or beyond the log, rebuilding";
+    const FAILPOINT: &'static str = failpoints::OFFSET_INDEX_WRITE;
 
     fn encode(&self, out: &mut [u8]) {
         out[..4].copy_from_slice(&self.rel.to_be_bytes());
@@ -65,6 +69,7 @@ impl IndexEntry for TimeEntry {
     const SIZE: usize = 12;
     const NAME: &'static str = "time index";
     const INVALID: &'static str = "time index is empty or its entries are out of order, rebuilding";
+    const FAILPOINT: &'static str = failpoints::TIME_INDEX_WRITE;
 
     fn encode(&self, out: &mut [u8]) {
         out[..8].copy_from_slice(&self.timestamp.to_be_bytes());
@@ -115,6 +120,18 @@ impl<E: IndexEntry> SparseIndex<E> {
         self.entries.retain(keep);
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Forgets entries past the first `len`, in memory and in the file.
+    pub(crate) fn truncate(&mut self, len: usize, path: &Path) -> Result<(), StorageError> {
+        self.entries.truncate(len);
+        self.file
+            .set_len((len * E::SIZE) as u64)
+            .ctx(|| format!("truncating {}", path.display()))
+    }
+
     /// Adds an entry in memory only; [`SparseIndex::write_last`] or
     /// [`SparseIndex::write_all`] persists it.
     pub(crate) fn push(&mut self, e: E) {
@@ -129,8 +146,8 @@ impl<E: IndexEntry> SparseIndex<E> {
         let mut raw = vec![0u8; E::SIZE];
         e.encode(&mut raw);
         let at = ((self.entries.len() - 1) * E::SIZE) as u64;
-        self.file
-            .write_all_at(&raw, at)
+        failpoints::inject(E::FAILPOINT)
+            .and_then(|()| self.file.write_all_at(&raw, at))
             .ctx(|| format!("writing {}", path.display()))
     }
 
@@ -149,8 +166,8 @@ impl<E: IndexEntry> SparseIndex<E> {
     }
 
     pub(crate) fn sync(&self, path: &Path) -> Result<(), StorageError> {
-        self.file
-            .sync_data()
+        failpoints::inject(failpoints::INDEX_FSYNC)
+            .and_then(|()| self.file.sync_data())
             .ctx(|| format!("fsync of {}", path.display()))
     }
 

@@ -12,6 +12,7 @@ mod compaction;
 mod config;
 mod epochs;
 mod error;
+pub mod failpoints;
 mod index;
 mod log;
 mod segment;
@@ -28,5 +29,7 @@ pub use log::{AppendInfo, PartitionLog, ReadResult, SNAPSHOT_SUFFIX};
 mod compaction_tests;
 #[cfg(test)]
 mod epochs_tests;
+#[cfg(all(test, feature = "failpoints"))]
+mod failpoint_tests;
 #[cfg(test)]
 mod tests;

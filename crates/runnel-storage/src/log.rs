@@ -70,6 +70,9 @@ pub struct PartitionLog {
     /// The checkpoint on disk is behind `epochs` (a write failed or is pending);
     /// written before the next append.
     epochs_dirty: bool,
+    /// Why the log went offline: a disk error left its files untrustworthy (see
+    /// [`StorageError::is_disk_failure`]); every later write is refused.
+    offline: Option<String>,
     /// Tests make compaction stop ("crash") at the n-th step of a segment swap.
     #[cfg(test)]
     pub(crate) crash_at: Option<compaction::CrashPoint>,
@@ -95,7 +98,8 @@ fn parse_segment_name(name: &str) -> Option<(i64, &str)> {
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    fs::File::open(dir)
+    crate::failpoints::inject(crate::failpoints::DIR_FSYNC)
+        .and_then(|()| fs::File::open(dir))
         .and_then(|d| d.sync_all())
         .ctx(|| format!("fsync of directory {}", dir.display()))
 }
@@ -273,9 +277,34 @@ impl PartitionLog {
             cleaning: Default::default(),
             epochs,
             epochs_dirty: false,
+            offline: None,
             #[cfg(test)]
             crash_at: None,
         })
+    }
+
+    /// Why the log is offline (a disk error), `None` while it works.
+    pub fn offline_reason(&self) -> Option<&str> {
+        self.offline.as_deref()
+    }
+
+    /// Refuses writes once the log is offline.
+    pub(crate) fn check_online(&self) -> Result<(), StorageError> {
+        match &self.offline {
+            Some(reason) => Err(StorageError::LogOffline(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes the log offline when `result` is a disk failure.
+    pub(crate) fn note<T>(&mut self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(e) = &result {
+            if e.is_disk_failure() && self.offline.is_none() {
+                tracing::error!(dir = %self.dir.display(), error = %e, "disk error: the partition log goes offline and takes no more writes");
+                self.offline = Some(e.to_string());
+            }
+        }
+        result
     }
 
     pub(crate) fn active(&self) -> &Segment {
@@ -335,7 +364,25 @@ impl PartitionLog {
     /// untouched. Offsets and the leader epoch are then patched into the
     /// caller's buffer (plus timestamps and CRC under LogAppendTime) and the
     /// whole buffer is written with one call.
+    ///
+    /// All or nothing: on an error nothing of `batches` counts as appended (the files are
+    /// cut back), so the producer's retry is no duplicate; a disk failure also takes the
+    /// log offline.
     pub fn append(
+        &mut self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.check_online()?;
+        let result = self.append_as_leader(batches, leader_epoch, now_ms);
+        if result.is_err() {
+            self.forget_unwritten_epochs();
+        }
+        self.note(result)
+    }
+
+    fn append_as_leader(
         &mut self,
         batches: &mut [u8],
         leader_epoch: i32,
@@ -404,6 +451,15 @@ impl PartitionLog {
     /// these), matching Kafka. Rolling by age uses the last clock value passed to
     /// another method, since this one takes none.
     pub fn append_as_follower(&mut self, batches: &[u8]) -> Result<AppendInfo, StorageError> {
+        self.check_online()?;
+        let result = self.append_copied(batches);
+        if result.is_err() {
+            self.forget_unwritten_epochs();
+        }
+        self.note(result)
+    }
+
+    fn append_copied(&mut self, batches: &[u8]) -> Result<AppendInfo, StorageError> {
         // A compacted leader log may hold empty batches (see `batch::validate_stored_batches`).
         let infos = batch::validate_stored_batches(batches)?;
         let mut next = self.log_end_offset();
@@ -435,8 +491,10 @@ impl PartitionLog {
                     // All or nothing, like a single write: the caller tracks producer state
                     // only for what it was told was appended.
                     if self.log_end_offset() > log_end {
-                        if let Err(undo) = self.truncate_to(log_end) {
-                            tracing::warn!(dir = %self.dir.display(), error = %undo, "cannot take back a partly appended fetch");
+                        if let Err(undo) = self.truncate_online(log_end) {
+                            return Err(StorageError::LogOffline(format!(
+                                "{e}; taking back the partly appended fetch failed too: {undo}"
+                            )));
                         }
                     }
                     return Err(e);
@@ -489,6 +547,13 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Epochs recorded for batches that never made it must not outlive them.
+    fn forget_unwritten_epochs(&mut self) {
+        if self.epochs.truncate_from_end(self.log_end_offset()) {
+            self.epochs_dirty = true;
+        }
+    }
+
     fn write(
         &mut self,
         bytes: &[u8],
@@ -496,13 +561,7 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<i64, StorageError> {
         let interval = self.config.index_interval_bytes;
-        if let Err(e) = self.active_mut().append(bytes, infos, interval, now_ms) {
-            // Epochs recorded for batches that never made it must not outlive them.
-            if self.epochs.truncate_from_end(self.log_end_offset()) {
-                self.epochs_dirty = true;
-            }
-            return Err(e);
-        }
+        self.active_mut().append(bytes, infos, interval, now_ms)?;
         let records: i64 = infos.iter().map(|b| i64::from(b.record_count)).sum();
         self.unflushed_records = self.unflushed_records.saturating_add(records as u64);
         if self.unflushed_records >= self.config.flush_messages {
@@ -682,6 +741,12 @@ impl PartitionLog {
         now_ms: i64,
         high_watermark: i64,
     ) -> Result<usize, StorageError> {
+        self.check_online()?;
+        let result = self.retain(now_ms, high_watermark);
+        self.note(result)
+    }
+
+    fn retain(&mut self, now_ms: i64, high_watermark: i64) -> Result<usize, StorageError> {
         self.last_now_ms = now_ms;
         if self.too_old(now_ms) {
             self.roll()?;
@@ -734,7 +799,16 @@ impl PartitionLog {
 
     /// fsyncs every segment holding data at or above the recovery point,
     /// then records the log end offset as the new recovery point.
+    ///
+    /// A failed fsync takes the log offline for good (see [`StorageError::fsync_failed`]):
+    /// flushing again would "succeed" and move the recovery point over lost data.
     pub fn flush(&mut self) -> Result<(), StorageError> {
+        self.check_online()?;
+        let result = self.flush_online();
+        self.note(result)
+    }
+
+    fn flush_online(&mut self) -> Result<(), StorageError> {
         self.persist_epochs(false)?;
         let log_end = self.log_end_offset();
         if log_end == self.recovery_point && !self.dir_dirty {
@@ -743,10 +817,10 @@ impl PartitionLog {
         let n = self.segments.len();
         for (i, seg) in self.segments.iter().enumerate() {
             if seg.next_offset() > self.recovery_point || i + 1 == n {
-                seg.sync()?;
+                seg.sync().map_err(StorageError::fsync_failed)?;
             }
         }
-        sync_dir(&self.dir)?;
+        sync_dir(&self.dir).map_err(StorageError::fsync_failed)?;
         self.dir_dirty = false;
         write_checkpoint(&self.dir, log_end)?;
         self.recovery_point = log_end;
@@ -772,6 +846,12 @@ impl PartitionLog {
     /// and restarts at `offset`. The recovery point is lowered on disk
     /// before any file shrinks, so a crash midway still recovers.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), StorageError> {
+        self.check_online()?;
+        let result = self.truncate_online(offset);
+        self.note(result)
+    }
+
+    fn truncate_online(&mut self, offset: i64) -> Result<(), StorageError> {
         if offset >= self.log_end_offset() {
             // Nothing to remove, but an epoch entry may start at the log end (a leadership
             // that wrote nothing): it describes no record and would make the log claim an
@@ -790,7 +870,7 @@ impl PartitionLog {
             compaction::write_cleaner_checkpoint(&self.dir, &self.cleaner)?;
         }
         if offset < self.log_start_offset {
-            return self.truncate_fully_and_start_at(offset);
+            return self.restart_at(offset);
         }
         // Newest first, so a crash leaves a consistent prefix.
         while self.segments.len() > 1 && self.active().base_offset() >= offset {
@@ -816,14 +896,22 @@ impl PartitionLog {
     /// append (Kafka's `assignEpochStartOffset` in `makeLeader`), so the previous epoch
     /// ends where this leader's log ended even before it writes anything.
     pub fn assign_leader_epoch(&mut self, epoch: i32) -> Result<(), StorageError> {
+        self.check_online()?;
         let changed = self.epochs.assign(epoch, self.log_end_offset());
-        self.persist_epochs(changed)
+        let result = self.persist_epochs(changed);
+        self.note(result)
     }
 
     /// Deletes every record and restarts the log, empty, at `offset` (Kafka's
     /// `truncateFullyAndStartAt`). A follower whose log ends before its leader's log start
     /// (retention deleted what it misses) starts over where the leader's log starts.
     pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
+        self.check_online()?;
+        let result = self.restart_at(offset);
+        self.note(result)
+    }
+
+    fn restart_at(&mut self, offset: i64) -> Result<(), StorageError> {
         self.generation += 1;
         // Cleared first: a crash before the log is emptied then leaves a non-empty log
         // with no epochs, which open detects and rebuilds.
@@ -991,7 +1079,9 @@ fn write_checkpoint(dir: &Path, offset: i64) -> Result<(), StorageError> {
     {
         use std::io::Write;
         let mut f = fs::File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
-        writeln!(f, "{offset}").ctx(|| format!("writing {}", tmp.display()))?;
+        crate::failpoints::inject(crate::failpoints::CHECKPOINT_WRITE)
+            .and_then(|()| writeln!(f, "{offset}"))
+            .ctx(|| format!("writing {}", tmp.display()))?;
         f.sync_all().ctx(|| format!("fsync of {}", tmp.display()))?;
     }
     fs::rename(&tmp, &dst).ctx(|| format!("renaming {} to {}", tmp.display(), dst.display()))?;

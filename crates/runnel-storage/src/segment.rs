@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::batch::{self, BatchHeader, HEADER_LEN, LENGTH_OFF};
 use crate::error::{IoContext, StorageError};
+use crate::failpoints;
 use crate::index::{OffsetEntry, SparseIndex, TimeEntry};
 
 pub(crate) const LOG_SUFFIX: &str = "log";
@@ -54,6 +55,17 @@ impl HeaderSummary {
     }
 }
 
+/// A segment's state before an append, to put back if the append fails.
+struct Mark {
+    size: u64,
+    next_offset: i64,
+    max_timestamp: Option<(i64, i64)>,
+    bytes_since_index: u64,
+    roll_base_ms: Option<i64>,
+    index_len: usize,
+    time_index_len: usize,
+}
+
 /// Why a recovery scan stopped before the end of the file.
 #[derive(Debug)]
 pub(crate) struct Truncation {
@@ -95,6 +107,12 @@ fn open_rw(path: &Path, truncate: bool) -> Result<File, StorageError> {
 impl Segment {
     /// Creates a fresh, empty segment (replacing any leftover files).
     pub(crate) fn create(dir: &Path, base_offset: i64) -> Result<Self, StorageError> {
+        failpoints::inject(failpoints::SEGMENT_CREATE).ctx(|| {
+            format!(
+                "creating {}",
+                segment_path(dir, base_offset, LOG_SUFFIX).display()
+            )
+        })?;
         Self::open_files(dir, base_offset, true)
     }
 
@@ -387,8 +405,10 @@ impl Segment {
     /// Appends already validated and offset-assigned batches with a single
     /// write, then indexes them. `bytes` holds exactly `batches`, whose
     /// positions count from wherever the first one was found (a follower writes
-    /// a fetched buffer in several runs). On a failed write the file is cut back
-    /// so disk and memory agree.
+    /// a fetched buffer in several runs). All or nothing: when the write or an
+    /// index write fails, the files and the in-memory state are put back as they
+    /// were, so the batches do not count as appended and a retry is no duplicate;
+    /// if even that fails the error is [`StorageError::LogOffline`].
     pub(crate) fn append(
         &mut self,
         bytes: &[u8],
@@ -396,18 +416,62 @@ impl Segment {
         index_interval: u32,
         now_ms: i64,
     ) -> Result<(), StorageError> {
+        let mark = self.mark();
+        let Err(e) = self.write_and_index(bytes, batches, index_interval, now_ms) else {
+            return Ok(());
+        };
+        match self.undo(&mark) {
+            Ok(()) => Err(e),
+            Err(undo) => Err(StorageError::LogOffline(format!(
+                "{e}; cutting the segment back failed too: {undo}"
+            ))),
+        }
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            size: self.size,
+            next_offset: self.next_offset,
+            max_timestamp: self.max_timestamp,
+            bytes_since_index: self.bytes_since_index,
+            roll_base_ms: self.roll_base_ms,
+            index_len: self.index.len(),
+            time_index_len: self.time_index.len(),
+        }
+    }
+
+    /// Puts the segment back to `mark`, on disk and in memory.
+    fn undo(&mut self, mark: &Mark) -> Result<(), StorageError> {
+        self.size = mark.size;
+        self.next_offset = mark.next_offset;
+        self.max_timestamp = mark.max_timestamp;
+        self.bytes_since_index = mark.bytes_since_index;
+        self.roll_base_ms = mark.roll_base_ms;
+        let (index_path, time_path) = (self.path(INDEX_SUFFIX), self.path(TIME_INDEX_SUFFIX));
+        self.index.truncate(mark.index_len, &index_path)?;
+        self.time_index.truncate(mark.time_index_len, &time_path)?;
+        self.log
+            .set_len(mark.size)
+            .ctx(|| format!("truncating {}", self.path(LOG_SUFFIX).display()))
+    }
+
+    fn write_and_index(
+        &mut self,
+        bytes: &[u8],
+        batches: &[batch::BatchInfo],
+        index_interval: u32,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
         let start = self.size;
-        if let Err(e) = self.log.write_all_at(bytes, start) {
-            let _ = self.log.set_len(start);
-            return Err(StorageError::io(
+        failpoints::inject(failpoints::SEGMENT_WRITE)
+            .and_then(|()| self.log.write_all_at(bytes, start))
+            .ctx(|| {
                 format!(
                     "appending {} bytes to {}",
                     bytes.len(),
                     self.path(LOG_SUFFIX).display()
-                ),
-                e,
-            ));
-        }
+                )
+            })?;
         if self.roll_base_ms.is_none() {
             self.roll_base_ms = Some(now_ms);
         }
@@ -462,8 +526,8 @@ impl Segment {
 
     /// fsyncs the log and both indexes.
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
-        self.log
-            .sync_data()
+        failpoints::inject(failpoints::SEGMENT_FSYNC)
+            .and_then(|()| self.log.sync_data())
             .ctx(|| format!("fsync of {}", self.path(LOG_SUFFIX).display()))?;
         self.index.sync(&self.path(INDEX_SUFFIX))?;
         self.time_index.sync(&self.path(TIME_INDEX_SUFFIX))

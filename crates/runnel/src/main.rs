@@ -47,7 +47,7 @@ enum Command {
     Health(commands::health::HealthArgs),
 }
 
-fn main() -> std::process::ExitCode {
+pub(crate) fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(matches!(cli.command, Command::Node(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()

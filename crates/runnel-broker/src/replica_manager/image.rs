@@ -140,9 +140,11 @@ impl ImageApplier {
                 "closed and deleted a partition log"
             );
         }
+        // No new replica goes into an offline data dir (it opens on the next start).
+        let offline = self.registry.log_dir().is_offline();
         let missing: Vec<(&TopicInfo, i32)> = wanted
             .iter()
-            .filter(|(key, _)| !self.registry.contains(key))
+            .filter(|(key, _)| !offline && !self.registry.contains(key))
             .map(|((_, index), t)| (*t, *index))
             .collect();
         for (topic, index) in missing {
@@ -174,6 +176,21 @@ impl ImageApplier {
         Ok(())
     }
 
+    /// The data dir is offline: no replica leads or follows any more, and the fetchers stop.
+    pub(crate) fn stop_serving(&self) {
+        let _order = self.apply_lock.lock();
+        self.stop_all_roles();
+    }
+
+    fn stop_all_roles(&self) {
+        for partition in self.registry.all() {
+            partition.stop_serving();
+        }
+        self.followed
+            .send_replace(Arc::new(FollowAssignments::new()));
+        self.failed_roles.send_replace(BTreeSet::new());
+    }
+
     /// Gives every local replica the role `image` names (leader or follower; Kafka's
     /// `makeLeaders` / `makeFollowers`) and publishes the partitions to follow.
     fn sync_roles(&self, image: &MetadataImage) {
@@ -184,6 +201,10 @@ impl ImageApplier {
                 .is_some_and(|b| b.incarnation == incarnation)
         });
         if !caught_up {
+            return;
+        }
+        if self.registry.log_dir().is_offline() {
+            self.stop_all_roles();
             return;
         }
         let now = now_ms();

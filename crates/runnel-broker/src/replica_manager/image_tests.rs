@@ -101,14 +101,52 @@ fn apply_image_follows_creates_deletes_and_configs() {
 }
 
 #[tokio::test]
-async fn a_failed_leader_transition_is_retried_without_a_new_image() {
+async fn a_disk_error_in_a_leader_transition_takes_the_data_dir_offline() {
     let dir = tempfile::tempdir().unwrap();
     let (controller, rm) = LocalController::start(dir.path(), 1, BrokerConfig::default());
     create(&rm, "t", 1);
     // A directory in the way of the leader-epoch checkpoint's temporary file fails the new
-    // epoch's write.
+    // epoch's write: an I/O error of the data dir, which Kafka takes offline.
     let blocker = dir.path().join("t-0").join("leader-epoch-checkpoint.tmp");
     std::fs::create_dir(&blocker).unwrap();
+    let mut image = controller.image();
+    image.topics.get_mut("t").unwrap().partitions[0].leader_epoch += 1;
+    rm.apply_image(rm.applied_offset() + 1, Arc::new(image))
+        .unwrap();
+    assert!(rm.log_dir().is_offline());
+    let refused = rm.leader_partition("t", 0).err().expect("refused");
+    assert_eq!(
+        refused.code(),
+        kafka_protocol::ResponseError::KafkaStorageError
+    );
+    // It stays offline: the role retries do not take the leadership back.
+    std::fs::remove_dir(&blocker).unwrap();
+    let (stop, shutdown) = watch::channel(false);
+    let retries = tokio::spawn(rm.clone().run_role_retries(shutdown));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = rm.leader_partition("t", 0).err().expect("still refused");
+    assert_eq!(
+        refused.code(),
+        kafka_protocol::ResponseError::KafkaStorageError
+    );
+    stop.send(true).unwrap();
+    retries.await.unwrap();
+}
+
+/// A full disk is no disk failure: the leader transition that failed on it is retried
+/// without a new image and succeeds once space is back.
+#[cfg(feature = "failpoints")]
+#[tokio::test]
+async fn failpoint_a_full_disk_in_a_leader_transition_is_retried_without_a_new_image() {
+    let _scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, rm) = LocalController::start(dir.path(), 1, BrokerConfig::default());
+    create(&rm, "t", 1);
+    fail::cfg(
+        runnel_storage::failpoints::CHECKPOINT_WRITE,
+        "return(enospc)",
+    )
+    .unwrap();
     let mut image = controller.image();
     image.topics.get_mut("t").unwrap().partitions[0].leader_epoch += 1;
     rm.apply_image(rm.applied_offset() + 1, Arc::new(image))
@@ -120,7 +158,7 @@ async fn a_failed_leader_transition_is_retried_without_a_new_image() {
     let retries = tokio::spawn(rm.clone().run_role_retries(shutdown));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(p.append(&mut build_batch(1, 10), epoch).is_err());
-    std::fs::remove_dir(&blocker).unwrap();
+    fail::remove(runnel_storage::failpoints::CHECKPOINT_WRITE);
     let mut waited = Duration::ZERO;
     while p.append(&mut build_batch(1, 10), epoch).is_err() {
         assert!(
@@ -130,6 +168,7 @@ async fn a_failed_leader_transition_is_retried_without_a_new_image() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         waited += Duration::from_millis(50);
     }
+    assert!(!rm.log_dir().is_offline());
     stop.send(true).unwrap();
     retries.await.unwrap();
 }

@@ -32,6 +32,9 @@ impl LogMaintenance {
 
     /// Writes the high-watermark checkpoint when a high watermark moved since the last one.
     pub(crate) fn checkpoint_high_watermarks(&self) {
+        if self.registry.log_dir().is_offline() {
+            return;
+        }
         // Entries of partitions not opened yet (a stale image at start) are kept.
         let mut current = self.registry.unopened_checkpointed_hws();
         current.extend(
@@ -46,14 +49,27 @@ impl LogMaintenance {
         }
         match checkpoint::write(self.registry.data_dir(), &current) {
             Ok(()) => *written = current,
-            Err(e) => {
+            // A full disk only delays the checkpoint; any other error is a disk failure.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) =>
+            {
                 tracing::warn!(dir = %self.registry.data_dir().display(), error = %e, "cannot write the high-watermark checkpoint")
             }
+            Err(e) => self
+                .registry
+                .log_dir()
+                .take_offline(&format!("cannot write the high-watermark checkpoint: {e}")),
         }
     }
 
     /// Deletes segments past retention; returns how many were deleted.
     pub(crate) fn enforce_retention(&self) -> usize {
+        if self.registry.log_dir().is_offline() {
+            return 0;
+        }
         let now = now_ms();
         let mut deleted = 0;
         for partition in self.registry.all() {
@@ -74,6 +90,9 @@ impl LogMaintenance {
 
     /// fsyncs the logs whose `flush.ms` has passed.
     pub(crate) fn flush_due(&self) {
+        if self.registry.log_dir().is_offline() {
+            return;
+        }
         let now = now_ms();
         for partition in self.registry.all() {
             if let Err(e) = partition.with_log(|log| Ok(log.flush_if_due(now)?)) {
@@ -84,6 +103,10 @@ impl LogMaintenance {
 
     /// fsyncs every log and writes recovery points, for a clean shutdown.
     pub(crate) fn flush_all(&self) -> bool {
+        // An offline dir is not flushed: a failed fsync must not be retried as a success.
+        if self.registry.log_dir().is_offline() {
+            return false;
+        }
         let mut flushed = true;
         for partition in self.registry.all() {
             if let Err(e) = partition.with_log(|log| Ok(log.flush()?)) {

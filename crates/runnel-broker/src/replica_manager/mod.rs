@@ -174,7 +174,8 @@ impl ReplicaManager {
     }
 
     /// The leader epoch of a partition when this node leads it in the current image.
-    /// Errors: unknown topic or partition, or NotLeader (another broker leads it, or none).
+    /// Errors: unknown topic or partition, LogDirOffline (this node's replica is in an
+    /// offline data dir), or NotLeader (another broker leads it, or none).
     pub fn leader_epoch(&self, topic: &str, index: i32) -> Result<i32, BrokerError> {
         let image = self.image();
         let info = image
@@ -186,6 +187,11 @@ impl ReplicaManager {
                 topic: topic.to_string(),
                 partition: index,
             })?;
+        // A replica in an offline data dir answers KAFKA_STORAGE_ERROR, as Kafka's do,
+        // whoever leads it now.
+        if p.replicas.contains(&self.node_id) {
+            self.registry.log_dir().check()?;
+        }
         if p.leader != self.node_id {
             return Err(BrokerError::NotLeader {
                 topic: topic.to_string(),
@@ -210,6 +216,17 @@ impl ReplicaManager {
                 partition: index,
             })?;
         Ok((partition, epoch))
+    }
+
+    /// The data dir's health; the node reports it offline to the controller.
+    pub fn log_dir(&self) -> Arc<crate::log_dir::LogDir> {
+        self.registry.log_dir().clone()
+    }
+
+    /// The data dir went offline: stop leading and following every replica in it (the
+    /// controller moves the leaderships once the node's heartbeat reports the dir offline).
+    pub fn stop_serving_offline_dir(&self) {
+        self.images.stop_serving();
     }
 
     /// Retries failed role transitions with backoff until `shutdown` fires (see

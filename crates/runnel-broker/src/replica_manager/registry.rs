@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::TopicPartition;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::log_dir::LogDir;
 use crate::metadata::{MetadataImage, TopicInfo};
 use crate::partition::{now_ms, Partition};
 use crate::replication::checkpoint;
@@ -30,6 +31,8 @@ pub(crate) struct PartitionRegistry {
     partitions_by_id: RwLock<HashMap<(Uuid, i32), Arc<Partition>>>,
     /// High watermarks from the checkpoint at start, each used when its partition opens.
     checkpointed_hws: Mutex<checkpoint::Checkpoint>,
+    /// The data dir's health, shared by every partition in it.
+    log_dir: Arc<LogDir>,
 }
 
 impl PartitionRegistry {
@@ -49,11 +52,16 @@ impl PartitionRegistry {
             partitions: RwLock::new(HashMap::new()),
             partitions_by_id: RwLock::new(HashMap::new()),
             checkpointed_hws: Mutex::new(checkpoint::read(data_dir)),
+            log_dir: Arc::new(LogDir::new(data_dir)),
         })
     }
 
     pub(crate) fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    pub(crate) fn log_dir(&self) -> &Arc<LogDir> {
+        &self.log_dir
     }
 
     pub(crate) fn get(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
@@ -149,6 +157,7 @@ impl PartitionRegistry {
             log,
             self.config.producer_id_expiration_ms(),
             checkpointed,
+            self.log_dir.clone(),
         ));
         self.partitions_by_id
             .write()

@@ -77,6 +77,7 @@ pub fn write(data_dir: &Path, entries: &Checkpoint) -> std::io::Result<()> {
     }
     let tmp = data_dir.join(format!("{FILE_NAME}.tmp"));
     let mut file = fs::File::create(&tmp)?;
+    runnel_storage::failpoints::inject(runnel_storage::failpoints::HW_CHECKPOINT_WRITE)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
     fs::rename(&tmp, data_dir.join(FILE_NAME))
