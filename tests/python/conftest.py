@@ -269,13 +269,18 @@ def three_node_cluster(request, path: Path, extra_config: list[str] | None = Non
     shown on failure, all stopped at teardown."""
     from cluster import Cluster  # imported here: cluster.py imports this module
 
-    c = Cluster(3, path, extra_config)
-    request.node._runnel_nodes = c.nodes
+    yield from running(request, Cluster(3, path, extra_config))
+
+
+def running(request, cluster):
+    """Generator for fixtures: starts `cluster`, its logs shown on failure, and stops it at
+    teardown."""
+    request.node._runnel_nodes = cluster.nodes
     try:
-        c.start()
-        yield c
+        cluster.start()
+        yield cluster
     finally:
-        c.close()
+        cluster.close()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from confluent_kafka.admin import NewTopic
 import kafkawire as kw
 import util
 from cluster import Cluster
-from conftest import runnel_bin
+from conftest import running, runnel_bin
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -46,12 +46,7 @@ def faulty_cluster(request, tmp_path):
     c = Cluster(3, tmp_path / "cluster")
     for nd in c.nodes:
         nd.bin = path
-    request.node._runnel_nodes = c.nodes
-    try:
-        c.start()
-        yield c
-    finally:
-        c.close()
+    yield from running(request, c)
 
 
 def set_failpoint(node, name: str, action: str) -> None:

@@ -20,6 +20,7 @@ import pytest
 
 import util
 from cluster import SESSION_TIMEOUT_S, Cluster
+from conftest import running
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -34,13 +35,7 @@ RECORDS = 200
 
 @pytest.fixture
 def split_cluster(request, tmp_path):
-    c = Cluster(4, tmp_path / "cluster", CONFIG, controllers=1)
-    request.node._runnel_nodes = c.nodes
-    try:
-        c.start()
-        yield c
-    finally:
-        c.close()
+    yield from running(request, Cluster(4, tmp_path / "cluster", CONFIG, controllers=1))
 
 
 def partition(cluster: Cluster, node_id: int, topic: str):

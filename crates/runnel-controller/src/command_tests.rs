@@ -1066,27 +1066,16 @@ fn isr_join_needs_the_current_broker_epoch() {
     ok(&mut image, C::UnfenceBroker { id: 3 });
     let new_epoch = image.brokers[&3].epoch;
     assert!(new_epoch > old_epoch);
-    let join = |image: &MetadataImage, epoch: i64| match alter(image, "t", 0, &[1, 2, 3]) {
-        C::AlterPartition {
-            topic,
-            topic_id,
-            partition,
-            leader_id,
-            leader_epoch,
-            partition_epoch,
-            new_isr,
+    let join = |image: &MetadataImage, epoch: i64| {
+        let mut cmd = alter(image, "t", 0, &[1, 2, 3]);
+        if let C::AlterPartition {
+            joining_broker_epochs,
             ..
-        } => C::AlterPartition {
-            topic,
-            topic_id,
-            partition,
-            leader_id,
-            leader_epoch,
-            partition_epoch,
-            new_isr,
-            joining_broker_epochs: vec![(3, epoch)],
-        },
-        other => other,
+        } = &mut cmd
+        {
+            *joining_broker_epochs = vec![(3, epoch)];
+        }
+        cmd
     };
     let stale = join(&image, old_epoch);
     let err = refused(&mut image, stale, ResponseError::IneligibleReplica);

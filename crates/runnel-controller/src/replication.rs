@@ -197,14 +197,23 @@ pub(crate) fn clear_met_elr(image: &mut MetadataImage, name: &str) -> Vec<Partit
         return changed;
     };
     for p in &mut topic.partitions {
-        if p.isr.len() >= min_isr && (!p.elr.is_empty() || p.last_known_leader.is_some()) {
-            p.elr.clear();
-            p.last_known_leader = None;
-            p.partition_epoch += 1;
+        if p.isr.len() >= min_isr && forget_elr(p) {
             changed.push(PartitionRef::new(&topic.name, p.index));
         }
     }
     changed
+}
+
+/// Empties the partition's ELR and last known leader; returns whether there was one (then
+/// the partition epoch moves on).
+fn forget_elr(p: &mut PartitionInfo) -> bool {
+    if p.elr.is_empty() && p.last_known_leader.is_none() {
+        return false;
+    }
+    p.elr.clear();
+    p.last_known_leader = None;
+    p.partition_epoch += 1;
+    true
 }
 
 /// A new cluster min.insync.replicas: enables ELR, and (as Kafka does on a change) clears
@@ -217,10 +226,7 @@ pub(crate) fn set_min_insync_replicas(image: &mut MetadataImage, value: i32) -> 
     }
     for topic in image.topics.values_mut() {
         for p in &mut topic.partitions {
-            if !p.elr.is_empty() || p.last_known_leader.is_some() {
-                p.elr.clear();
-                p.last_known_leader = None;
-                p.partition_epoch += 1;
+            if forget_elr(p) {
                 changed.push(PartitionRef::new(&topic.name, p.index));
             }
         }
