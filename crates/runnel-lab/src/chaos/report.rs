@@ -70,6 +70,11 @@ pub(crate) struct Report {
     /// Seconds from the end of producing until the cluster was settled again; `None` if it
     /// did not settle in time.
     pub(crate) settled_after_s: Option<f64>,
+    /// Why lost acknowledged records do not fail this run (lose-unflushed-quorum on a topic
+    /// without flush.messages=1); `None` when any loss fails it.
+    pub(crate) loss_allowed: Option<String>,
+    /// The --topic-config settings of the chaos topic.
+    pub(crate) topic_configs: Vec<String>,
     pub(crate) faults: Vec<FaultEvent>,
     /// False on any lost, duplicated or reordered acknowledged record, an ack during a
     /// quorum loss, or an ack from an isolated leader.
@@ -216,6 +221,15 @@ pub(crate) fn render(r: &Report) -> String {
             p.last_error
                 .as_ref()
                 .map_or_else(String::new, |e| format!(" (last answer: {e})"))
+        ));
+    }
+    if !r.topic_configs.is_empty() {
+        out.push_str(&format!("topic configs: {}\n", r.topic_configs.join(", ")));
+    }
+    if let Some(why) = &r.loss_allowed {
+        out.push_str(&format!(
+            "acknowledged records lost: {} (not counted as a failure: {why})\n",
+            r.totals.lost
         ));
     }
     if !r.faults.is_empty() {
