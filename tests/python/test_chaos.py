@@ -120,6 +120,10 @@ def assert_nothing_acknowledged_went_wrong(report: dict, schedule: str) -> None:
     assert totals["reordered"] == 0, report["per_partition"]
     assert len(report["per_partition"]) == report["partitions"]
     assert all(p["read_error"] is None for p in report["per_partition"]), report["per_partition"]
+    # Every replica's batches below the high watermark are the leader's, byte for byte.
+    for p in report["per_partition"]:
+        assert p["replica_divergence"] == [], p
+        assert p["replicas_compared"] >= 2, p
 
 
 def actions(report: dict) -> list[str]:
@@ -157,6 +161,7 @@ SCHEDULES = {
     "pause-follower": {"SIGSTOP node": 1, "SIGCONT node": 1, "node ": 1},
     "replace-disk": {"SIGKILL node": 1, "deleted the": 1, "restart node": 1},
     "lose-unflushed": {"SIGKILL node": 1, "cut node": 1, "restart node": 1},
+    "kill-while-paused": {"SIGSTOP node": 1, "SIGKILL node": 1, "restart node": 1, "SIGCONT node": 1},
 }
 
 
@@ -172,6 +177,8 @@ def test_chaos_schedule_keeps_every_acknowledged_record(tmp_path, schedule):
     # Every node was back before the read: the cluster settled and produce recovered.
     assert report["settled_after_s"] is not None
     assert report["time_to_recover_s"] is not None, "no produce succeeded after the last fault"
+    if schedule == "kill-while-paused":
+        assert len(report["quorum_loss"]) == 1 and report["acks_during_quorum_loss"] == 0
     if schedule == "kill-two":
         assert len(report["quorum_loss"]) == 1, report["quorum_loss"]
         # With two of three nodes down acks=all must be refused; none acknowledged may be lost.
@@ -191,6 +198,7 @@ def test_chaos_power_loss_of_a_quorum(tmp_path, durable):
     assert report["passed"] is True
     assert totals["acked"] > 0
     assert totals["duplicated"] == 0 and totals["reordered"] == 0, report["per_partition"]
+    assert all(p["replica_divergence"] == [] for p in report["per_partition"]), report["per_partition"]
     assert count(report, "cut node") == 2, actions(report)
     assert len(report["quorum_loss"]) == 1 and report["acks_during_quorum_loss"] == 0
     assert not any("failed" in a or "not healthy" in a or "not in sync" in a

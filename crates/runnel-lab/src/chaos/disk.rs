@@ -244,6 +244,28 @@ pub(crate) fn cut_partition(dir: &Path, rng: &mut impl Rng) -> anyhow::Result<Cu
     })
 }
 
+/// The batches of the partition log in `dir` that end at or below `high_watermark`, as
+/// (base offset, bytes), in offset order; an absent directory has none.
+pub(crate) fn batches_below(
+    dir: &Path,
+    high_watermark: i64,
+) -> anyhow::Result<Vec<(i64, Vec<u8>)>> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for (_, path) in segments(dir)? {
+        let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        for b in batches(&bytes) {
+            if b.next <= high_watermark {
+                let (from, to) = (b.pos as usize, (b.pos + b.len) as usize);
+                out.push((b.base, bytes[from..to].to_vec()));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Cuts every partition log of a (stopped) node's data dir back to what had been fsynced.
 pub(crate) fn lose_unflushed(data_dir: &Path, rng: &mut impl Rng) -> anyhow::Result<Vec<Cut>> {
     partition_dirs(data_dir)?

@@ -70,6 +70,10 @@ pub(crate) enum Schedule {
     /// flush.messages=1 on the topic acknowledged records may be lost (as in Kafka): the
     /// report counts them but does not fail on them. Local only.
     LoseUnflushedQuorum,
+    /// Concurrent faults: pause partition 0's leader (SIGSTOP, docker pause), and while it is
+    /// paused kill one of the other nodes; start the killed one 5 s later, then resume the
+    /// paused one. Two of three nodes are out meanwhile, so nothing may be acknowledged.
+    KillWhilePaused,
 }
 
 impl Schedule {
@@ -332,6 +336,7 @@ impl Injector {
             Schedule::ReplaceDisk => self.replace_disk(third).await,
             Schedule::LoseUnflushed => self.lose_unflushed(third, 1).await,
             Schedule::LoseUnflushedQuorum => self.lose_unflushed(third, 2).await,
+            Schedule::KillWhilePaused => self.kill_while_paused(third).await,
         }
         self.log
     }
@@ -588,6 +593,36 @@ impl Injector {
         for &id in &victims {
             self.wait_in_sync(id, since).await;
         }
+    }
+
+    async fn kill_while_paused(&mut self, at: Duration) {
+        self.sleep_until(at).await;
+        let (paused, why) = self.leader_of_partition_0().await;
+        self.pause(paused, why).await;
+        let since = Instant::now();
+        tokio::time::sleep(Duration::from_millis(self.rng.random_range(200..1500))).await;
+        let others: Vec<u16> = self
+            .ids()
+            .await
+            .into_iter()
+            .filter(|&id| id != paused)
+            .collect();
+        let Some(&killed) = others.choose(&mut self.rng) else {
+            self.resume(paused).await;
+            return;
+        };
+        self.kill(killed, &format!(" (while node {paused} is paused)"))
+            .await;
+        let down_from = self.now() + IN_FLIGHT_GRACE;
+        tokio::time::sleep(DOWN_FOR).await;
+        let total = self.ids().await.len();
+        if total < 4 {
+            self.log.quorum_loss.push((down_from, self.now()));
+        }
+        self.restart(killed).await;
+        self.resume(paused).await;
+        self.wait_in_sync(killed, since).await;
+        self.wait_in_sync(paused, since).await;
     }
 
     /// Waits (bounded) until node `id` is in the ISR of every partition of the topic it is

@@ -372,7 +372,14 @@ async fn execute(
         .ok()
         .map(|()| settle_started.elapsed().as_secs_f64());
     let ack_times: Vec<f64> = logs.iter().flat_map(|(_, log)| log.ack_times()).collect();
-    let rows = read_back(&bootstrap, topic, logs, produced_for, &faults.quorum_loss).await;
+    let mut rows = read_back(&bootstrap, topic, logs, produced_for, &faults.quorum_loss).await;
+    let data_dirs: Vec<(u16, PathBuf)> = {
+        let c = cluster.lock().await;
+        ids.iter()
+            .filter_map(|&id| c.data_dir_of(id).map(|d| (id, d)))
+            .collect()
+    };
+    compare_replicas(&bootstrap, topic, &data_dirs, &mut rows).await;
     Ok(Report::judge(
         args,
         setup,
@@ -447,6 +454,52 @@ async fn wait_settled(cluster: &Mutex<Target>, timeout: Duration) -> anyhow::Res
     }
 }
 
+/// Compares every replica's log files below the high watermark (local nodes only: their
+/// data dirs are at hand) and notes, per partition, where they differ.
+async fn compare_replicas(
+    bootstrap: &str,
+    topic: &str,
+    data_dirs: &[(u16, PathBuf)],
+    rows: &mut [PartitionRow],
+) {
+    if data_dirs.is_empty() {
+        return;
+    }
+    let mut client = workload::connect(bootstrap).await.ok();
+    for row in rows.iter_mut() {
+        let partition = row.partition;
+        let hw = match client.as_mut() {
+            Some(c) => tokio::time::timeout(
+                crate::bounded_client::REQUEST_TIMEOUT,
+                c.list_offsets(topic, partition, runnel_client::offset_spec::LATEST),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok),
+            None => None,
+        };
+        let Some(hw) = hw else {
+            row.replica_divergence
+                .push("cannot compare the replicas: the high watermark is unknown".to_owned());
+            continue;
+        };
+        row.high_watermark = Some(hw);
+        let mut replicas = Vec::new();
+        for (id, dir) in data_dirs {
+            match disk::batches_below(&dir.join(format!("{topic}-{partition}")), hw) {
+                Ok(batches) if !batches.is_empty() => replicas.push((*id, batches)),
+                Ok(_) => {}
+                Err(e) => row
+                    .replica_divergence
+                    .push(format!("cannot read node {id}'s replica: {e:#}")),
+            }
+        }
+        row.replicas_compared = replicas.len();
+        row.replica_divergence
+            .extend(checker::replica_divergence(&replicas));
+    }
+}
+
 /// Reads every partition back and judges it against what its producer saw; `quorum_loss` are
 /// the stretches in which a majority of the nodes was down.
 async fn read_back(
@@ -483,6 +536,9 @@ async fn read_back(
             read_error,
             longest_unavailable_s,
             lost_acked_during_quorum_loss,
+            high_watermark: None,
+            replicas_compared: 0,
+            replica_divergence: Vec::new(),
         });
     }
     rows
@@ -514,7 +570,11 @@ impl Report {
                 v.violated()
             }
         };
+        let diverged = per_partition
+            .iter()
+            .any(|r| !r.replica_divergence.is_empty());
         let passed = !per_partition.iter().any(|r| violated(&r.verdict))
+            && !diverged
             && acks_during_quorum_loss == 0
             && isolated_leader_acked == 0;
         Report {
