@@ -78,6 +78,18 @@ impl Target {
         }
     }
 
+    /// Node `id`'s data dir, for faults on its files (local nodes only).
+    pub(crate) fn data_dir_of(&self, id: u16) -> Option<std::path::PathBuf> {
+        match self {
+            Target::Local(c) => c
+                .plan()
+                .iter()
+                .find(|n| n.id == id)
+                .map(|n| n.data_dir.clone()),
+            Target::Compose(_) => None,
+        }
+    }
+
     /// Brings every node up: starts the local processes, or starts stopped containers.
     pub(crate) async fn start_all(&mut self) -> anyhow::Result<()> {
         match self {

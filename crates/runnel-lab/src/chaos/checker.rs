@@ -182,6 +182,57 @@ pub(crate) fn acks_within(acks: &[f64], windows: &[(f64, f64)]) -> usize {
         .count()
 }
 
+/// One replica's batches below the high watermark: (base offset, bytes), in offset order.
+pub(crate) type ReplicaBatches = Vec<(i64, Vec<u8>)>;
+
+/// Where replicas of one partition differ below its high watermark: followers copy the
+/// leader's batches byte for byte, so below the high watermark every replica that has a range
+/// must hold the same batches. A replica that simply has less (behind, or its log start moved)
+/// is not a divergence; one batch that differs, or a batch one replica has and another skips
+/// while holding offsets on both sides, is.
+pub(crate) fn replica_divergence(replicas: &[(u16, ReplicaBatches)]) -> Vec<String> {
+    let mut found = Vec::new();
+    let Some((first_id, first)) = replicas.first() else {
+        return found;
+    };
+    for (id, other) in &replicas[1..] {
+        let theirs: HashMap<i64, &Vec<u8>> = other.iter().map(|(b, v)| (*b, v)).collect();
+        let ours: HashMap<i64, &Vec<u8>> = first.iter().map(|(b, v)| (*b, v)).collect();
+        // The range both hold: from the later start to the earlier end.
+        let start = first.first().map(|b| b.0).max(other.first().map(|b| b.0));
+        let end = first.last().map(|b| b.0).min(other.last().map(|b| b.0));
+        let (Some(start), Some(end)) = (start, end) else {
+            continue;
+        };
+        for (base, bytes) in first.iter().chain(other.iter()) {
+            if *base < start || *base > end {
+                continue;
+            }
+            match (ours.get(base), theirs.get(base)) {
+                (Some(a), Some(b)) if a != b => {
+                    found.push(format!(
+                        "node {first_id} and node {id} hold different batches at offset {base} ({} vs {} bytes)",
+                        a.len(),
+                        b.len()
+                    ));
+                }
+                (Some(_), None) => found.push(format!(
+                    "node {first_id} has a batch at offset {base} that node {id} lacks ({} bytes)",
+                    bytes.len()
+                )),
+                (None, Some(_)) => found.push(format!(
+                    "node {id} has a batch at offset {base} that node {first_id} lacks ({} bytes)",
+                    bytes.len()
+                )),
+                _ => {}
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,5 +533,24 @@ mod tests {
             let h = random_history(&mut rng);
             assert_eq!(check_partition(&h), brute_force(&h), "case {case}: {h:?}");
         }
+    }
+
+    #[test]
+    fn replicas_that_agree_or_only_lag_do_not_diverge() {
+        let b = |base: i64, byte: u8| (base, vec![byte; 4]);
+        let leader = vec![b(0, 1), b(4, 2), b(8, 3)];
+        let behind = vec![b(0, 1), b(4, 2)];
+        let trimmed = vec![b(4, 2), b(8, 3)];
+        assert!(replica_divergence(&[(1, leader.clone()), (2, behind), (3, trimmed)]).is_empty());
+        let differs = vec![b(0, 1), b(4, 9), b(8, 3)];
+        let skips = vec![b(0, 1), b(8, 3)];
+        let found = replica_divergence(&[(1, leader), (2, differs), (3, skips)]);
+        assert_eq!(
+            found,
+            vec![
+                "node 1 and node 2 hold different batches at offset 4 (4 vs 4 bytes)".to_owned(),
+                "node 1 has a batch at offset 4 that node 3 lacks (4 bytes)".to_owned(),
+            ]
+        );
     }
 }

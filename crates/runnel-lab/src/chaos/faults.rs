@@ -11,10 +11,10 @@ use rand::{Rng as _, SeedableRng as _};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use runnel_client::{acks, Compression, ProducerRecord};
+use runnel_client::{acks, Compression, PartitionMetadata, ProducerRecord};
 
-use super::probe;
 use super::workload::{self, Counters};
+use super::{disk, probe};
 use crate::bounded_client::ATTEMPT_TIMEOUT;
 use crate::cluster_target::{Target, TargetKind};
 
@@ -22,6 +22,8 @@ use crate::cluster_target::{Target, TargetKind};
 const RESTART_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a killed or paused node stays down.
 const DOWN_FOR: Duration = Duration::from_secs(5);
+/// How long a node that came back gets to rejoin the ISR of all its partitions.
+const IN_SYNC_TIMEOUT: Duration = Duration::from_secs(45);
 /// Acks this soon after a majority went down may have been decided before it.
 const IN_FLIGHT_GRACE: f64 = 1.0;
 /// How long kill-two waits, with one of its two nodes back, for produce to succeed again
@@ -52,6 +54,26 @@ pub(crate) enum Schedule {
     /// Cut partition 0's leader off the other nodes (docker network disconnect) past the
     /// session timeout while clients still reach it, then reconnect it. Compose only.
     PartitionLeader,
+    /// Pause a follower of partition 0 (SIGSTOP, docker pause) past replica.lag.time.max:
+    /// for a seeded half of the seeds shorter than the session timeout (its leaders drop it
+    /// from the ISR, the controller keeps it unfenced), for the other half longer (fenced
+    /// too); then resume it.
+    PauseFollower,
+    /// Kill a random node, delete everything in its data dir (a replaced disk), start it
+    /// again under the same node id: it must fetch every replica back. Local only.
+    ReplaceDisk,
+    /// Kill a random node and cut each of its partition logs back to what had been fsynced
+    /// (the way LazyFS loses unsynced writes at a power loss), then start it again. Local
+    /// only.
+    LoseUnflushed,
+    /// The same on two of three nodes at once (a power loss of a quorum). Without
+    /// flush.messages=1 on the topic acknowledged records may be lost (as in Kafka): the
+    /// report counts them but does not fail on them. Local only.
+    LoseUnflushedQuorum,
+    /// Concurrent faults: pause partition 0's leader (SIGSTOP, docker pause), and while it is
+    /// paused kill one of the other nodes; start the killed one 5 s later, then resume the
+    /// paused one. Two of three nodes are out meanwhile, so nothing may be acknowledged.
+    KillWhilePaused,
 }
 
 impl Schedule {
@@ -68,6 +90,12 @@ impl Schedule {
                 "local processes share one network stack and cannot be cut off; run it with \
                  --target compose",
             ),
+            (
+                Schedule::ReplaceDisk | Schedule::LoseUnflushed | Schedule::LoseUnflushedQuorum,
+                TargetKind::Compose,
+            ) => {
+                Some("it changes a node's files while the node is down; run it with --target local")
+            }
             _ => None,
         }
     }
@@ -102,6 +130,19 @@ pub(crate) struct FaultLog {
     pub(crate) one_back: Vec<(f64, f64)>,
     /// What the isolated leader of partition-leader acknowledged.
     pub(crate) isolation_probe: Option<IsolationProbe>,
+    /// Why losing acknowledged records does not fail this run, if it does not: a majority
+    /// lost its unflushed writes on a topic that does not fsync every append.
+    pub(crate) loss_allowed: Option<String>,
+}
+
+/// What the schedules' choices depend on.
+pub(crate) struct InjectorSettings {
+    pub(crate) seed: u64,
+    /// The broker session timeout and replica.lag.time.max the nodes run with.
+    pub(crate) session_timeout: Duration,
+    pub(crate) lag_time_max: Duration,
+    /// The topic fsyncs every append (flush.messages=1).
+    pub(crate) durable: bool,
 }
 
 pub(crate) struct Injector {
@@ -110,8 +151,12 @@ pub(crate) struct Injector {
     bootstrap: String,
     topic: String,
     rng: StdRng,
-    /// The broker session timeout the nodes run with.
+    /// The broker session timeout and replica.lag.time.max the nodes run with.
     session_timeout: Duration,
+    lag_time_max: Duration,
+    /// The topic fsyncs every append (flush.messages=1): no fault of this nemesis may lose
+    /// an acknowledged record of it.
+    durable: bool,
     /// The workload's totals, to see when produce succeeds again.
     counters: Arc<Counters>,
     log: FaultLog,
@@ -123,8 +168,7 @@ impl Injector {
         started: Instant,
         bootstrap: String,
         topic: String,
-        seed: u64,
-        session_timeout: Duration,
+        settings: InjectorSettings,
         counters: Arc<Counters>,
     ) -> Self {
         Self {
@@ -132,8 +176,10 @@ impl Injector {
             started,
             bootstrap,
             topic,
-            rng: StdRng::seed_from_u64(seed),
-            session_timeout,
+            rng: StdRng::seed_from_u64(settings.seed),
+            session_timeout: settings.session_timeout,
+            lag_time_max: settings.lag_time_max,
+            durable: settings.durable,
             counters,
             log: FaultLog::default(),
         }
@@ -210,21 +256,23 @@ impl Injector {
         }
     }
 
-    /// Partition 0's leader from the Kafka metadata, else a random node.
-    async fn leader_of_partition_0(&mut self) -> (u16, &'static str) {
-        let leader = async {
-            let mut client = workload::connect(&self.bootstrap).await.ok()?;
-            let topic = tokio::time::timeout(
-                crate::bounded_client::ATTEMPT_TIMEOUT,
-                client.topic_metadata(&self.topic),
-            )
+    /// The topic's partitions as the Kafka metadata names them, if it answers in time.
+    async fn partitions(&self) -> Option<Vec<PartitionMetadata>> {
+        let mut client = workload::connect(&self.bootstrap).await.ok()?;
+        let topic = tokio::time::timeout(ATTEMPT_TIMEOUT, client.topic_metadata(&self.topic))
             .await
             .ok()?
             .ok()?;
-            let leader = topic.partitions.first()?.leader;
-            u16::try_from(leader).ok()
-        }
-        .await;
+        Some(topic.partitions)
+    }
+
+    /// Partition 0's leader from the Kafka metadata, else a random node.
+    async fn leader_of_partition_0(&mut self) -> (u16, &'static str) {
+        let leader = self
+            .partitions()
+            .await
+            .and_then(|p| p.iter().find(|p| p.partition == 0).map(|p| p.leader))
+            .and_then(|l| u16::try_from(l).ok());
         match leader {
             Some(id) => (id, " (leader of partition 0)"),
             None => (
@@ -284,6 +332,11 @@ impl Injector {
             Schedule::KillRandom => self.kill_random(duration).await,
             Schedule::RollingRestart => self.rolling_restart().await,
             Schedule::KillTwo => self.kill_two(third).await,
+            Schedule::PauseFollower => self.pause_follower(third).await,
+            Schedule::ReplaceDisk => self.replace_disk(third).await,
+            Schedule::LoseUnflushed => self.lose_unflushed(third, 1).await,
+            Schedule::LoseUnflushedQuorum => self.lose_unflushed(third, 2).await,
+            Schedule::KillWhilePaused => self.kill_while_paused(third).await,
         }
         self.log
     }
@@ -397,6 +450,216 @@ impl Injector {
         let result = self.cluster.lock().await.heal(id).await;
         self.done(id, "reconnect", result, "");
         self.wait_healthy(id).await;
+    }
+
+    async fn pause_follower(&mut self, at: Duration) {
+        self.sleep_until(at).await;
+        let partition_0 = self
+            .partitions()
+            .await
+            .and_then(|p| p.into_iter().find(|p| p.partition == 0));
+        let followers: Vec<u16> = partition_0
+            .iter()
+            .flat_map(|p| {
+                let leader = p.leader;
+                p.replicas
+                    .iter()
+                    .filter(move |&&r| r != leader)
+                    .filter_map(|&r| u16::try_from(r).ok())
+            })
+            .collect();
+        let (id, why) = match followers.choose(&mut self.rng) {
+            Some(&id) => (id, " (follower of partition 0)"),
+            None => (
+                self.random_node().await,
+                " (partition 0's followers unknown; random)",
+            ),
+        };
+        // Past the lag limit always; then either short of the session timeout (only the
+        // leaders' ISR expiry notices) or well past it (the controller fences it too).
+        let lag = self.lag_time_max + Duration::from_millis(300);
+        let down = if self.rng.random_bool(0.5) && lag < self.session_timeout {
+            let span = (self.session_timeout - lag).as_millis() as u64;
+            lag + Duration::from_millis(self.rng.random_range(0..span.max(1)))
+        } else {
+            let from = self.session_timeout.max(lag) + Duration::from_secs(1);
+            from + Duration::from_millis(
+                self.rng
+                    .random_range(0..self.session_timeout.as_millis() as u64 + 1),
+            )
+        };
+        self.pause(id, &format!("{why} for {:.1} s", down.as_secs_f64()))
+            .await;
+        let since = Instant::now();
+        tokio::time::sleep(down).await;
+        self.resume(id).await;
+        self.wait_in_sync(id, since).await;
+    }
+
+    async fn replace_disk(&mut self, at: Duration) {
+        self.sleep_until(at).await;
+        let id = self.random_node().await;
+        // Back before the session timeout (still unfenced, maybe still in ISRs) or after it.
+        let down = if self.rng.random_bool(0.5) {
+            Duration::from_secs(1)
+        } else {
+            DOWN_FOR
+        };
+        self.kill(
+            id,
+            &format!(" (its disk is replaced; down {} s)", down.as_secs()),
+        )
+        .await;
+        let since = Instant::now();
+        let dir = self.cluster.lock().await.data_dir_of(id);
+        let wiped = dir
+            .as_deref()
+            .map_or_else(|| Err(anyhow::anyhow!("no data dir")), disk::wipe);
+        match wiped {
+            Ok(n) => self.note(format!("deleted the {n} entries of node {id}'s data dir")),
+            Err(e) => self.note(format!("wiping node {id}'s data dir failed: {e:#}")),
+        }
+        tokio::time::sleep(down.saturating_sub(since.elapsed())).await;
+        self.restart(id).await;
+        self.wait_in_sync(id, since).await;
+    }
+
+    /// Kills `count` random nodes at once, cuts their logs back to what was fsynced and
+    /// starts them again.
+    async fn lose_unflushed(&mut self, at: Duration, count: usize) {
+        self.sleep_until(at).await;
+        let ids = self.ids().await;
+        let total = ids.len();
+        let victims: Vec<u16> = ids.choose_multiple(&mut self.rng, count).copied().collect();
+        for &id in &victims {
+            self.kill(id, " (power loss)").await;
+        }
+        let since = Instant::now();
+        let down_from = self.now() + IN_FLIGHT_GRACE;
+        let majority_down = victims.len() * 2 > total;
+        if majority_down && !self.durable {
+            self.log.loss_allowed = Some(format!(
+                "{} of {total} nodes lost their unflushed writes at once and topic {} does not \
+                 fsync every append (flush.messages=1): acknowledged records held only in \
+                 those nodes' page caches may be gone, as in Kafka",
+                victims.len(),
+                self.topic
+            ));
+        }
+        for &id in &victims {
+            let dir = self.cluster.lock().await.data_dir_of(id);
+            let cut = match dir {
+                Some(d) => disk::lose_unflushed(&d, &mut self.rng),
+                None => Err(anyhow::anyhow!("no data dir")),
+            };
+            match cut {
+                Ok(cuts) => {
+                    let lost: Vec<String> = cuts
+                        .iter()
+                        .filter(|c| c.log_end_after < c.log_end_before)
+                        .map(|c| {
+                            format!(
+                                "{} {}->{} (fsynced to {})",
+                                c.partition, c.log_end_before, c.log_end_after, c.recovery_point
+                            )
+                        })
+                        .collect();
+                    let bytes: u64 = cuts.iter().map(|c| c.bytes_dropped).sum();
+                    self.note(format!(
+                        "cut node {id}'s unflushed writes: {bytes} bytes in {} of {} logs{}{}",
+                        lost.len(),
+                        cuts.len(),
+                        if lost.is_empty() { "" } else { ": " },
+                        lost.join(", ")
+                    ));
+                }
+                Err(e) => self.note(format!("cutting node {id}'s logs failed: {e:#}")),
+            }
+        }
+        tokio::time::sleep(DOWN_FOR).await;
+        if majority_down {
+            self.log.quorum_loss.push((down_from, self.now()));
+        }
+        for (i, &id) in victims.iter().enumerate() {
+            self.restart(id).await;
+            if i == 0 && majority_down {
+                // As in kill-two: produce must resume with the majority back, here with one
+                // node whose logs were cut beside one that kept everything.
+                let back_from = self.now();
+                self.wait_for_an_ack().await;
+                self.log.one_back.push((back_from, self.now()));
+            }
+        }
+        for &id in &victims {
+            self.wait_in_sync(id, since).await;
+        }
+    }
+
+    async fn kill_while_paused(&mut self, at: Duration) {
+        self.sleep_until(at).await;
+        let (paused, why) = self.leader_of_partition_0().await;
+        self.pause(paused, why).await;
+        let since = Instant::now();
+        tokio::time::sleep(Duration::from_millis(self.rng.random_range(200..1500))).await;
+        let others: Vec<u16> = self
+            .ids()
+            .await
+            .into_iter()
+            .filter(|&id| id != paused)
+            .collect();
+        let Some(&killed) = others.choose(&mut self.rng) else {
+            self.resume(paused).await;
+            return;
+        };
+        self.kill(killed, &format!(" (while node {paused} is paused)"))
+            .await;
+        let down_from = self.now() + IN_FLIGHT_GRACE;
+        tokio::time::sleep(DOWN_FOR).await;
+        let total = self.ids().await.len();
+        if total < 4 {
+            self.log.quorum_loss.push((down_from, self.now()));
+        }
+        self.restart(killed).await;
+        self.resume(paused).await;
+        self.wait_in_sync(killed, since).await;
+        self.wait_in_sync(paused, since).await;
+    }
+
+    /// Waits (bounded) until node `id` is in the ISR of every partition of the topic it is
+    /// a replica of: it has fetched back what it lost or missed. `since` is when it went
+    /// down: the metadata may still list it in an ISR its leader has not shrunk yet, so
+    /// membership counts only once a lagging follower would have been dropped.
+    async fn wait_in_sync(&mut self, id: u16, since: Instant) {
+        let started = Instant::now();
+        let trusted_from = since + self.lag_time_max + Duration::from_secs(1);
+        let deadline = started + IN_SYNC_TIMEOUT;
+        let me = i32::from(id);
+        loop {
+            let behind: Option<Vec<i32>> = self.partitions().await.map(|ps| {
+                ps.iter()
+                    .filter(|p| p.replicas.contains(&me) && !p.isr.contains(&me))
+                    .map(|p| p.partition)
+                    .collect()
+            });
+            match behind {
+                Some(b) if b.is_empty() && Instant::now() >= trusted_from => {
+                    self.note(format!(
+                        "node {id} in sync again after {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    ));
+                    return;
+                }
+                _ if Instant::now() >= deadline => {
+                    self.note(format!(
+                        "node {id} not in sync within {} s: out of the ISR of partitions {:?}",
+                        IN_SYNC_TIMEOUT.as_secs(),
+                        behind.unwrap_or_default()
+                    ));
+                    return;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
     }
 
     /// Waits (at most ONE_BACK_PATIENCE) until the workload gets a produce acknowledged.

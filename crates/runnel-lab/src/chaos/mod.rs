@@ -4,6 +4,7 @@
 //! acknowledged record survived, once and in order.
 
 mod checker;
+mod disk;
 mod faults;
 mod probe;
 mod report;
@@ -18,7 +19,7 @@ use anyhow::{anyhow, bail, Context as _};
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinSet;
 
-use self::faults::{FaultLog, Injector, Schedule};
+use self::faults::{FaultLog, Injector, InjectorSettings, Schedule};
 use self::report::{PartitionRow, Report};
 use self::workload::{Counters, ProducerLog};
 use crate::cluster_target::{Target, TargetArgs, TargetKind, RESTORE_TIMEOUT};
@@ -33,8 +34,9 @@ const TOPIC: &str = "chaos";
 const SESSION_TIMEOUT: Duration = Duration::from_secs(3);
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 /// Followers silent this long leave the ISR: a paused or killed broker is dropped by its
-/// leaders' ISR expiration as well as by the controller's fencing.
-const REPLICA_LAG_TIME_MAX: Duration = Duration::from_secs(3);
+/// leaders' ISR expiration as well as by the controller's fencing. Shorter than the session
+/// timeout, so pause-follower can pause a follower past one and short of the other.
+const REPLICA_LAG_TIME_MAX: Duration = Duration::from_secs(2);
 /// Bounds on starting the cluster and on it settling after the run.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -59,6 +61,10 @@ pub struct ChaosArgs {
     replication_factor: i16,
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=9))]
     min_insync_replicas: u16,
+    /// A config of the chaos topic, KEY=VALUE (repeatable), e.g. flush.messages=1 so that
+    /// lose-unflushed-quorum must lose nothing.
+    #[arg(long = "topic-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    topic_configs: Vec<(String, String)>,
     /// How many nodes to run (1 to 9); every node is a controller and a broker.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=9))]
     nodes: u16,
@@ -89,6 +95,23 @@ struct Setup {
     topic: String,
     nodes: u16,
     session_timeout: Duration,
+    lag_time_max: Duration,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got '{s}'")),
+    }
+}
+
+impl ChaosArgs {
+    /// Whether the topic fsyncs every append.
+    fn durable(&self) -> bool {
+        self.topic_configs
+            .iter()
+            .any(|(k, v)| k == "flush.messages" && v.trim() == "1")
+    }
 }
 
 /// Runs the schedule; `runnel_bin` is the binary a local cluster's nodes run.
@@ -145,6 +168,7 @@ async fn run_local(args: ChaosArgs, seed: u64, runnel_bin: PathBuf) -> anyhow::R
         topic: TOPIC.to_owned(),
         nodes: args.nodes,
         session_timeout: SESSION_TIMEOUT,
+        lag_time_max: REPLICA_LAG_TIME_MAX,
     };
     let report = drive(&args, &setup, Target::Local(cluster)).await?;
     if !report.passed {
@@ -180,6 +204,8 @@ async fn run_compose(args: ChaosArgs, seed: u64) -> anyhow::Result<()> {
         topic: format!("{TOPIC}-{seed}-{unix_ms}"),
         nodes,
         session_timeout: Duration::from_millis(args.on.session_timeout_ms),
+        // Unknown for a compose cluster: pause-follower then pauses past the session timeout.
+        lag_time_max: Duration::from_millis(args.on.session_timeout_ms),
     };
     eprintln!(
         "runnel chaos: target compose (project {}), schedule {}, seed {seed}, {nodes} node(s), topic {}",
@@ -248,15 +274,17 @@ async fn execute(
         .await
         .with_context(|| format!("the cluster did not start within {START_TIMEOUT:?}"))?;
     let mut admin = workload::connect(&bootstrap).await?;
+    let mut topic_configs = vec![(
+        "min.insync.replicas".to_owned(),
+        args.min_insync_replicas.to_string(),
+    )];
+    topic_configs.extend(args.topic_configs.iter().cloned());
     admin
         .create_topics(
             topic,
             args.partitions,
             args.replication_factor,
-            &[(
-                "min.insync.replicas".to_owned(),
-                args.min_insync_replicas.to_string(),
-            )],
+            &topic_configs,
         )
         .await
         .context("cannot create the chaos topic")?;
@@ -300,8 +328,12 @@ async fn execute(
         started,
         bootstrap.clone(),
         topic.to_owned(),
-        setup.seed,
-        setup.session_timeout,
+        InjectorSettings {
+            seed: setup.seed,
+            session_timeout: setup.session_timeout,
+            lag_time_max: setup.lag_time_max,
+            durable: args.durable(),
+        },
         Arc::clone(&counters),
     );
     // Production lasts the duration and at least until the schedule has restored every node,
@@ -340,7 +372,14 @@ async fn execute(
         .ok()
         .map(|()| settle_started.elapsed().as_secs_f64());
     let ack_times: Vec<f64> = logs.iter().flat_map(|(_, log)| log.ack_times()).collect();
-    let rows = read_back(&bootstrap, topic, logs, produced_for, &faults.quorum_loss).await;
+    let mut rows = read_back(&bootstrap, topic, logs, produced_for, &faults.quorum_loss).await;
+    let data_dirs: Vec<(u16, PathBuf)> = {
+        let c = cluster.lock().await;
+        ids.iter()
+            .filter_map(|&id| c.data_dir_of(id).map(|d| (id, d)))
+            .collect()
+    };
+    compare_replicas(&bootstrap, topic, &data_dirs, &mut rows).await;
     Ok(Report::judge(
         args,
         setup,
@@ -415,6 +454,52 @@ async fn wait_settled(cluster: &Mutex<Target>, timeout: Duration) -> anyhow::Res
     }
 }
 
+/// Compares every replica's log files below the high watermark (local nodes only: their
+/// data dirs are at hand) and notes, per partition, where they differ.
+async fn compare_replicas(
+    bootstrap: &str,
+    topic: &str,
+    data_dirs: &[(u16, PathBuf)],
+    rows: &mut [PartitionRow],
+) {
+    if data_dirs.is_empty() {
+        return;
+    }
+    let mut client = workload::connect(bootstrap).await.ok();
+    for row in rows.iter_mut() {
+        let partition = row.partition;
+        let hw = match client.as_mut() {
+            Some(c) => tokio::time::timeout(
+                crate::bounded_client::REQUEST_TIMEOUT,
+                c.list_offsets(topic, partition, runnel_client::offset_spec::LATEST),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok),
+            None => None,
+        };
+        let Some(hw) = hw else {
+            row.replica_divergence
+                .push("cannot compare the replicas: the high watermark is unknown".to_owned());
+            continue;
+        };
+        row.high_watermark = Some(hw);
+        let mut replicas = Vec::new();
+        for (id, dir) in data_dirs {
+            match disk::batches_below(&dir.join(format!("{topic}-{partition}")), hw) {
+                Ok(batches) if !batches.is_empty() => replicas.push((*id, batches)),
+                Ok(_) => {}
+                Err(e) => row
+                    .replica_divergence
+                    .push(format!("cannot read node {id}'s replica: {e:#}")),
+            }
+        }
+        row.replicas_compared = replicas.len();
+        row.replica_divergence
+            .extend(checker::replica_divergence(&replicas));
+    }
+}
+
 /// Reads every partition back and judges it against what its producer saw; `quorum_loss` are
 /// the stretches in which a majority of the nodes was down.
 async fn read_back(
@@ -451,6 +536,9 @@ async fn read_back(
             read_error,
             longest_unavailable_s,
             lost_acked_during_quorum_loss,
+            high_watermark: None,
+            replicas_compared: 0,
+            replica_divergence: Vec::new(),
         });
     }
     rows
@@ -474,7 +562,19 @@ impl Report {
             .first()
             .and_then(|&w| checker::first_ack_within(ack_times, w));
         let isolated_leader_acked = faults.isolation_probe.as_ref().map_or(0, |p| p.acked);
-        let passed = !per_partition.iter().any(|r| r.verdict.violated())
+        // Losses a power loss of a majority may cause without fsync are reported, not failed.
+        let violated = |v: &checker::PartitionVerdict| {
+            if faults.loss_allowed.is_some() {
+                v.duplicated > 0 || v.reordered > 0
+            } else {
+                v.violated()
+            }
+        };
+        let diverged = per_partition
+            .iter()
+            .any(|r| !r.replica_divergence.is_empty());
+        let passed = !per_partition.iter().any(|r| violated(&r.verdict))
+            && !diverged
             && acks_during_quorum_loss == 0
             && isolated_leader_acked == 0;
         Report {
@@ -509,6 +609,12 @@ impl Report {
             isolated_leader: faults.isolation_probe.clone(),
             recovered_with_one_node_back_s,
             settled_after_s: settled_after,
+            loss_allowed: faults.loss_allowed.clone(),
+            topic_configs: args
+                .topic_configs
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
             faults: faults.events,
             per_partition,
             passed,

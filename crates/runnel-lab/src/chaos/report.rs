@@ -31,6 +31,12 @@ pub(crate) struct PartitionRow {
     pub(crate) longest_unavailable_s: f64,
     /// Records acknowledged while a majority of the nodes was down that are not there.
     pub(crate) lost_acked_during_quorum_loss: usize,
+    /// The high watermark the replicas were compared below (local runs).
+    pub(crate) high_watermark: Option<i64>,
+    /// How many replicas' log files were compared.
+    pub(crate) replicas_compared: usize,
+    /// Where the replicas' batches below the high watermark differ: must be nothing.
+    pub(crate) replica_divergence: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -70,9 +76,15 @@ pub(crate) struct Report {
     /// Seconds from the end of producing until the cluster was settled again; `None` if it
     /// did not settle in time.
     pub(crate) settled_after_s: Option<f64>,
+    /// Why lost acknowledged records do not fail this run (lose-unflushed-quorum on a topic
+    /// without flush.messages=1); `None` when any loss fails it.
+    pub(crate) loss_allowed: Option<String>,
+    /// The --topic-config settings of the chaos topic.
+    pub(crate) topic_configs: Vec<String>,
     pub(crate) faults: Vec<FaultEvent>,
     /// False on any lost, duplicated or reordered acknowledged record, an ack during a
-    /// quorum loss, or an ack from an isolated leader.
+    /// quorum loss, an ack from an isolated leader, or replicas whose batches below the high
+    /// watermark differ.
     pub(crate) passed: bool,
 }
 
@@ -171,6 +183,12 @@ pub(crate) fn render(r: &Report) -> String {
                 p.verdict.lost_sample
             ));
         }
+        for d in &p.replica_divergence {
+            out.push_str(&format!(
+                "partition {}: replicas diverge: {d}\n",
+                p.partition
+            ));
+        }
         if let Some(e) = &p.read_error {
             out.push_str(&format!(
                 "partition {}: cannot be read back: {e}\n",
@@ -201,7 +219,11 @@ pub(crate) fn render(r: &Report) -> String {
         r.lost_acked_during_quorum_loss,
         seconds(r.settled_after_s, "not within the limit"),
     ));
-    if !r.quorum_loss.is_empty() {
+    // Only these schedules bring one node back alone after a quorum loss.
+    if matches!(
+        r.schedule,
+        Schedule::KillTwo | Schedule::LoseUnflushedQuorum
+    ) {
         out.push_str(&format!(
             "produce recovered with one node back after: {}\n",
             seconds(r.recovered_with_one_node_back_s, "never")
@@ -218,6 +240,26 @@ pub(crate) fn render(r: &Report) -> String {
                 .map_or_else(String::new, |e| format!(" (last answer: {e})"))
         ));
     }
+    if r.per_partition.iter().any(|p| p.replicas_compared > 0) {
+        let diverged = r
+            .per_partition
+            .iter()
+            .filter(|p| !p.replica_divergence.is_empty())
+            .count();
+        out.push_str(&format!(
+            "replicas compared byte for byte below the high watermark: {} replica logs, {diverged} partition(s) diverged\n",
+            r.per_partition.iter().map(|p| p.replicas_compared).sum::<usize>()
+        ));
+    }
+    if !r.topic_configs.is_empty() {
+        out.push_str(&format!("topic configs: {}\n", r.topic_configs.join(", ")));
+    }
+    if let Some(why) = &r.loss_allowed {
+        out.push_str(&format!(
+            "acknowledged records lost: {} (not counted as a failure: {why})\n",
+            r.totals.lost
+        ));
+    }
     if !r.faults.is_empty() {
         out.push_str("\nfault timeline:\n");
         for f in &r.faults {
@@ -227,7 +269,7 @@ pub(crate) fn render(r: &Report) -> String {
     out.push_str(if r.passed {
         "\nPASSED: every acknowledged record is there, once and in order\n"
     } else {
-        "\nFAILED: acknowledged records were lost, duplicated or reordered, or acked without a quorum or by an isolated leader\n"
+        "\nFAILED: acknowledged records were lost, duplicated or reordered, acked without a quorum or by an isolated leader, or replicas diverged\n"
     });
     out
 }
