@@ -150,6 +150,30 @@ fn change_with_elr(p: &mut PartitionInfo, mut isr: Vec<i32>, ctx: &Elr<'_>, elec
     elr_changed
 }
 
+/// Elects a leader for a leaderless partition under the ELR rules; the partition changes
+/// only when one is found. Returns whether it was.
+fn elect_with_elr(
+    p: &mut PartitionInfo,
+    brokers: &BTreeMap<i32, BrokerInfo>,
+    min_isr: usize,
+    unclean_election: bool,
+) -> bool {
+    let ctx = Elr {
+        brokers,
+        min_isr,
+        unclean_election,
+        unclean_shutdown: None,
+    };
+    let mut next = p.clone();
+    let isr = p.isr.clone();
+    change_with_elr(&mut next, isr, &ctx, true);
+    if !next.has_leader() {
+        return false;
+    }
+    *p = next;
+    true
+}
+
 /// The partition's topic settings for [`change_with_elr`], or `None` while the cluster has
 /// not enabled eligible leader replicas.
 fn elr_min_isr(topic: &TopicInfo, cluster: Option<i32>) -> Option<usize> {
@@ -291,16 +315,7 @@ pub(crate) fn elect_leaderless(image: &mut MetadataImage, only: Option<&str>) ->
                 continue;
             }
             if let Some(min_isr) = min_isr {
-                let ctx = Elr {
-                    brokers,
-                    min_isr,
-                    unclean_election: unclean,
-                    unclean_shutdown: None,
-                };
-                let mut next = p.clone();
-                let isr = p.isr.clone();
-                if change_with_elr(&mut next, isr, &ctx, true) && next.has_leader() {
-                    *p = next;
+                if elect_with_elr(p, brokers, min_isr, unclean) {
                     changed.push(PartitionRef::new(&topic.name, p.index));
                 }
                 continue;
@@ -532,17 +547,7 @@ fn elect_one(
                 )));
             }
             if let Some(min_isr) = min_isr {
-                let ctx = Elr {
-                    brokers,
-                    min_isr,
-                    unclean_election: true,
-                    unclean_shutdown: None,
-                };
-                let mut next = p.clone();
-                let isr = p.isr.clone();
-                change_with_elr(&mut next, isr, &ctx, true);
-                if next.has_leader() {
-                    *p = next;
+                if elect_with_elr(p, brokers, min_isr, true) {
                     return Ok(p.leader);
                 }
                 return Err(ControllerError::EligibleLeadersNotAvailable(format!(
