@@ -22,7 +22,8 @@ def delivery_report(err, msg):
 producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
 for i in range(count):
     producer.poll(0)
-    producer.produce(topic, json.dumps({"n": i, "msg": f"hello {i}"}).encode("utf-8"), callback=delivery_report)
+    value = json.dumps({"n": i, "msg": f"hello {i}"}).encode("utf-8")
+    producer.produce(topic, value, key=str(i).encode("utf-8"), callback=delivery_report)
 left = producer.flush(30)
 if left or errors:
     sys.exit(f"{left} records undelivered, {len(errors)} delivery errors")

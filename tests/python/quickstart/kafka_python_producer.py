@@ -17,7 +17,7 @@ producer = KafkaProducer(
     enable_idempotence=True,
 )
 for i in range(count):
-    future = producer.send(topic, {"n": i, "msg": f"hello {i}"})
+    future = producer.send(topic, key=str(i).encode("utf-8"), value={"n": i, "msg": f"hello {i}"})
     if i == 0:
         metadata = future.get(timeout=30)  # fail fast if the broker refuses
 producer.flush(timeout=30)
