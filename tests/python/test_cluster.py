@@ -21,8 +21,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
 
 import util
-from cluster import SESSION_TIMEOUT_S, children_of, pid_alive, ports_free
-from conftest import _die_with_parent, runnel_bin
+from cluster import SESSION_TIMEOUT_S, Cluster, children_of, pid_alive, ports_free
+from conftest import _die_with_parent, running, runnel_bin
 from group_helpers import member_conf
 
 # A whole-cluster test runs longer than a one-node test.
@@ -133,6 +133,27 @@ def test_topics_created_through_each_node_agree_everywhere(cluster3, topic):
     assert led_by == {1, 2, 3}, f"leadership is not spread over the brokers: leaders are {led_by}"
     md4 = c.node(1).metadata([f"{topic}-rf4"])
     assert f"{topic}-rf4" not in md4.topics or md4.topics[f"{topic}-rf4"].error != 0, "the RF 4 topic exists"
+
+
+@pytest.fixture
+def dedicated_controller(request, tmp_path):
+    """Node 1 is the controller quorum alone and serves no Kafka clients; nodes 2 and 3 are
+    brokers only."""
+    yield from running(request, Cluster(3, tmp_path / "cluster", ["offsets.topic.replication.factor=1"], controllers=1))
+
+
+def test_admin_client_works_with_a_dedicated_controller(dedicated_controller, topic):
+    """librdkafka's admin client sends CreateTopics to the Metadata controller id, so that id
+    must be a broker (as in KRaft Kafka), which forwards the request to the active controller."""
+    c = dedicated_controller
+    bootstrap = c.bootstrap_of([c.node(2), c.node(3)])
+    md = c.node(2).metadata([])
+    assert md.controller_id in (2, 3), f"Metadata names node {md.controller_id} as controller"
+    a = util.admin(bootstrap)
+    a.create_topics([NewTopic(topic, num_partitions=2, replication_factor=2)])[topic].result(timeout=20)
+    util.wait_for_partitions(bootstrap, topic, 2)
+    described = a.describe_cluster(request_timeout=10).result(timeout=15)
+    assert described.controller is not None and described.controller.id in (2, 3), described.controller
 
 
 # --- failover -----------------------------------------------------------------------------

@@ -51,8 +51,6 @@ def test_last_isr_member_without_its_data_does_not_lead_again(split_cluster, top
     cluster = split_cluster
     brokers = [cluster.node(i) for i in (2, 3, 4)]
     bootstrap = cluster.bootstrap_of(brokers)
-    # The CLI, not the admin client: librdkafka sends CreateTopics to the Metadata
-    # controller id, which is node 1 here, and node 1 serves no Kafka clients.
     created = util.cli("topic", "create", topic, "-p", "1", "-r", "3", "-c", "min.insync.replicas=2", "-b", bootstrap)
     assert created.returncode == 0, created.stderr
     p = cluster.wait_for(

@@ -37,7 +37,7 @@ pub(crate) fn handle(
     DescribeClusterResponse::default()
         .with_endpoint_type(request.endpoint_type)
         .with_cluster_id(str_bytes(image.cluster_id.clone()))
-        .with_controller_id(BrokerId(ctx.broker.active_controller().unwrap_or(-1)))
+        .with_controller_id(BrokerId(super::controller_id_for_clients(ctx)))
         .with_brokers(brokers)
         .with_cluster_authorized_operations(i32::MIN)
 }

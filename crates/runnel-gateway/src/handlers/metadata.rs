@@ -127,7 +127,7 @@ pub(crate) async fn handle(
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(image.cluster_id.clone())))
-        .with_controller_id(BrokerId(ctx.broker.active_controller().unwrap_or(-1)))
+        .with_controller_id(BrokerId(super::controller_id_for_clients(ctx)))
         .with_topics(topics)
         .with_cluster_authorized_operations(i32::MIN)
 }

@@ -168,6 +168,17 @@ pub(crate) async fn handle(
     dispatch(request.body, call).await
 }
 
+/// The controller id that Metadata and DescribeCluster give clients. Clients send admin
+/// requests (CreateTopics, ...) to it, and every broker forwards them to the active controller,
+/// so, as in KRaft Kafka, a controller that is not a live broker (a controller-only node, which
+/// serves no Kafka clients) is named as this broker instead.
+pub(crate) fn controller_id_for_clients(ctx: &Context) -> i32 {
+    match ctx.broker.active_controller() {
+        Some(id) if ctx.broker.image().live_brokers().any(|b| b.id == id) => id,
+        _ => ctx.broker.node_id(),
+    }
+}
+
 pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
