@@ -9,7 +9,7 @@
 #
 # `make test` installs what it needs by itself, idempotently: a Python venv under .venv
 # (packages from tests/requirements.txt, reinstalled only when that file changes) and
-# Debian's kcat (apt-get) when no kcat is on PATH.
+# Debian's kcat (apt-get) when no kcat is on PATH, and Debian's libfaketime when missing.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -49,7 +49,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DEBIAN_FRONTEND := noninteractive
 
 .PHONY: help build build-faulty run fmt fmt-check clippy test test-rust test-e2e test-docker test-docker-if-available \
-	docker-image cluster-up cluster-down bench clean-data venv kcat fuzz fuzz-net
+	docker-image cluster-up cluster-down bench clean-data venv kcat faketime fuzz fuzz-net
 
 help: ## Show this help
 	@echo "Runnel make targets:"
@@ -94,7 +94,7 @@ test-rust: ## Rust unit and integration tests (cargo-nextest when installed)
 		$(CARGO) test -p runnel-storage -p runnel-broker --features runnel-broker/failpoints failpoint -- --test-threads=1; \
 	fi
 
-test-e2e: build build-faulty venv kcat ## End-to-end tests: pytest on tests/python against RUNNEL_BIN
+test-e2e: build build-faulty venv kcat faketime ## End-to-end tests: pytest on tests/python against RUNNEL_BIN
 	@test -x "$(RUNNEL_BIN)" || { echo "error: $(RUNNEL_BIN) is not an executable file" >&2; exit 1; }
 	$(VENV)/bin/python -m pytest tests/python -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
@@ -179,6 +179,15 @@ venv: ## Create .venv and install tests/requirements.txt (only when it changed)
 		cp "$(REQUIREMENTS)" "$(VENV_STAMP)"; \
 	else \
 		echo "venv: $(VENV) is up to date with $(REQUIREMENTS)"; \
+	fi
+
+faketime: ## Install Debian's libfaketime (tests/python/test_clock_jump.py steps a node's wall clock with it)
+	@if ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; then \
+		echo "faketime: $$(ls /usr/lib/*/faketime/libfaketime.so.1 | head -n 1)"; \
+	else \
+		echo "faketime: not found, installing Debian's faketime"; \
+		$(SUDO) apt-get install -y faketime || { $(SUDO) apt-get update && $(SUDO) apt-get install -y faketime; }; \
+		ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null; \
 	fi
 
 kcat: ## Install Debian's kcat when no kcat is on PATH

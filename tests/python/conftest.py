@@ -93,6 +93,8 @@ class Node:
         self.kafka_port, self.rpc_port, self.http_port = free_ports(3)
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        # Environment variables of this node's process only (e.g. libfaketime's).
+        self.extra_env: dict[str, str] = {}
 
     # -- addresses --
     @property
@@ -140,6 +142,7 @@ class Node:
         env.setdefault("RUST_LOG", "info")
         env["NO_COLOR"] = "1"
         env.setdefault("RUST_BACKTRACE", "1")
+        env.update(self.extra_env)
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start #{self.starts}: {' '.join(self.args())}\n".encode())
             log.flush()

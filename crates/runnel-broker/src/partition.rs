@@ -30,6 +30,16 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The clock of the ISR lag timers: the wall clock at the first call, advanced by the
+/// monotonic clock since. A step of the wall clock (NTP, a resumed VM, an operator's `date`)
+/// must neither expire every follower at once (a jump forward) nor keep a dead one in the
+/// ISR (a jump back), so the timers never read the wall clock again.
+pub fn lag_clock_ms() -> i64 {
+    static ORIGIN: std::sync::OnceLock<(std::time::Instant, i64)> = std::sync::OnceLock::new();
+    let (start, wall_ms) = *ORIGIN.get_or_init(|| (std::time::Instant::now(), now_ms()));
+    wall_ms.saturating_add(i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX))
+}
+
 /// What waiters on a partition watch: the high watermark and whether this node leads the
 /// partition, published together so an acks=all produce never pairs a follower's high
 /// watermark with its own leader epoch.
@@ -462,7 +472,7 @@ impl Partition {
 
     /// Follows the partition's state in a new metadata image: becomes its leader (recording
     /// the new epoch at the log end and starting the ISR bookkeeping), its follower, or
-    /// updates the leader state with a newer ISR.
+    /// updates the leader state with a newer ISR. `now_ms` is on [`lag_clock_ms`].
     pub(crate) fn sync_role(
         &self,
         p: &PartitionInfo,
@@ -530,6 +540,7 @@ impl Partition {
     /// The leader's side of a follower fetch at `fetch_offset` (which acknowledges every
     /// offset below it): fencing, the KIP-320 divergence check against the follower's
     /// `last_fetched_epoch`, then the ISR bookkeeping. Records are read separately.
+    /// `now_ms` is on [`lag_clock_ms`].
     pub(crate) fn on_follower_fetch(
         &self,
         replica: i32,
@@ -682,7 +693,8 @@ impl Partition {
         matches!(&*self.lock_role(), Role::Leader(state) if state.pending() == Some(change))
     }
 
-    /// Proposes removing ISR followers that stopped catching up (Kafka's ISR expiration).
+    /// Proposes removing ISR followers that stopped catching up (Kafka's ISR expiration);
+    /// `now_ms` is on [`lag_clock_ms`].
     pub(crate) fn maybe_shrink_isr(&self, now_ms: i64, max_lag_ms: i64) -> Option<IsrChange> {
         match &mut *self.lock_role() {
             Role::Leader(state) => state.maybe_shrink(now_ms, max_lag_ms),

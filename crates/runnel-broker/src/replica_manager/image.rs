@@ -22,7 +22,7 @@ use super::TopicPartition;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::metadata::{MetadataImage, PartitionInfo, TopicInfo, NO_LEADER};
-use crate::partition::{now_ms, Partition, RoleChange};
+use crate::partition::{lag_clock_ms, Partition, RoleChange};
 
 /// A partition this node follows: what its fetcher for `leader` needs.
 #[derive(Clone)]
@@ -207,7 +207,7 @@ impl ImageApplier {
             self.stop_all_roles();
             return;
         }
-        let now = now_ms();
+        let now = lag_clock_ms();
         let mut followed = FollowAssignments::new();
         let mut failed = BTreeSet::new();
         for partition in self.registry.all() {
@@ -280,7 +280,7 @@ impl ImageApplier {
     fn retry_failed_roles(&self, log_failures: bool) -> usize {
         let _order = self.apply_lock.lock();
         let image = self.image();
-        let now = now_ms();
+        let now = lag_clock_ms();
         let mut failed = BTreeSet::new();
         for key in self.failed_roles.borrow().clone() {
             let Some(partition) = self.registry.get(&key.0, key.1) else {

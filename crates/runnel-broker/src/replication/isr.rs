@@ -14,7 +14,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::metadata::MetadataWriter;
-use crate::partition::{now_ms, Partition};
+use crate::partition::{lag_clock_ms, Partition};
 use crate::replica_manager::registry::PartitionRegistry;
 use crate::replica_manager::TopicPartition;
 use crate::replication::IsrChange;
@@ -106,7 +106,7 @@ impl IsrSender {
 
     /// Kafka's `maybeShrinkIsr` over every partition this node leads.
     fn expire_lagging_followers(&self, max_lag_ms: i64) {
-        let now = now_ms();
+        let now = lag_clock_ms();
         for partition in self.registry.all() {
             if let Some(change) = partition.maybe_shrink_isr(now, max_lag_ms) {
                 self.submit(&partition, change);

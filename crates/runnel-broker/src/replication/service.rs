@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
-use crate::partition::{now_ms, FollowerFetch, Partition, ReplicaRefusal};
+use crate::partition::{lag_clock_ms, FollowerFetch, Partition, ReplicaRefusal};
 use crate::replica_manager::ReplicaManager;
 
 /// Upper bound on how long a leader holds a fetch, whatever the follower asks.
@@ -125,7 +125,7 @@ async fn serve_fetch(
     manager: &ReplicaManager,
     request: pb::ReplicaFetchRequest,
 ) -> pb::ReplicaFetchResponse {
-    let now = now_ms();
+    let now = lag_clock_ms();
     // KIP-903: a fetch may vouch for an ISR join only under the follower's current broker
     // epoch; one from before a restart (or with none) is served but cannot add it to an ISR.
     let join_epoch = manager
