@@ -18,6 +18,8 @@ use super::{disk, probe};
 use crate::bounded_client::ATTEMPT_TIMEOUT;
 use crate::cluster_target::{Target, TargetKind};
 
+pub(super) mod disk_fault;
+
 /// How long a restarted node gets to answer /health with 200.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a killed or paused node stays down.
@@ -74,6 +76,11 @@ pub(crate) enum Schedule {
     /// paused kill one of the other nodes; start the killed one 5 s later, then resume the
     /// paused one. Two of three nodes are out meanwhile, so nothing may be acknowledged.
     KillWhilePaused,
+    /// A seeded disk fault on partition 0's leader or a follower, through the failpoints of
+    /// `runnel-faulty`: EIO on a write or an fsync (the data dir goes offline; once the
+    /// controller has fenced the node it is restarted), or a full or slow disk for a few
+    /// seconds. fsync faults fire only with flush.messages=1. Local only, runnel-faulty only.
+    DiskFault,
 }
 
 impl Schedule {
@@ -96,6 +103,10 @@ impl Schedule {
             ) => {
                 Some("it changes a node's files while the node is down; run it with --target local")
             }
+            (Schedule::DiskFault, TargetKind::Compose) => Some(
+                "its failpoints exist only in the runnel-faulty binary, which the compose image \
+                 does not run; run it with --target local from target/release/runnel-faulty",
+            ),
             _ => None,
         }
     }
@@ -337,6 +348,7 @@ impl Injector {
             Schedule::LoseUnflushed => self.lose_unflushed(third, 1).await,
             Schedule::LoseUnflushedQuorum => self.lose_unflushed(third, 2).await,
             Schedule::KillWhilePaused => self.kill_while_paused(third).await,
+            Schedule::DiskFault => self.disk_fault(third).await,
         }
         self.log
     }

@@ -273,6 +273,13 @@ async fn execute(
     wait_settled(cluster, START_TIMEOUT)
         .await
         .with_context(|| format!("the cluster did not start within {START_TIMEOUT:?}"))?;
+    if args.schedule == Schedule::DiskFault {
+        let nodes = {
+            let c = cluster.lock().await;
+            c.ids().into_iter().zip(c.https()).collect()
+        };
+        faults::disk_fault::require_failpoints(nodes).await?;
+    }
     let mut admin = workload::connect(&bootstrap).await?;
     let mut topic_configs = vec![(
         "min.insync.replicas".to_owned(),
