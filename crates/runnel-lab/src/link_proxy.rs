@@ -1,9 +1,11 @@
 //! Network partitions between the processes of a local cluster: a TCP proxy in front of each
 //! node's RPC listener (Raft, controller RPCs and replica fetches share it), through which
 //! every other node reaches it. Cutting the directed link (a, b) stalls the bytes node `a`
-//! sends to node `b` on every connection between them, whichever side opened it, the way
-//! packets lost in one direction would be; healing it lets them flow again, as TCP
-//! retransmission would. Client (Kafka) traffic does not go through it.
+//! sends to node `b` on every connection between them, whichever side opened it; healing it
+//! lets them flow again on the same connections, as TCP retransmission would. The cut is
+//! one-way at the level of messages: the other direction keeps flowing (IP packets lost one
+//! way would soon stall a TCP connection both ways, its acknowledgements being lost too).
+//! Client (Kafka) traffic does not go through it.
 //!
 //! All nodes connect from 127.0.0.1, so the proxy tells them apart by process: the peer's
 //! socket is found in /proc/net/tcp{,6} by its address pair, and its inode among the open
