@@ -30,7 +30,9 @@ LOAD_S = 15
 SEED = 20251123
 # Ports below the ephemeral range (where conftest's free_ports picks), split among workers.
 PORT_RANGE = (11000, 30000)
-# A node's ports are base + 100 * i + {0, 1, 552}.
+# A node's ports are base + 100 * i + {0, 1, 552}, and + 2 for its private RPC port behind the
+# link proxy of the schedules that cut links.
+PORT_OFFSETS = (0, 1, 2, 552)
 PORT_SPAN = 100 * 2 + 553
 
 pytestmark = pytest.mark.timeout(RUN_TIMEOUT_S + 30)
@@ -46,7 +48,7 @@ def free_base_port(nodes: int = 3) -> int:
     low = PORT_RANGE[0] + index * width
     for _ in range(500):
         base = random.randrange(low, low + width - PORT_SPAN)
-        if ports_free([base + 100 * i + off for i in range(nodes) for off in (0, 1, 552)]):
+        if ports_free([base + 100 * i + off for i in range(nodes) for off in PORT_OFFSETS]):
             return base
     pytest.fail(f"no base port with all of chaos's ports free in {low}..{low + width}")
 
@@ -167,6 +169,14 @@ SCHEDULES = {
     "replace-disk": {"SIGKILL node": 1, "deleted the": 1, "restart node": 1},
     "lose-unflushed": {"SIGKILL node": 1, "cut node": 1, "restart node": 1},
     "kill-while-paused": {"SIGSTOP node": 1, "SIGKILL node": 1, "restart node": 1, "SIGCONT node": 1},
+    # The cuts go through runnel chaos's link proxy between the local nodes.
+    "partition-leader": {"cut every link of node": 1, "isolated node": 1, "heal every link of node": 1},
+    "partition-one-way": {"cut links": 1, "isolated node": 1, "heal links": 1},
+    "partition-controller": {"cut links": 1, "heal links": 1},
+    "kill-during-partition": {
+        "cut every link of node": 1, "SIGKILL node": 1, "restart node": 1, "isolated node": 1,
+        "heal every link of node": 1,
+    },
 }
 
 
@@ -182,8 +192,12 @@ def test_chaos_schedule_keeps_every_acknowledged_record(tmp_path, schedule):
     # Every node was back before the read: the cluster settled and produce recovered.
     assert report["settled_after_s"] is not None
     assert report["time_to_recover_s"] is not None, "no produce succeeded after the last fault"
-    if schedule == "kill-while-paused":
+    if schedule in ("kill-while-paused", "kill-during-partition"):
         assert len(report["quorum_loss"]) == 1 and report["acks_during_quorum_loss"] == 0
+    if schedule in ("partition-leader", "partition-one-way", "kill-during-partition"):
+        # The probe reached the cut-off leader, which acknowledged nothing.
+        probe = report["isolated_leader"]
+        assert probe is not None and probe["acked"] == 0, probe
     if schedule == "kill-two":
         assert len(report["quorum_loss"]) == 1, report["quorum_loss"]
         # With two of three nodes down acks=all must be refused; none acknowledged may be lost.

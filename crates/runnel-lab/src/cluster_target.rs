@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::bail;
 
 use crate::compose_cluster::ComposeCluster;
+use crate::link_proxy::Link;
 use crate::local_cluster::{bootstrap, describe_exit, LocalCluster, STOP_TIMEOUT};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -170,18 +171,42 @@ impl Target {
         }
     }
 
-    /// Cuts node `id` off from the other nodes (compose only: `docker network disconnect`).
+    /// Cuts node `id` off from the other nodes, both ways (`docker network disconnect`, or
+    /// every link of it through a local cluster's link proxy); clients still reach it.
     pub(crate) async fn isolate(&mut self, id: u16) -> anyhow::Result<&'static str> {
         match self {
-            Target::Local(_) => bail!("local nodes cannot be cut off the network"),
+            Target::Local(c) => {
+                let proxy = c.link_proxy()?;
+                proxy.cut(&proxy.links_of(id));
+                Ok("cut every link of")
+            }
             Target::Compose(c) => c.isolate(id).await.map(|()| "docker network disconnect"),
         }
     }
 
     pub(crate) async fn heal(&mut self, id: u16) -> anyhow::Result<&'static str> {
         match self {
-            Target::Local(_) => bail!("local nodes cannot be cut off the network"),
+            Target::Local(c) => {
+                let proxy = c.link_proxy()?;
+                proxy.heal(&proxy.links_of(id));
+                Ok("heal every link of")
+            }
             Target::Compose(c) => c.heal(id).await.map(|()| "docker network connect"),
+        }
+    }
+
+    /// Stalls the bytes along each directed link (from, to) between local nodes.
+    pub(crate) fn cut_links(&mut self, links: &[Link]) -> anyhow::Result<()> {
+        match self {
+            Target::Local(c) => c.link_proxy().map(|p| p.cut(links)),
+            Target::Compose(_) => bail!("compose nodes can only be cut off whole"),
+        }
+    }
+
+    pub(crate) fn heal_links(&mut self, links: &[Link]) -> anyhow::Result<()> {
+        match self {
+            Target::Local(c) => c.link_proxy().map(|p| p.heal(links)),
+            Target::Compose(_) => bail!("compose nodes can only be cut off whole"),
         }
     }
 

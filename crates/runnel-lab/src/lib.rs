@@ -12,4 +12,5 @@ pub mod experiment;
 mod bounded_client;
 mod cluster_target;
 mod compose_cluster;
+mod link_proxy;
 mod local_cluster;

@@ -11,14 +11,18 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cli::{http_agent, url};
+use crate::link_proxy::{self, LinkProxy, NodePids, Route};
 
 /// How long the nodes get to stop after SIGTERM before they are killed.
 pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Port offsets from a node's Kafka port, and between nodes.
 const RPC_OFFSET: u16 = 1;
+/// Where a node behind a link proxy really listens for RPC; the proxy takes its RPC port.
+const PRIVATE_RPC_OFFSET: u16 = 2;
 const HTTP_OFFSET: u16 = 552;
 const NODE_STRIDE: u16 = 100;
 
@@ -27,18 +31,25 @@ const NODE_STRIDE: u16 = 100;
 pub(crate) struct NodePlan {
     pub(crate) id: u16,
     pub(crate) kafka: SocketAddr,
+    /// The RPC address the other nodes know it by (`--voters`, `--advertised-rpc`).
     pub(crate) rpc: SocketAddr,
+    /// Where it listens for RPC: `rpc` itself, or a private port behind a link proxy.
+    pub(crate) rpc_listen: SocketAddr,
     pub(crate) http: SocketAddr,
     pub(crate) data_dir: PathBuf,
 }
 
 impl NodePlan {
-    fn ports(&self) -> [(u16, &'static str); 3] {
-        [
+    fn ports(&self) -> Vec<(u16, &'static str)> {
+        let mut ports = vec![
             (self.kafka.port(), "Kafka"),
             (self.rpc.port(), "RPC"),
             (self.http.port(), "HTTP"),
-        ]
+        ];
+        if self.rpc_listen != self.rpc {
+            ports.push((self.rpc_listen.port(), "private RPC"));
+        }
+        ports
     }
 }
 
@@ -65,11 +76,23 @@ pub(crate) fn plan(nodes: u16, base_port: u16, data_dir: &Path) -> anyhow::Resul
                 id,
                 kafka: addr(kafka),
                 rpc: addr(kafka + RPC_OFFSET),
+                rpc_listen: addr(kafka + RPC_OFFSET),
                 http: addr(kafka + HTTP_OFFSET),
                 data_dir: data_dir.join(format!("node-{id}")),
             }
         })
         .collect())
+}
+
+/// The same nodes behind a link proxy: each listens for RPC on its Kafka port + 2, and the
+/// proxy takes the RPC port (Kafka port + 1) the other nodes know it by.
+pub(crate) fn behind_link_proxy(plan: Vec<NodePlan>) -> Vec<NodePlan> {
+    plan.into_iter()
+        .map(|n| NodePlan {
+            rpc_listen: SocketAddr::new(n.kafka.ip(), n.kafka.port() + PRIVATE_RPC_OFFSET),
+            ..n
+        })
+        .collect()
 }
 
 /// `1@127.0.0.1:9093,2@127.0.0.1:9193,...`, the same for every node.
@@ -98,12 +121,16 @@ fn node_args(node: &NodePlan, voters: &str, configs: &[String]) -> Vec<String> {
         "--kafka-listen".to_owned(),
         node.kafka.to_string(),
         "--rpc-listen".to_owned(),
-        node.rpc.to_string(),
+        node.rpc_listen.to_string(),
         "--http-listen".to_owned(),
         node.http.to_string(),
         "--voters".to_owned(),
         voters.to_owned(),
     ];
+    if node.rpc_listen != node.rpc {
+        args.push("--advertised-rpc".to_owned());
+        args.push(node.rpc.to_string());
+    }
     for c in configs {
         args.push("--config".to_owned());
         args.push(c.clone());
@@ -169,6 +196,10 @@ pub(crate) struct LocalCluster {
     configs: Vec<String>,
     logs: NodeLogs,
     nodes: Vec<Option<Running>>,
+    /// The process id of each running node, for the link proxy to tell their connections apart.
+    pids: watch::Sender<NodePids>,
+    /// Started by `start_link_proxy`: the other nodes reach each node's RPC through it.
+    link_proxy: Option<LinkProxy>,
 }
 
 impl LocalCluster {
@@ -191,7 +222,39 @@ impl LocalCluster {
             configs,
             logs,
             nodes,
+            pids: watch::channel(NodePids::new()).0,
+            link_proxy: None,
         })
+    }
+
+    /// Puts a link proxy between the nodes (their plan must come from `behind_link_proxy`),
+    /// so that links between them can be cut. Before the nodes start: they reach each other
+    /// only through it.
+    pub(crate) fn start_link_proxy(&mut self) -> anyhow::Result<()> {
+        if !link_proxy::SUPPORTED {
+            bail!("cutting links between local nodes needs Linux (the proxy reads /proc)");
+        }
+        let routes: Vec<Route> = self
+            .plan
+            .iter()
+            .map(|n| Route {
+                node: n.id,
+                listen: n.rpc,
+                upstream: n.rpc_listen,
+            })
+            .collect();
+        if routes.iter().any(|r| r.listen == r.upstream) {
+            bail!("the nodes listen on their RPC ports themselves; plan them behind_link_proxy");
+        }
+        self.link_proxy = Some(LinkProxy::start(&routes, self.pids.subscribe())?);
+        Ok(())
+    }
+
+    /// The link proxy between the nodes, if this cluster has one.
+    pub(crate) fn link_proxy(&self) -> anyhow::Result<&LinkProxy> {
+        self.link_proxy
+            .as_ref()
+            .context("this cluster's nodes are not behind a link proxy")
     }
 
     pub(crate) fn plan(&self) -> &[NodePlan] {
@@ -233,6 +296,11 @@ impl LocalCluster {
         }
         let node = self.node(id)?.clone();
         let running = spawn(&self.exe, &node, &self.voters, &self.configs, self.logs)?;
+        if let Some(pid) = running.child.id() {
+            self.pids.send_modify(|pids| {
+                pids.insert(id, pid);
+            });
+        }
         if let Some(slot) = self.nodes.get_mut(usize::from(id) - 1) {
             *slot = Some(running);
         }
@@ -293,6 +361,9 @@ impl LocalCluster {
             Ok(Ok(status)) => r.exited = Some(status),
             _ => eprintln!("{name}: node {id} did not die after SIGKILL"),
         }
+        self.pids.send_modify(|pids| {
+            pids.remove(&id);
+        });
     }
 
     /// SIGKILLs every node still running.
@@ -510,6 +581,22 @@ mod tests {
     }
 
     #[test]
+    fn behind_a_link_proxy_nodes_listen_privately_and_advertise_the_proxy() {
+        let p = behind_link_proxy(plan(2, 9092, Path::new("data")).unwrap());
+        assert_eq!(p[1].rpc.port(), 9193);
+        assert_eq!(p[1].rpc_listen.port(), 9194);
+        assert_eq!(voters(&p), "1@127.0.0.1:9093,2@127.0.0.1:9193");
+        let args = node_args(&p[1], &voters(&p), &[]).join(" ");
+        assert!(
+            args.contains("--rpc-listen 127.0.0.1:9194")
+                && args.ends_with("--advertised-rpc 127.0.0.1:9193"),
+            "{args}"
+        );
+        let ports: Vec<u16> = p[0].ports().iter().map(|(port, _)| *port).collect();
+        assert_eq!(ports, [9092, 9093, 9644, 9094]);
+    }
+
+    #[test]
     fn ports_must_fit() {
         assert!(plan(9, 65535 - 552 - 800, Path::new("d")).is_ok());
         let err = plan(9, 65535 - 552 - 799, Path::new("d"))
@@ -527,6 +614,7 @@ mod tests {
             id: 2,
             kafka,
             rpc: kafka,
+            rpc_listen: kafka,
             http: kafka,
             data_dir: PathBuf::from("d"),
         };

@@ -17,6 +17,7 @@ use super::workload::{self, Counters};
 use super::{disk, probe};
 use crate::bounded_client::ATTEMPT_TIMEOUT;
 use crate::cluster_target::{Target, TargetKind};
+use crate::link_proxy::{self, Link};
 
 pub(super) mod disk_fault;
 
@@ -53,8 +54,9 @@ pub(crate) enum Schedule {
     /// Kill two of three nodes (not partition 0's leader); start one, wait until produce
     /// succeeds again, then start the other.
     KillTwo,
-    /// Cut partition 0's leader off the other nodes (docker network disconnect) past the
-    /// session timeout while clients still reach it, then reconnect it. Compose only.
+    /// Cut partition 0's leader off the other nodes (docker network disconnect, or every
+    /// link of it through the local link proxy) past the session timeout while clients still
+    /// reach it, then reconnect it.
     PartitionLeader,
     /// Pause a follower of partition 0 (SIGSTOP, docker pause) past replica.lag.time.max:
     /// for a seeded half of the seeds shorter than the session timeout (its leaders drop it
@@ -81,6 +83,17 @@ pub(crate) enum Schedule {
     /// controller has fenced the node it is restarted), or a full or slow disk for a few
     /// seconds. fsync faults fire only with flush.messages=1. Local only, runnel-faulty only.
     DiskFault,
+    /// Cut one direction only between partition 0's leader and the other nodes (seeded: its
+    /// outbound or its inbound links) past the session timeout, then heal it. Local only.
+    PartitionOneWay,
+    /// Cut partition 0's leader off the active controller alone, both ways, past the session
+    /// timeout (another partition's leader if partition 0's is the controller), then heal it.
+    /// Local only.
+    PartitionController,
+    /// Concurrent faults: cut partition 0's leader off the other nodes, and while it is cut
+    /// off kill one of the others; start it 5 s later, then heal the cut. With 3 nodes no
+    /// leader can reach a majority meanwhile, so nothing may be acknowledged. Local only.
+    KillDuringPartition,
 }
 
 impl Schedule {
@@ -90,12 +103,33 @@ impl Schedule {
             .map_or_else(|| format!("{self:?}"), |v| v.get_name().to_owned())
     }
 
+    /// Whether the schedule cuts network links between nodes (a local run then puts its
+    /// nodes behind a link proxy).
+    pub(crate) fn cuts_links(self) -> bool {
+        matches!(
+            self,
+            Schedule::PartitionLeader
+                | Schedule::PartitionOneWay
+                | Schedule::PartitionController
+                | Schedule::KillDuringPartition
+        )
+    }
+
     /// Why this schedule cannot run on `target`, if it cannot.
     pub(crate) fn unsupported_on(self, target: TargetKind) -> Option<&'static str> {
         match (self, target) {
-            (Schedule::PartitionLeader, TargetKind::Local) => Some(
-                "local processes share one network stack and cannot be cut off; run it with \
-                 --target compose",
+            (s, TargetKind::Local) if s.cuts_links() && !link_proxy::SUPPORTED => Some(
+                "cutting links between local nodes needs Linux (the link proxy tells the nodes' \
+                 connections apart through /proc); run it on Linux or with --target compose",
+            ),
+            (
+                Schedule::PartitionOneWay
+                | Schedule::PartitionController
+                | Schedule::KillDuringPartition,
+                TargetKind::Compose,
+            ) => Some(
+                "it cuts single links between nodes through the local link proxy; run it with \
+                 --target local",
             ),
             (
                 Schedule::ReplaceDisk | Schedule::LoseUnflushed | Schedule::LoseUnflushedQuorum,
@@ -113,7 +147,8 @@ impl Schedule {
 }
 
 /// What a leader cut off from the other nodes acknowledged: produces sent to it alone (acks=all)
-/// while it was isolated. Any ack of one sent after the isolation began is a violation: its
+/// while it was isolated (wholly, or one way: its followers cannot get new records, or it
+/// cannot hear that they did). Any ack of one sent after the cut began is a violation: its
 /// followers could not have the records.
 #[derive(Debug, Default, Clone, Serialize)]
 pub(crate) struct IsolationProbe {
@@ -139,7 +174,8 @@ pub(crate) struct FaultLog {
     /// Stretches after a quorum loss in which one node had come back but not yet the others:
     /// produce should recover within them.
     pub(crate) one_back: Vec<(f64, f64)>,
-    /// What the isolated leader of partition-leader acknowledged.
+    /// What the cut-off leader of partition-leader, partition-one-way or
+    /// kill-during-partition acknowledged.
     pub(crate) isolation_probe: Option<IsolationProbe>,
     /// Why losing acknowledged records does not fail this run, if it does not: a majority
     /// lost its unflushed writes on a topic that does not fsync every append.
@@ -269,7 +305,31 @@ impl Injector {
 
     /// The topic's partitions as the Kafka metadata names them, if it answers in time.
     async fn partitions(&self) -> Option<Vec<PartitionMetadata>> {
-        let mut client = workload::connect(&self.bootstrap).await.ok()?;
+        self.partitions_from(&self.bootstrap).await
+    }
+
+    /// The same as the nodes other than `id` see it: a node just reconnected after a cut
+    /// answers from its stale view until it has caught up.
+    async fn partitions_seen_without(&self, id: u16) -> Option<Vec<PartitionMetadata>> {
+        let skipped = self
+            .cluster
+            .lock()
+            .await
+            .kafka_of(id)
+            .map(|a| a.to_string());
+        let others: Vec<&str> = self
+            .bootstrap
+            .split(',')
+            .filter(|&a| Some(a) != skipped.as_deref())
+            .collect();
+        if others.is_empty() {
+            return self.partitions().await;
+        }
+        self.partitions_from(&others.join(",")).await
+    }
+
+    async fn partitions_from(&self, bootstrap: &str) -> Option<Vec<PartitionMetadata>> {
+        let mut client = workload::connect(bootstrap).await.ok()?;
         let topic = tokio::time::timeout(ATTEMPT_TIMEOUT, client.topic_metadata(&self.topic))
             .await
             .ok()?
@@ -349,6 +409,9 @@ impl Injector {
             Schedule::LoseUnflushedQuorum => self.lose_unflushed(third, 2).await,
             Schedule::KillWhilePaused => self.kill_while_paused(third).await,
             Schedule::DiskFault => self.disk_fault(third).await,
+            Schedule::PartitionOneWay => self.partition_one_way(third).await,
+            Schedule::PartitionController => self.partition_controller(third).await,
+            Schedule::KillDuringPartition => self.kill_during_partition(third).await,
         }
         self.log
     }
@@ -416,52 +479,220 @@ impl Injector {
         }
     }
 
-    /// Cuts partition 0's leader off the cluster network for long enough that the majority
+    /// How long a partition lasts: past the session timeout (the controller fences the node
+    /// cut off), leader elections on the majority side, and the produce request timeout of
+    /// what was sent to it.
+    fn partition_length(&self) -> Duration {
+        self.session_timeout * 3 + Duration::from_secs(5)
+    }
+
+    /// Cuts partition 0's leader off the other nodes for long enough that the majority
     /// fences it and elects new leaders, while a probe keeps producing to it directly: an
     /// isolated leader must not acknowledge an acks=all write.
     async fn partition_leader(&mut self, at: Duration) {
         self.sleep_until(at).await;
         let (id, why) = self.leader_of_partition_0().await;
-        let kafka = self.cluster.lock().await.kafka_of(id);
         let result = self.cluster.lock().await.isolate(id).await;
         let isolated = result.is_ok();
         self.done(id, "isolate", result, why);
         if !isolated {
             return;
         }
-        let isolated_from = self.now();
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let probe = kafka.map(|addr| {
-            let topic = self.topic.clone();
-            let started = self.started;
-            tokio::spawn(probe_isolated_leader(
-                addr,
-                id,
-                topic,
-                started,
-                isolated_from,
-                stop_rx,
-            ))
-        });
-        // Past the session timeout (the controller fences it), leader elections on the
-        // majority side, and the produce request timeout of what it was sent.
-        tokio::time::sleep(self.session_timeout * 3 + Duration::from_secs(5)).await;
-        let _ = stop_tx.send(true);
-        if let Some(probe) = probe {
-            match tokio::time::timeout(ATTEMPT_TIMEOUT * 2, probe).await {
-                Ok(Ok(result)) => {
-                    self.note(format!(
-                        "isolated node {id} acknowledged {} of {} probe produces",
-                        result.acked, result.sent
-                    ));
-                    self.log.isolation_probe = Some(result);
-                }
-                _ => self.note("the isolated-leader probe did not finish".to_owned()),
-            }
-        }
+        let since = Instant::now();
+        let probe = self.probe_cut_off_leader(id).await;
+        tokio::time::sleep(self.partition_length()).await;
+        self.finish_probe(probe).await;
+        self.reconnect(id, since).await;
+    }
+
+    /// Heals every link of node `id` and waits until it is healthy and in sync again.
+    async fn reconnect(&mut self, id: u16, since: Instant) {
         let result = self.cluster.lock().await.heal(id).await;
         self.done(id, "reconnect", result, "");
         self.wait_healthy(id).await;
+        self.wait_in_sync(id, since).await;
+    }
+
+    /// Cuts `links`, noting why; false if they could not be cut.
+    async fn cut(&mut self, links: &[Link], why: &str) -> bool {
+        let result = self.cluster.lock().await.cut_links(links);
+        match result {
+            Ok(()) => {
+                self.note(format!("cut links {}{why}", describe_links(links)));
+                true
+            }
+            Err(e) => {
+                self.note(format!("cut links {} failed: {e:#}", describe_links(links)));
+                false
+            }
+        }
+    }
+
+    async fn heal_links(&mut self, links: &[Link]) {
+        let result = self.cluster.lock().await.heal_links(links);
+        match result {
+            Ok(()) => self.note(format!("heal links {}", describe_links(links))),
+            Err(e) => self.note(format!(
+                "heal links {} failed: {e:#}",
+                describe_links(links)
+            )),
+        }
+    }
+
+    /// Cuts one direction between partition 0's leader and every other node: its outbound
+    /// links (followers get nothing new from it, the controller no heartbeats) or its inbound
+    /// ones (it hears no fetch offsets, no heartbeat answers). Either way its followers cannot
+    /// confirm new records, so the probe of a cut-off leader applies.
+    async fn partition_one_way(&mut self, at: Duration) {
+        self.sleep_until(at).await;
+        let (id, why) = self.leader_of_partition_0().await;
+        let others: Vec<u16> = self.ids().await.into_iter().filter(|&o| o != id).collect();
+        let outbound = self.rng.random_bool(0.5);
+        let links: Vec<Link> = others
+            .iter()
+            .map(|&o| if outbound { (id, o) } else { (o, id) })
+            .collect();
+        let direction = if outbound { "outbound" } else { "inbound" };
+        if !self
+            .cut(&links, &format!(", node {id}'s {direction}{why}"))
+            .await
+        {
+            return;
+        }
+        let since = Instant::now();
+        let probe = self.probe_cut_off_leader(id).await;
+        tokio::time::sleep(self.partition_length()).await;
+        self.finish_probe(probe).await;
+        self.heal_links(&links).await;
+        self.wait_healthy(id).await;
+        self.wait_in_sync(id, since).await;
+    }
+
+    /// Cuts a partition leader off the active controller alone, both ways: it still reaches
+    /// the other nodes (its followers keep fetching), but its heartbeats go nowhere, so the
+    /// controller fences it and moves its leaderships away while it may go on believing it
+    /// leads.
+    async fn partition_controller(&mut self, at: Duration) {
+        self.sleep_until(at).await;
+        let (controller, controller_why) = self.controller().await;
+        let partitions = self.partitions().await.unwrap_or_default();
+        let led_by = |p: &PartitionMetadata| u16::try_from(p.leader).ok();
+        let partition_0 = partitions
+            .iter()
+            .find(|p| p.partition == 0)
+            .and_then(led_by);
+        let other_leader = partitions
+            .iter()
+            .filter_map(|p| led_by(p).map(|l| (p.partition, l)))
+            .find(|&(_, l)| l != controller);
+        let (victim, why) = match (partition_0, other_leader) {
+            (Some(l), _) if l != controller => (l, " (leader of partition 0)".to_owned()),
+            (_, Some((p, l))) => (
+                l,
+                format!(" (leader of partition {p}; partition 0's leader is the controller)"),
+            ),
+            _ => {
+                let others: Vec<u16> = self
+                    .ids()
+                    .await
+                    .into_iter()
+                    .filter(|&o| o != controller)
+                    .collect();
+                let Some(&other) = others.choose(&mut self.rng) else {
+                    self.note("no node besides the controller to cut off".to_owned());
+                    return;
+                };
+                (
+                    other,
+                    " (the controller leads every partition; a random other node)".to_owned(),
+                )
+            }
+        };
+        let links = [(victim, controller), (controller, victim)];
+        let why = format!(" between node {victim}{why} and node {controller}{controller_why}");
+        if !self.cut(&links, &why).await {
+            return;
+        }
+        let since = Instant::now();
+        tokio::time::sleep(self.partition_length()).await;
+        self.heal_links(&links).await;
+        self.wait_healthy(victim).await;
+        self.wait_in_sync(victim, since).await;
+    }
+
+    /// Cuts partition 0's leader off the other nodes, kills one of the others while the cut
+    /// lasts (before or after the controller fenced the cut-off node, as the seed says),
+    /// starts it again 5 s later, then heals the cut. With 3 nodes the one left can reach no
+    /// majority meanwhile: nothing may be acknowledged.
+    async fn kill_during_partition(&mut self, at: Duration) {
+        self.sleep_until(at).await;
+        let (cut_off, why) = self.leader_of_partition_0().await;
+        let result = self.cluster.lock().await.isolate(cut_off).await;
+        let isolated = result.is_ok();
+        self.done(cut_off, "isolate", result, why);
+        if !isolated {
+            return;
+        }
+        let since = Instant::now();
+        let probe = self.probe_cut_off_leader(cut_off).await;
+        let before_kill = Duration::from_millis(
+            self.rng
+                .random_range(500..(self.session_timeout.as_millis() as u64 + 2000)),
+        );
+        tokio::time::sleep(before_kill).await;
+        let others: Vec<u16> = self
+            .ids()
+            .await
+            .into_iter()
+            .filter(|&id| id != cut_off)
+            .collect();
+        if let Some(&killed) = others.choose(&mut self.rng) {
+            self.kill(killed, &format!(" (while node {cut_off} is cut off)"))
+                .await;
+            let down_from = self.now() + IN_FLIGHT_GRACE;
+            tokio::time::sleep(DOWN_FOR).await;
+            if others.len() < 3 {
+                self.log.quorum_loss.push((down_from, self.now()));
+            }
+            self.restart(killed).await;
+            self.finish_probe(probe).await;
+            self.reconnect(cut_off, since).await;
+            self.wait_in_sync(killed, since).await;
+        } else {
+            self.finish_probe(probe).await;
+            self.reconnect(cut_off, since).await;
+        }
+    }
+
+    /// Starts producing to node `id` alone, cut off from (some of) its followers.
+    async fn probe_cut_off_leader(&mut self, id: u16) -> Option<LeaderProbe> {
+        let kafka = self.cluster.lock().await.kafka_of(id)?;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(probe_isolated_leader(
+            kafka,
+            id,
+            self.topic.clone(),
+            self.started,
+            self.now(),
+            stop_rx,
+        ));
+        Some(LeaderProbe { stop, task })
+    }
+
+    /// Stops the probe and notes what the cut-off leader acknowledged.
+    async fn finish_probe(&mut self, probe: Option<LeaderProbe>) {
+        let Some(probe) = probe else { return };
+        let _ = probe.stop.send(true);
+        match tokio::time::timeout(ATTEMPT_TIMEOUT * 2, probe.task).await {
+            Ok(Ok(result)) => {
+                self.note(format!(
+                    "isolated node {} acknowledged {} of {} probe produces",
+                    result.node, result.acked, result.sent
+                ));
+                self.log.isolation_probe = Some(result);
+            }
+            _ => self.note("the cut-off-leader probe did not finish".to_owned()),
+        }
     }
 
     async fn pause_follower(&mut self, at: Duration) {
@@ -638,7 +869,8 @@ impl Injector {
     }
 
     /// Waits (bounded) until node `id` is in the ISR of every partition of the topic it is
-    /// a replica of: it has fetched back what it lost or missed. `since` is when it went
+    /// a replica of, as the other nodes see it: it has fetched back what it lost or missed.
+    /// `since` is when it went
     /// down: the metadata may still list it in an ISR its leader has not shrunk yet, so
     /// membership counts only once a lagging follower would have been dropped.
     async fn wait_in_sync(&mut self, id: u16, since: Instant) {
@@ -647,7 +879,7 @@ impl Injector {
         let deadline = started + IN_SYNC_TIMEOUT;
         let me = i32::from(id);
         loop {
-            let behind: Option<Vec<i32>> = self.partitions().await.map(|ps| {
+            let behind: Option<Vec<i32>> = self.partitions_seen_without(id).await.map(|ps| {
                 ps.iter()
                     .filter(|p| p.replicas.contains(&me) && !p.isr.contains(&me))
                     .map(|p| p.partition)
@@ -685,6 +917,21 @@ impl Injector {
             ));
         }
     }
+}
+
+/// A running `probe_isolated_leader`.
+struct LeaderProbe {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<IsolationProbe>,
+}
+
+/// `1->2, 1->3`.
+fn describe_links(links: &[Link]) -> String {
+    links
+        .iter()
+        .map(|(from, to)| format!("{from}->{to}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Produces acks=all to partition 0 through node `id` alone (a client that knows only its

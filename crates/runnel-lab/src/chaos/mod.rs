@@ -24,7 +24,7 @@ use self::report::{PartitionRow, Report};
 use self::workload::{Counters, ProducerLog};
 use crate::cluster_target::{Target, TargetArgs, TargetKind, RESTORE_TIMEOUT};
 use crate::compose_cluster::ComposeCluster;
-use crate::local_cluster::{plan, LocalCluster, NodeLogs};
+use crate::local_cluster::{behind_link_proxy, plan, LocalCluster, NodeLogs};
 use crate::outln;
 
 /// The topic of a local run (its cluster is new); compose runs add the seed and the time,
@@ -72,7 +72,9 @@ pub struct ChaosArgs {
     /// absent. Default: a new directory under the system's temporary directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Node 1's Kafka port; ports are laid out as for `runnel dev`.
+    /// Node 1's Kafka port; ports are laid out as for `runnel dev`. Schedules that cut links
+    /// put a proxy on each node's RPC port (Kafka port + 1), through which the other nodes
+    /// reach it, and the node itself on its Kafka port + 2.
     #[arg(long, default_value_t = 19092, value_name = "PORT")]
     base_port: u16,
     /// Produce without idempotence (no producer id or sequence numbers): retries may then
@@ -155,8 +157,15 @@ async fn run_local(args: ChaosArgs, seed: u64, runnel_bin: PathBuf) -> anyhow::R
             REPLICA_LAG_TIME_MAX.as_millis()
         ),
     ];
-    let plan = plan(args.nodes, args.base_port, &data_dir)?;
-    let cluster = LocalCluster::new("runnel chaos", runnel_bin, plan, configs, NodeLogs::Files)?;
+    let mut plan = plan(args.nodes, args.base_port, &data_dir)?;
+    if args.schedule.cuts_links() {
+        plan = behind_link_proxy(plan);
+    }
+    let mut cluster =
+        LocalCluster::new("runnel chaos", runnel_bin, plan, configs, NodeLogs::Files)?;
+    if args.schedule.cuts_links() {
+        cluster.start_link_proxy()?;
+    }
     eprintln!(
         "runnel chaos: target local, schedule {}, seed {seed}, {} node(s), data and node logs under {}",
         args.schedule.name(),

@@ -66,8 +66,9 @@ pub(crate) struct Report {
     pub(crate) lost_acked_during_quorum_loss: usize,
     /// The stretches (seconds since the start) in which a majority of the nodes was down.
     pub(crate) quorum_loss: Vec<(f64, f64)>,
-    /// partition-leader: what the leader cut off from the other nodes acknowledged to a
-    /// client that could still reach it (must be nothing).
+    /// partition-leader, partition-one-way, kill-during-partition: what the leader cut off
+    /// from the other nodes acknowledged to a client that could still reach it (must be
+    /// nothing).
     pub(crate) isolated_leader: Option<IsolationProbe>,
     /// After a quorum loss, seconds from the first restarted node being healthy to the first
     /// acknowledged produce while the others were still down; `None` without such a stretch
