@@ -239,6 +239,94 @@ impl Connection {
         self.finish_io(result, timeout, format!("sending {} to", api_name(R::KEY)))
     }
 
+    /// Writes `request` at `version` without waiting for its response; returns its
+    /// correlation id. Brokers answer the requests of one connection in the order they were
+    /// written, so a caller may write several and then read the answers with
+    /// [`Connection::read_response`] in the same order (pipelining, as Kafka's
+    /// `max.in.flight.requests.per.connection`).
+    pub async fn write_request<R: Request>(&mut self, request: &R, version: i16) -> Result<i32> {
+        let (frame, correlation_id) = self.frame(request, version)?;
+        let timeout = self.config.request_timeout;
+        let stream = &mut self.stream;
+        let result = tokio::time::timeout(timeout, async {
+            stream.write_all(&frame).await?;
+            stream.flush().await
+        })
+        .await;
+        self.finish_io(result, timeout, format!("sending {} to", api_name(R::KEY)))?;
+        Ok(correlation_id)
+    }
+
+    /// Reads the response to the request written with `correlation_id` at `version`, which
+    /// must be the oldest one not yet read.
+    pub async fn read_response<R: Request>(
+        &mut self,
+        correlation_id: i32,
+        version: i16,
+    ) -> Result<R::Response> {
+        let operation = format!("waiting for a {} response from", api_name(R::KEY));
+        let body = self
+            .read_frame(correlation_id, self.config.request_timeout, operation)
+            .await?;
+        match decode_response_frame::<R>(body, version) {
+            Ok((_, response)) => Ok(response),
+            Err(e) => {
+                self.broken = true;
+                Err(self.attach_addr(e))
+            }
+        }
+    }
+
+    /// Reads one response frame and checks it answers `correlation_id`.
+    async fn read_frame(
+        &mut self,
+        correlation_id: i32,
+        timeout: Duration,
+        operation: String,
+    ) -> Result<Bytes> {
+        if self.broken {
+            return Err(Error::Io {
+                addr: self.addr.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "connection was closed after an earlier error",
+                ),
+            });
+        }
+        let max = self.config.max_response_bytes;
+        let stream = &mut self.stream;
+        let result = tokio::time::timeout(timeout, async {
+            let size = stream.read_i32().await?;
+            if size < 0 || size as usize > max {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("invalid response size {size}"),
+                ));
+            }
+            let mut body = vec![0u8; size as usize];
+            stream.read_exact(&mut body).await?;
+            Ok(Bytes::from(body))
+        })
+        .await;
+        let body = self.finish_io(result, timeout, operation)?;
+        if body.len() < 4 {
+            self.broken = true;
+            return Err(Error::protocol(
+                &self.addr,
+                "response shorter than its header",
+            ));
+        }
+        let got = (&body[..4]).get_i32();
+        if got != correlation_id {
+            self.broken = true;
+            return Err(Error::protocol(
+                &self.addr,
+                format!("response correlation id {got} does not match request {correlation_id}"),
+            ));
+        }
+        Ok(body)
+    }
+
     fn frame<R: Request>(&mut self, request: &R, version: i16) -> Result<(BytesMut, i32)> {
         if self.broken {
             return Err(Error::Io {
