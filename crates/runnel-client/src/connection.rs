@@ -701,6 +701,72 @@ mod tests {
         );
     }
 
+    /// Requests written back to back are answered in order; reading them in the order
+    /// written matches every correlation id.
+    #[tokio::test]
+    async fn pipelined_requests_are_read_back_in_order() {
+        use tokio::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut metadata_ids = Vec::new();
+            for _ in 0..4 {
+                let size = sock.read_i32().await.unwrap();
+                let mut body = vec![0u8; size as usize];
+                sock.read_exact(&mut body).await.unwrap();
+                let mut body = Bytes::from(body);
+                let header = decode_request_header_from_buffer(&mut body).unwrap();
+                let reply = if header.request_api_key == ApiKey::ApiVersions as i16 {
+                    let resp = ApiVersionsResponse::default().with_api_keys(vec![
+                        kafka_protocol::messages::api_versions_response::ApiVersion::default()
+                            .with_api_key(ApiKey::Metadata as i16)
+                            .with_min_version(0)
+                            .with_max_version(12),
+                    ]);
+                    encode_response_body::<ApiVersionsRequest>(header.correlation_id, &resp, 3)
+                } else {
+                    // Answer nothing until all three are in: they are truly in flight.
+                    metadata_ids.push(header.correlation_id);
+                    continue;
+                };
+                sock.write_i32(reply.len() as i32).await.unwrap();
+                sock.write_all(&reply).await.unwrap();
+            }
+            for (i, id) in metadata_ids.iter().enumerate() {
+                let resp = MetadataResponse::default().with_controller_id((i as i32).into());
+                let reply = encode_response_body::<MetadataRequest>(*id, &resp, 12);
+                sock.write_i32(reply.len() as i32).await.unwrap();
+                sock.write_all(&reply).await.unwrap();
+            }
+            metadata_ids
+        });
+        let mut conn = Connection::connect(&addr, &ClientConfig::default())
+            .await
+            .unwrap();
+        let request = MetadataRequest::default().with_topics(None);
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(conn.write_request(&request, 12).await.unwrap());
+        }
+        for (i, id) in ids.iter().enumerate() {
+            let resp = conn
+                .read_response::<MetadataRequest>(*id, 12)
+                .await
+                .unwrap();
+            assert_eq!(resp.controller_id.0, i as i32);
+        }
+        assert_eq!(server.await.unwrap(), ids);
+        // Nothing is in flight any more: reading again times out, and breaks the connection.
+        let config = ClientConfig {
+            request_timeout: Duration::from_millis(100),
+            ..ClientConfig::default()
+        };
+        conn.config = config;
+        assert!(conn.read_response::<MetadataRequest>(99, 12).await.is_err());
+        assert!(conn.is_broken());
+    }
+
     #[tokio::test]
     async fn connect_refused_is_a_connect_error() {
         // Bind then drop to get a port that is (very likely) closed.

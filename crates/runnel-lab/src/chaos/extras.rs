@@ -299,14 +299,14 @@ pub(crate) async fn judge(
         max_in_flight: MAX_IN_FLIGHT,
         compacted: compacted_verdict,
         commits,
-        committed_offsets_sampled: observer::check_monotonic(
-            &observed.committed,
-            observed.committed_errors,
-        ),
-        high_watermarks_sampled: observer::check_monotonic(
-            &observed.high_watermarks,
-            observed.high_watermark_errors,
-        ),
+        committed_offsets_sampled: MonotonicVerdict {
+            last_error: observed.committed_last_error,
+            ..observer::check_monotonic(&observed.committed, observed.committed_errors)
+        },
+        high_watermarks_sampled: MonotonicVerdict {
+            last_error: observed.high_watermark_last_error,
+            ..observer::check_monotonic(&observed.high_watermarks, observed.high_watermark_errors)
+        },
         consumed_stay_visible: visible,
     }
 }

@@ -31,8 +31,10 @@ pub(crate) struct Sample {
 pub(crate) struct Observations {
     pub(crate) high_watermarks: Vec<Sample>,
     pub(crate) high_watermark_errors: u64,
+    pub(crate) high_watermark_last_error: Option<String>,
     pub(crate) committed: Vec<Sample>,
     pub(crate) committed_errors: u64,
+    pub(crate) committed_last_error: Option<String>,
 }
 
 /// The verdict on one series that must never decrease.
@@ -45,6 +47,8 @@ pub(crate) struct MonotonicVerdict {
     pub(crate) went_backwards: usize,
     /// The first few of them.
     pub(crate) went_backwards_sample: Vec<String>,
+    /// The last failed sample's error.
+    pub(crate) last_error: Option<String>,
 }
 
 impl MonotonicVerdict {
@@ -81,6 +85,7 @@ pub(crate) fn check_monotonic(samples: &[Sample], errors: u64) -> MonotonicVerdi
         errors,
         went_backwards,
         went_backwards_sample: sample,
+        last_error: None,
     }
 }
 
@@ -111,8 +116,9 @@ pub(crate) async fn observe(
             Some(c) => c,
             None => match connect(&bootstrap).await {
                 Ok(c) => client.insert(c),
-                Err(_) => {
+                Err(e) => {
                     seen.high_watermark_errors += 1;
+                    seen.high_watermark_last_error = Some(format!("{e:#}"));
                     continue;
                 }
             },
@@ -131,8 +137,9 @@ pub(crate) async fn observe(
                     partition,
                     value,
                 }),
-                Ok(Err(_)) => {
+                Ok(Err(e)) => {
                     seen.high_watermark_errors += 1;
+                    seen.high_watermark_last_error = Some(e.to_string());
                     // The leader may have moved: ask for it again, as a client would.
                     if tokio::time::timeout(REQUEST_TIMEOUT, c.topic_metadata(&topic))
                         .await
@@ -144,6 +151,7 @@ pub(crate) async fn observe(
                 }
                 Err(_) => {
                     seen.high_watermark_errors += 1;
+                    seen.high_watermark_last_error = Some("ListOffsets timed out".to_owned());
                     timed_out = true;
                     break;
                 }
@@ -166,9 +174,13 @@ pub(crate) async fn observe(
                             value: o.offset,
                         }))
                 }
-                Ok(Err(_)) => seen.committed_errors += 1,
+                Ok(Err(e)) => {
+                    seen.committed_errors += 1;
+                    seen.committed_last_error = Some(e.to_string());
+                }
                 Err(_) => {
                     seen.committed_errors += 1;
+                    seen.committed_last_error = Some("OffsetFetch timed out".to_owned());
                     timed_out = true;
                 }
             }
