@@ -131,6 +131,16 @@ def assert_nothing_acknowledged_went_wrong(report: dict, schedule: str) -> None:
     for p in report["per_partition"]:
         assert p["replica_divergence"] == [], p
         assert p["replicas_compared"] >= 2, p
+    # The side checks: they ran, and found nothing.
+    compacted = report["compacted"]
+    assert compacted["acked"] > 0 and compacted["read_error"] is None, compacted
+    assert compacted["missing_keys"] == compacted["stale_keys"] == 0, compacted
+    assert report["commits"]["acknowledged_commits"] > 0 and report["commits"]["lost"] == 0
+    high_watermarks = report["high_watermarks_sampled"]
+    assert high_watermarks["samples"] > 0 and high_watermarks["went_backwards"] == 0, high_watermarks
+    assert report["committed_offsets_sampled"]["went_backwards"] == 0
+    visible = report["consumed_stay_visible"]
+    assert visible["seen"] > 0 and visible["vanished"] == visible["changed"] == 0, visible
 
 
 def actions(report: dict) -> list[str]:

@@ -16,7 +16,7 @@ use kafka_protocol::messages::{
     produce_request::{PartitionProduceData, TopicProduceData},
     ApiKey, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
     DescribeConfigsRequest, FetchRequest, IncrementalAlterConfigsRequest, ListOffsetsRequest,
-    MetadataRequest, MetadataResponse, ProduceRequest, TopicName,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::{Message, StrBytes, VersionRange};
 use kafka_protocol::records::Compression;
@@ -30,10 +30,12 @@ use crate::records::{decode_record_batches, encode_record_batch, ConsumedRecord,
 
 mod groups;
 mod idempotent;
+mod pipeline;
 pub use groups::{
     decode_consumer_assignment, decode_consumer_subscription, CommittedOffset, GroupDescription,
     GroupMember, ListedGroup,
 };
+pub use pipeline::ProducePipeline;
 
 // Highest versions this client speaks. Each is handled field-by-field below.
 const METADATA_MAX: i16 = 12;
@@ -288,6 +290,60 @@ pub struct Client {
     cluster_id: Option<String>,
     /// Coordinator broker id by group id, from FindCoordinator.
     coordinators: HashMap<String, i32>,
+}
+
+/// A Produce request carrying `batch` for one partition, at `version` (by topic id from v13).
+fn produce_request(
+    topic: &str,
+    topic_id: Option<Uuid>,
+    partition: i32,
+    batch: Bytes,
+    acks: i16,
+    timeout_ms: i32,
+    version: i16,
+) -> ProduceRequest {
+    let mut topic_data =
+        TopicProduceData::default().with_partition_data(vec![PartitionProduceData::default()
+            .with_index(partition)
+            .with_records(Some(batch))]);
+    if version >= 13 {
+        topic_data = topic_data.with_topic_id(topic_id.unwrap_or_default());
+    } else {
+        topic_data = topic_data.with_name(TopicName(StrBytes::from_string(topic.to_owned())));
+    }
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(timeout_ms)
+        .with_topic_data(vec![topic_data])
+}
+
+/// The answer for `partition` in a Produce response of `version`.
+fn produce_answer(
+    response: &ProduceResponse,
+    topic: &str,
+    topic_id: Option<Uuid>,
+    partition: i32,
+    version: i16,
+    addr: &str,
+) -> Result<ProduceAnswer> {
+    let p = response
+        .responses
+        .iter()
+        .filter(|t| {
+            if version >= 13 {
+                Some(t.topic_id) == topic_id
+            } else {
+                t.name.0.as_str() == topic
+            }
+        })
+        .flat_map(|t| t.partition_responses.iter())
+        .find(|p| p.index == partition)
+        .ok_or_else(|| Error::protocol(addr, "Produce response lacks the partition"))?;
+    Ok(ProduceAnswer {
+        error_code: p.error_code,
+        base_offset: p.base_offset,
+        message: p.error_message.as_ref().map(|m| m.to_string()),
+    })
 }
 
 /// Parses a comma-separated `host:port` list.
@@ -956,42 +1012,13 @@ impl Client {
             PRODUCE_MAX_BY_NAME
         };
         let version = conn.negotiate::<ProduceRequest>(max)?;
-        let mut topic_data =
-            TopicProduceData::default().with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(batch))]);
-        if version >= 13 {
-            topic_data = topic_data.with_topic_id(topic_id.unwrap_or_default());
-        } else {
-            topic_data = topic_data.with_name(TopicName(StrBytes::from_string(topic.to_owned())));
-        }
-        let request = ProduceRequest::default()
-            .with_acks(acks)
-            .with_timeout_ms(timeout_ms)
-            .with_topic_data(vec![topic_data]);
+        let request = produce_request(topic, topic_id, partition, batch, acks, timeout_ms, version);
         if acks == 0 {
             conn.send_without_response(&request, version).await?;
             return Ok(None);
         }
         let response = conn.send_versioned(&request, version).await?;
-        let p = response
-            .responses
-            .iter()
-            .filter(|t| {
-                if version >= 13 {
-                    Some(t.topic_id) == topic_id
-                } else {
-                    t.name.0.as_str() == topic
-                }
-            })
-            .flat_map(|t| t.partition_responses.iter())
-            .find(|p| p.index == partition)
-            .ok_or_else(|| Error::protocol(conn.addr(), "Produce response lacks the partition"))?;
-        Ok(Some(ProduceAnswer {
-            error_code: p.error_code,
-            base_offset: p.base_offset,
-            message: p.error_message.as_ref().map(|m| m.to_string()),
-        }))
+        produce_answer(&response, topic, topic_id, partition, version, conn.addr()).map(Some)
     }
 
     // ---------------------------------------------------------------- fetch
@@ -1203,6 +1230,18 @@ impl Client {
             client.list_offsets_once(topic, partition, timestamp).await
         })
         .await
+    }
+
+    /// Like [`Client::list_offsets`] but a single attempt, without retries (and so usable
+    /// from spawned tasks). After a retriable error, [`Client::topic_metadata`] reloads the
+    /// leaders.
+    pub async fn list_offsets_attempt(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<i64> {
+        self.list_offsets_once(topic, partition, timestamp).await
     }
 
     async fn list_offsets_once(

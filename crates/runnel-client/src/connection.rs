@@ -239,6 +239,94 @@ impl Connection {
         self.finish_io(result, timeout, format!("sending {} to", api_name(R::KEY)))
     }
 
+    /// Writes `request` at `version` without waiting for its response; returns its
+    /// correlation id. Brokers answer the requests of one connection in the order they were
+    /// written, so a caller may write several and then read the answers with
+    /// [`Connection::read_response`] in the same order (pipelining, as Kafka's
+    /// `max.in.flight.requests.per.connection`).
+    pub async fn write_request<R: Request>(&mut self, request: &R, version: i16) -> Result<i32> {
+        let (frame, correlation_id) = self.frame(request, version)?;
+        let timeout = self.config.request_timeout;
+        let stream = &mut self.stream;
+        let result = tokio::time::timeout(timeout, async {
+            stream.write_all(&frame).await?;
+            stream.flush().await
+        })
+        .await;
+        self.finish_io(result, timeout, format!("sending {} to", api_name(R::KEY)))?;
+        Ok(correlation_id)
+    }
+
+    /// Reads the response to the request written with `correlation_id` at `version`, which
+    /// must be the oldest one not yet read.
+    pub async fn read_response<R: Request>(
+        &mut self,
+        correlation_id: i32,
+        version: i16,
+    ) -> Result<R::Response> {
+        let operation = format!("waiting for a {} response from", api_name(R::KEY));
+        let body = self
+            .read_frame(correlation_id, self.config.request_timeout, operation)
+            .await?;
+        match decode_response_frame::<R>(body, version) {
+            Ok((_, response)) => Ok(response),
+            Err(e) => {
+                self.broken = true;
+                Err(self.attach_addr(e))
+            }
+        }
+    }
+
+    /// Reads one response frame and checks it answers `correlation_id`.
+    async fn read_frame(
+        &mut self,
+        correlation_id: i32,
+        timeout: Duration,
+        operation: String,
+    ) -> Result<Bytes> {
+        if self.broken {
+            return Err(Error::Io {
+                addr: self.addr.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "connection was closed after an earlier error",
+                ),
+            });
+        }
+        let max = self.config.max_response_bytes;
+        let stream = &mut self.stream;
+        let result = tokio::time::timeout(timeout, async {
+            let size = stream.read_i32().await?;
+            if size < 0 || size as usize > max {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("invalid response size {size}"),
+                ));
+            }
+            let mut body = vec![0u8; size as usize];
+            stream.read_exact(&mut body).await?;
+            Ok(Bytes::from(body))
+        })
+        .await;
+        let body = self.finish_io(result, timeout, operation)?;
+        if body.len() < 4 {
+            self.broken = true;
+            return Err(Error::protocol(
+                &self.addr,
+                "response shorter than its header",
+            ));
+        }
+        let got = (&body[..4]).get_i32();
+        if got != correlation_id {
+            self.broken = true;
+            return Err(Error::protocol(
+                &self.addr,
+                format!("response correlation id {got} does not match request {correlation_id}"),
+            ));
+        }
+        Ok(body)
+    }
+
     fn frame<R: Request>(&mut self, request: &R, version: i16) -> Result<(BytesMut, i32)> {
         if self.broken {
             return Err(Error::Io {
@@ -611,6 +699,72 @@ mod tests {
                 (ApiKey::Metadata as i16, 7)
             ]
         );
+    }
+
+    /// Requests written back to back are answered in order; reading them in the order
+    /// written matches every correlation id.
+    #[tokio::test]
+    async fn pipelined_requests_are_read_back_in_order() {
+        use tokio::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut metadata_ids = Vec::new();
+            for _ in 0..4 {
+                let size = sock.read_i32().await.unwrap();
+                let mut body = vec![0u8; size as usize];
+                sock.read_exact(&mut body).await.unwrap();
+                let mut body = Bytes::from(body);
+                let header = decode_request_header_from_buffer(&mut body).unwrap();
+                let reply = if header.request_api_key == ApiKey::ApiVersions as i16 {
+                    let resp = ApiVersionsResponse::default().with_api_keys(vec![
+                        kafka_protocol::messages::api_versions_response::ApiVersion::default()
+                            .with_api_key(ApiKey::Metadata as i16)
+                            .with_min_version(0)
+                            .with_max_version(12),
+                    ]);
+                    encode_response_body::<ApiVersionsRequest>(header.correlation_id, &resp, 3)
+                } else {
+                    // Answer nothing until all three are in: they are truly in flight.
+                    metadata_ids.push(header.correlation_id);
+                    continue;
+                };
+                sock.write_i32(reply.len() as i32).await.unwrap();
+                sock.write_all(&reply).await.unwrap();
+            }
+            for (i, id) in metadata_ids.iter().enumerate() {
+                let resp = MetadataResponse::default().with_controller_id((i as i32).into());
+                let reply = encode_response_body::<MetadataRequest>(*id, &resp, 12);
+                sock.write_i32(reply.len() as i32).await.unwrap();
+                sock.write_all(&reply).await.unwrap();
+            }
+            metadata_ids
+        });
+        let mut conn = Connection::connect(&addr, &ClientConfig::default())
+            .await
+            .unwrap();
+        let request = MetadataRequest::default().with_topics(None);
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(conn.write_request(&request, 12).await.unwrap());
+        }
+        for (i, id) in ids.iter().enumerate() {
+            let resp = conn
+                .read_response::<MetadataRequest>(*id, 12)
+                .await
+                .unwrap();
+            assert_eq!(resp.controller_id.0, i as i32);
+        }
+        assert_eq!(server.await.unwrap(), ids);
+        // Nothing is in flight any more: reading again times out, and breaks the connection.
+        let config = ClientConfig {
+            request_timeout: Duration::from_millis(100),
+            ..ClientConfig::default()
+        };
+        conn.config = config;
+        assert!(conn.read_response::<MetadataRequest>(99, 12).await.is_err());
+        assert!(conn.is_broken());
     }
 
     #[tokio::test]

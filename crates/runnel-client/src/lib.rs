@@ -22,7 +22,7 @@ pub use client::{
     acks, client_versions, decode_consumer_assignment, decode_consumer_subscription, offset_spec,
     parse_bootstrap, BrokerMetadata, Client, CommittedOffset, ConfigEntry, ConfigSource,
     CreatedTopic, FetchedPartition, GroupDescription, GroupMember, ListedGroup, Metadata,
-    PartitionMetadata, TopicMetadata,
+    PartitionMetadata, ProducePipeline, TopicMetadata,
 };
 pub use connection::{decode_response_frame, encode_request_frame, ClientConfig, Connection};
 pub use error::{error_name, Error, Result};

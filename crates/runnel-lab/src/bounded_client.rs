@@ -40,6 +40,17 @@ pub(crate) async fn read_partition(
     partition: i32,
     parse: impl Fn(&[u8]) -> Option<u64>,
 ) -> anyhow::Result<Vec<u64>> {
+    let records = read_with_offsets(client, topic, partition, parse).await?;
+    Ok(records.into_iter().map(|(_, v)| v).collect())
+}
+
+/// Like [`read_partition`], with the offset of each record.
+pub(crate) async fn read_with_offsets<T>(
+    client: &mut Client,
+    topic: &str,
+    partition: i32,
+    parse: impl Fn(&[u8]) -> Option<T>,
+) -> anyhow::Result<Vec<(i64, T)>> {
     let bounded = |what: &'static str| {
         move |_| anyhow::anyhow!("{what} of {topic}-{partition} took over {REQUEST_TIMEOUT:?}")
     };
@@ -67,7 +78,11 @@ pub(crate) async fn read_partition(
             bail!("{topic}-{partition} returned nothing at offset {offset} before its end {end}");
         };
         offset = last.offset + 1;
-        values.extend(records.iter().filter_map(|r| parse(r.value.as_deref()?)));
+        values.extend(
+            records
+                .iter()
+                .filter_map(|r| Some((r.offset, parse(r.value.as_deref()?)?))),
+        );
     }
     Ok(values)
 }

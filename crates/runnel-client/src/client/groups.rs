@@ -577,6 +577,25 @@ impl Client {
         .await
     }
 
+    /// Like [`Client::committed_offsets`] but a single attempt, without retries (and so
+    /// usable from spawned tasks: the retrying variants' futures are not provably `Send`).
+    /// After a coordinator error the next attempt looks the coordinator up again.
+    pub async fn committed_offsets_attempt(
+        &mut self,
+        group: &str,
+        topics: Option<&[(String, Vec<i32>)]>,
+    ) -> Result<Vec<CommittedOffset>> {
+        let result = self.committed_offsets_once(group, topics).await;
+        self.forget_coordinator_after(group, &result);
+        result
+    }
+
+    fn forget_coordinator_after<T>(&mut self, group: &str, result: &Result<T>) {
+        if result.as_ref().is_err_and(is_coordinator_error) {
+            self.coordinators.remove(group);
+        }
+    }
+
     async fn committed_offsets_once(
         &mut self,
         group: &str,
@@ -651,6 +670,22 @@ impl Client {
                 .await
         })
         .await
+    }
+
+    /// Like [`Client::commit_offsets`] but a single attempt, without retries; see
+    /// [`Client::committed_offsets_attempt`].
+    pub async fn commit_offsets_attempt(
+        &mut self,
+        group: &str,
+        generation_id: i32,
+        member_id: &str,
+        offsets: &[(String, i32, i64)],
+    ) -> Result<Vec<((String, i32), Result<()>)>> {
+        let result = self
+            .commit_offsets_once(group, generation_id, member_id, offsets)
+            .await;
+        self.forget_coordinator_after(group, &result);
+        result
     }
 
     async fn commit_offsets_once(

@@ -3,7 +3,7 @@
 use kafka_protocol::messages::{InitProducerIdRequest, ProducerId};
 use kafka_protocol::ResponseError;
 
-use super::{acks, Client, MAX_RETRIES};
+use super::{acks, Client, ProduceAnswer, MAX_RETRIES};
 use crate::error::{Error, Result};
 use crate::idempotence::{IdempotentProducer, ProducerBatch, ProducerIdentity};
 
@@ -76,29 +76,37 @@ impl Client {
             .send_produce(topic, partition, batch.bytes().clone(), acks::ALL)
             .await?
             .ok_or_else(|| Error::protocol("", "no Produce response with acks=all"))?;
-        let Some(error) = ResponseError::try_from_code(answer.error_code) else {
-            return Ok(answer.base_offset);
-        };
-        let producer = batch.producer();
-        match error {
-            ResponseError::DuplicateSequenceNumber => Ok(answer.base_offset),
-            ResponseError::OutOfOrderSequenceNumber
-            | ResponseError::UnknownProducerId
-            | ResponseError::InvalidProducerEpoch => Err(Error::Sequence {
-                error,
-                topic: topic.to_owned(),
-                partition,
-                producer_id: producer.producer_id,
-                producer_epoch: producer.producer_epoch,
-                base_sequence: batch.base_sequence(),
-                message: answer.message.filter(|m| !m.is_empty()),
-            }),
-            _ => Err(Error::Kafka {
-                error,
-                topic: Some(topic.to_owned()),
-                partition: Some(partition),
-                message: answer.message.filter(|m| !m.is_empty()),
-            }),
-        }
+        batch_result(batch, answer)
+    }
+}
+
+/// What the answer to an idempotent batch means: its base offset, or the error.
+/// DUPLICATE_SEQUENCE_NUMBER counts as success (the broker has the batch already), as in
+/// Kafka's Java producer.
+pub(super) fn batch_result(batch: &ProducerBatch, answer: ProduceAnswer) -> Result<i64> {
+    let (topic, partition) = (batch.topic(), batch.partition());
+    let Some(error) = ResponseError::try_from_code(answer.error_code) else {
+        return Ok(answer.base_offset);
+    };
+    let producer = batch.producer();
+    match error {
+        ResponseError::DuplicateSequenceNumber => Ok(answer.base_offset),
+        ResponseError::OutOfOrderSequenceNumber
+        | ResponseError::UnknownProducerId
+        | ResponseError::InvalidProducerEpoch => Err(Error::Sequence {
+            error,
+            topic: topic.to_owned(),
+            partition,
+            producer_id: producer.producer_id,
+            producer_epoch: producer.producer_epoch,
+            base_sequence: batch.base_sequence(),
+            message: answer.message.filter(|m| !m.is_empty()),
+        }),
+        _ => Err(Error::Kafka {
+            error,
+            topic: Some(topic.to_owned()),
+            partition: Some(partition),
+            message: answer.message.filter(|m| !m.is_empty()),
+        }),
     }
 }

@@ -4,12 +4,18 @@
 //! acknowledged record survived, once and in order.
 
 mod checker;
+mod compacted;
+mod consumer;
 mod disk;
+mod extras;
 mod faults;
+mod observer;
+mod pipeline;
 mod probe;
 mod report;
 mod workload;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,7 +27,7 @@ use tokio::task::JoinSet;
 
 use self::faults::{FaultLog, Injector, InjectorSettings, Schedule};
 use self::report::{PartitionRow, Report};
-use self::workload::{Counters, ProducerLog};
+use self::workload::{Counters, ProducerLog, Stream};
 use crate::cluster_target::{Target, TargetArgs, TargetKind, RESTORE_TIMEOUT};
 use crate::compose_cluster::ComposeCluster;
 use crate::local_cluster::{behind_link_proxy, plan, LocalCluster, NodeLogs};
@@ -40,6 +46,9 @@ const REPLICA_LAG_TIME_MAX: Duration = Duration::from_secs(2);
 /// Bounds on starting the cluster and on it settling after the run.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the log cleaner looks for work: often, so the compacted topic is compacted
+/// within a run.
+const CLEANER_BACKOFF: Duration = Duration::from_secs(1);
 /// How long producing goes on past the schedule and the duration while nothing succeeds.
 const RECOVERY_PATIENCE: Duration = Duration::from_secs(15);
 
@@ -156,6 +165,7 @@ async fn run_local(args: ChaosArgs, seed: u64, runnel_bin: PathBuf) -> anyhow::R
             "replica.lag.time.max.ms={}",
             REPLICA_LAG_TIME_MAX.as_millis()
         ),
+        format!("log.cleaner.backoff.ms={}", CLEANER_BACKOFF.as_millis()),
     ];
     let mut plan = plan(args.nodes, args.base_port, &data_dir)?;
     if args.schedule.cuts_links() {
@@ -304,6 +314,7 @@ async fn execute(
         )
         .await
         .context("cannot create the chaos topic")?;
+    extras::create_topics(&mut admin, topic, args.replication_factor, &topic_configs).await?;
     // A broker may answer before it has applied the new topic (a node just restarted by an
     // earlier run lags behind): ask again until every partition has a leader.
     let deadline = Instant::now() + START_TIMEOUT;
@@ -330,8 +341,13 @@ async fn execute(
     for partition in 0..args.partitions {
         let log = workload::produce_partition(
             bootstrap.clone(),
-            topic.to_owned(),
-            partition,
+            Stream {
+                topic: topic.to_owned(),
+                partition,
+                record: |partition, seq| {
+                    runnel_client::ProducerRecord::value(workload::record_value(partition, seq))
+                },
+            },
             !args.no_idempotence,
             started,
             stop_rx.clone(),
@@ -339,6 +355,7 @@ async fn execute(
         );
         producers.spawn(async move { (partition, log.await) });
     }
+    let side = extras::start(&bootstrap, topic, args.partitions, started, &stop_rx);
     let injector = Injector::new(
         Arc::clone(cluster),
         started,
@@ -380,6 +397,9 @@ async fn execute(
         .await
         .map_err(|_| anyhow!("the producers did not stop in time"))??;
     logs.sort_by_key(|(p, _)| *p);
+    let side_logs = side
+        .join(crate::bounded_client::ATTEMPT_TIMEOUT * 3)
+        .await?;
 
     let settle_started = Instant::now();
     cluster.lock().await.restart_exited().await;
@@ -388,7 +408,9 @@ async fn execute(
         .ok()
         .map(|()| settle_started.elapsed().as_secs_f64());
     let ack_times: Vec<f64> = logs.iter().flat_map(|(_, log)| log.ack_times()).collect();
-    let mut rows = read_back(&bootstrap, topic, logs, produced_for, &faults.quorum_loss).await;
+    let (mut rows, reads) =
+        read_back(&bootstrap, topic, logs, produced_for, &faults.quorum_loss).await;
+    let side = extras::judge(side_logs, &bootstrap, topic, &reads).await;
     let data_dirs: Vec<(u16, PathBuf)> = {
         let c = cluster.lock().await;
         ids.iter()
@@ -400,11 +422,21 @@ async fn execute(
         args,
         setup,
         rows,
+        side,
         &ack_times,
         faults,
-        produced_for,
-        settled_after,
+        Durations {
+            produced_for,
+            settled_after,
+        },
     ))
+}
+
+/// How long the run produced, and how long the cluster took to settle after it (`None`:
+/// not within the limit), in seconds.
+struct Durations {
+    produced_for: f64,
+    settled_after: Option<f64>,
 }
 
 /// Prints the progress line once a second until `stop` turns true.
@@ -517,16 +549,18 @@ async fn compare_replicas(
 }
 
 /// Reads every partition back and judges it against what its producer saw; `quorum_loss` are
-/// the stretches in which a majority of the nodes was down.
+/// the stretches in which a majority of the nodes was down. Also returns what was read of
+/// each partition that could be read: (offset, sequence number).
 async fn read_back(
     bootstrap: &str,
     topic: &str,
     logs: Vec<(i32, ProducerLog)>,
     produced_for: f64,
     quorum_loss: &[(f64, f64)],
-) -> Vec<PartitionRow> {
+) -> (Vec<PartitionRow>, HashMap<i32, Vec<(i64, u64)>>) {
     let mut client = workload::connect(bootstrap).await;
     let mut rows = Vec::with_capacity(logs.len());
+    let mut reads = HashMap::new();
     for (partition, log) in logs {
         let read = match client.as_mut() {
             Ok(c) => workload::read_partition(c, topic, partition)
@@ -535,7 +569,11 @@ async fn read_back(
             Err(e) => Err(format!("{e:#}")),
         };
         let (read, read_error) = match read {
-            Ok(seqs) => (seqs, None),
+            Ok(records) => {
+                let seqs = records.iter().map(|&(_, seq)| seq).collect();
+                reads.insert(partition, records);
+                (seqs, None)
+            }
             Err(e) => (Vec::new(), Some(e)),
         };
         let (errors, abandoned, last_error) = (log.errors, log.abandoned, log.last_error.clone());
@@ -557,7 +595,7 @@ async fn read_back(
             replica_divergence: Vec::new(),
         });
     }
-    rows
+    (rows, reads)
 }
 
 impl Report {
@@ -565,10 +603,13 @@ impl Report {
         args: &ChaosArgs,
         setup: &Setup,
         per_partition: Vec<PartitionRow>,
+        side: extras::Verdicts,
         ack_times: &[f64],
         faults: FaultLog,
-        produced_for: f64,
-        settled_after: Option<f64>,
+        Durations {
+            produced_for,
+            settled_after,
+        }: Durations,
     ) -> Self {
         let totals = report::totals(&per_partition);
         let acks_during_quorum_loss = checker::acks_within(ack_times, &faults.quorum_loss);
@@ -592,7 +633,11 @@ impl Report {
         let passed = !per_partition.iter().any(|r| violated(&r.verdict))
             && !diverged
             && acks_during_quorum_loss == 0
-            && isolated_leader_acked == 0;
+            && isolated_leader_acked == 0
+            && !side.violated(
+                faults.loss_allowed.is_some(),
+                args.schedule == Schedule::LoseUnflushedQuorum,
+            );
         Report {
             target: args.on.target,
             topic: setup.topic.clone(),
@@ -633,6 +678,7 @@ impl Report {
                 .collect(),
             faults: faults.events,
             per_partition,
+            side,
             passed,
         }
     }

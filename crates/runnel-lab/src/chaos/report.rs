@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::checker::PartitionVerdict;
+use super::extras;
 use super::faults::{FaultEvent, IsolationProbe, Schedule};
 use crate::cli::table::Table;
 use crate::cluster_target::TargetKind;
@@ -83,9 +84,15 @@ pub(crate) struct Report {
     /// The --topic-config settings of the chaos topic.
     pub(crate) topic_configs: Vec<String>,
     pub(crate) faults: Vec<FaultEvent>,
+    /// The checks beside the main topic: the compacted topic, the consumer group's commits,
+    /// the sampled high watermarks and committed offsets, the records a consumer was given.
+    #[serde(flatten)]
+    pub(crate) side: extras::Verdicts,
     /// False on any lost, duplicated or reordered acknowledged record, an ack during a
-    /// quorum loss, an ack from an isolated leader, or replicas whose batches below the high
-    /// watermark differ.
+    /// quorum loss, an ack from an isolated leader, replicas whose batches below the high
+    /// watermark differ, or a failed side check (a compacted key missing or older than its
+    /// last ack, an acknowledged commit lost, a high watermark or committed offset that went
+    /// backwards, a record a consumer was given that is gone or changed).
     pub(crate) passed: bool,
 }
 
@@ -252,6 +259,7 @@ pub(crate) fn render(r: &Report) -> String {
             r.per_partition.iter().map(|p| p.replicas_compared).sum::<usize>()
         ));
     }
+    out.push_str(&r.side.render());
     if !r.topic_configs.is_empty() {
         out.push_str(&format!("topic configs: {}\n", r.topic_configs.join(", ")));
     }
@@ -270,7 +278,7 @@ pub(crate) fn render(r: &Report) -> String {
     out.push_str(if r.passed {
         "\nPASSED: every acknowledged record is there, once and in order\n"
     } else {
-        "\nFAILED: acknowledged records were lost, duplicated or reordered, acked without a quorum or by an isolated leader, or replicas diverged\n"
+        "\nFAILED: acknowledged records were lost, duplicated or reordered, acked without a quorum or by an isolated leader, replicas diverged, or a side check failed\n"
     });
     out
 }

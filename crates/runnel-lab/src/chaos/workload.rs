@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runnel_client::{
-    acks, Client, Compression, Error, IdempotentProducer, ProducerBatch, ProducerRecord,
+    Client, Compression, Error, IdempotentProducer, ProducePipeline, ProducerBatch, ProducerRecord,
     ResponseError,
 };
 use tokio::sync::watch;
 
 use super::checker::{AckedBatch, PartitionHistory};
+use super::pipeline::{Answer, Finished, Window, MAX_IN_FLIGHT};
 use crate::bounded_client::{self, ATTEMPT_TIMEOUT, REQUEST_TIMEOUT};
 
 /// Records per produce request.
@@ -111,22 +112,6 @@ pub(crate) async fn connect(bootstrap: &str) -> anyhow::Result<Client> {
     bounded_client::connect(bootstrap, "runnel-chaos").await
 }
 
-/// How one produce attempt ended.
-enum Attempt {
-    Acked,
-    /// Failed in a way retrying the same batch may fix.
-    Retry(String),
-    /// Failed in a way retrying cannot fix; the batch stays unacknowledged.
-    GiveUp(String),
-}
-
-/// What is sent: plain records, encoded anew by every attempt, or an idempotent batch,
-/// encoded once and resent byte for byte so the broker drops the copies it already has.
-enum Payload<'a> {
-    Plain(&'a [ProducerRecord]),
-    Idempotent(&'a ProducerBatch),
-}
-
 /// The client, connecting first if needed; a failure is worth retrying.
 async fn connected<'c>(
     client: &'c mut Option<Client>,
@@ -141,175 +126,236 @@ async fn connected<'c>(
     }
 }
 
-/// One bounded attempt to produce `payload` with acks=all. After a retriable error the
-/// leaders are reloaded; after a timeout the client is dropped, since a cancelled request
-/// leaves its connection in an unknown state.
-async fn attempt(
+/// What one batch is sent as: an idempotent batch, encoded once and resent byte for byte so
+/// the broker drops the copies it already has, or plain records.
+enum Payload {
+    Plain(Vec<ProducerRecord>),
+    Idempotent(ProducerBatch),
+}
+
+/// What an error answer to one batch means to the pipeline.
+fn classify(e: &Error) -> Answer {
+    match e.kafka_error() {
+        Some(ResponseError::OutOfOrderSequenceNumber) => Answer::OutOfOrder,
+        _ if is_retriable(e) => Answer::Retriable,
+        _ => Answer::Fatal,
+    }
+}
+
+/// A new producer id, bounded; a failure is worth retrying.
+async fn new_producer(
     client: &mut Option<Client>,
     bootstrap: &str,
-    topic: &str,
-    partition: i32,
-    payload: Payload<'_>,
-) -> Attempt {
-    let c = match connected(client, bootstrap).await {
-        Ok(c) => c,
-        Err(e) => return Attempt::Retry(e),
-    };
-    let result = match payload {
-        Payload::Plain(records) => {
-            let produce =
-                c.produce_attempt(topic, partition, records, acks::ALL, Compression::None);
-            tokio::time::timeout(ATTEMPT_TIMEOUT, produce).await
-        }
-        Payload::Idempotent(batch) => {
-            tokio::time::timeout(ATTEMPT_TIMEOUT, c.produce_batch_attempt(batch)).await
-        }
-    };
-    match result {
-        Ok(Ok(_)) => Attempt::Acked,
-        Ok(Err(e)) if is_retriable(&e) => {
-            if tokio::time::timeout(REQUEST_TIMEOUT, c.topic_metadata(topic))
-                .await
-                .is_err()
-            {
-                *client = None;
-            }
-            Attempt::Retry(e.to_string())
-        }
-        Ok(Err(e)) => Attempt::GiveUp(e.to_string()),
+) -> Result<IdempotentProducer, String> {
+    let c = connected(client, bootstrap).await?;
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, c.idempotent_producer()).await {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(e)) => Err(format!("cannot get a producer id: {e}")),
         Err(_) => {
             *client = None;
-            Attempt::Retry(format!(
-                "no produce response within {} s",
+            Err(format!(
+                "no InitProducerId response within {} s",
                 ATTEMPT_TIMEOUT.as_secs()
             ))
         }
     }
 }
 
-/// The idempotent batch of `records`, asking for a producer id first if there is none yet;
-/// a failure is worth retrying.
-async fn idempotent_batch(
-    producer: &mut Option<IdempotentProducer>,
+/// A pipeline to the partition's current leader, reloading the leaders first; a failure is
+/// worth retrying.
+async fn open_pipeline(
     client: &mut Option<Client>,
     bootstrap: &str,
     topic: &str,
     partition: i32,
-    records: &[ProducerRecord],
-) -> Result<ProducerBatch, String> {
-    let p = match producer {
-        Some(p) => p,
-        None => {
-            let c = connected(client, bootstrap).await?;
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, c.idempotent_producer()).await {
-                Ok(Ok(p)) => producer.insert(p),
-                Ok(Err(e)) => return Err(format!("cannot get a producer id: {e}")),
-                Err(_) => {
-                    *client = None;
-                    return Err(format!(
-                        "no InitProducerId response within {} s",
-                        ATTEMPT_TIMEOUT.as_secs()
-                    ));
-                }
-            }
+) -> Result<ProducePipeline, String> {
+    let c = connected(client, bootstrap).await?;
+    let opened = tokio::time::timeout(ATTEMPT_TIMEOUT, async {
+        // The leader may have moved since the last pipeline.
+        let _ = c.topic_metadata(topic).await;
+        c.produce_pipeline(topic, partition).await
+    })
+    .await;
+    match opened {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => {
+            *client = None;
+            Err(format!(
+                "no pipeline to the leader within {} s",
+                ATTEMPT_TIMEOUT.as_secs()
+            ))
         }
-    };
-    p.batch(topic, partition, records, Compression::None)
-        .map_err(|e| e.to_string())
+    }
 }
 
-/// Produces to one partition until `stop` turns true, retrying each batch until it is
-/// acknowledged, given up on, or the run ends. With `idempotent`, every retry resends the
-/// same batch (same producer id, epoch and sequence numbers); after a batch is given up on,
-/// the next one starts a new producer, since its sequence numbers would follow a gap.
+/// What one partition producer writes: its topic, partition, and the record of each
+/// sequence number.
+pub(crate) struct Stream {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) record: fn(i32, u64) -> ProducerRecord,
+}
+
+/// Produces to one partition until `stop` turns true, with up to [`MAX_IN_FLIGHT`] acks=all
+/// requests in flight on one connection to the leader (one without idempotence, where more
+/// could reorder records on retries), as Kafka's Java producer does (see [`pipeline`]). With
+/// `idempotent`, every retry resends the same batch (same producer id, epoch and sequence
+/// numbers); when the sequence cannot go on, the unacknowledged batches are given up on and
+/// a new producer starts. Acknowledgements are logged in sequence order.
+///
+/// [`pipeline`]: super::pipeline
 pub(crate) async fn produce_partition(
     bootstrap: String,
-    topic: String,
-    partition: i32,
+    stream: Stream,
     idempotent: bool,
     started: Instant,
     mut stop: watch::Receiver<bool>,
     counters: Arc<Counters>,
 ) -> ProducerLog {
+    let Stream {
+        topic,
+        partition,
+        record,
+    } = stream;
     let mut log = ProducerLog {
         idempotent,
         ..ProducerLog::default()
     };
     let mut client: Option<Client> = None;
     let mut producer: Option<IdempotentProducer> = None;
+    let mut pipe: Option<ProducePipeline> = None;
+    let mut window: Window<Payload> = Window::new(if idempotent { MAX_IN_FLIGHT } else { 1 });
     let mut next_seq = 0;
-    'batches: while !*stop.borrow() {
-        let seqs: Vec<u64> = (next_seq..next_seq + BATCH).collect();
-        next_seq += BATCH;
-        let records: Vec<ProducerRecord> = seqs
-            .iter()
-            .map(|&s| ProducerRecord::value(record_value(partition, s)))
-            .collect();
-        // Made once per batch (idempotent only), then resent unchanged.
-        let mut batch: Option<ProducerBatch> = None;
-        while !*stop.borrow() {
-            if idempotent && batch.is_none() {
-                match idempotent_batch(
-                    &mut producer,
-                    &mut client,
-                    &bootstrap,
-                    &topic,
-                    partition,
-                    &records,
-                )
-                .await
-                {
-                    Ok(b) => batch = Some(b),
-                    Err(msg) => {
-                        log.errors += 1;
-                        counters.errors.fetch_add(1, Ordering::Relaxed);
-                        log.last_error = Some(msg);
-                        let _ = tokio::time::timeout(BACKOFF, stop.changed()).await;
-                        continue;
-                    }
+    let fail = |log: &mut ProducerLog, msg: String| {
+        log.errors += 1;
+        counters.errors.fetch_add(1, Ordering::Relaxed);
+        log.last_error = Some(msg);
+    };
+    while !*stop.borrow() {
+        if idempotent && producer.is_none() {
+            match new_producer(&mut client, &bootstrap).await {
+                Ok(p) => producer = Some(p),
+                Err(msg) => {
+                    fail(&mut log, msg);
+                    let _ = tokio::time::timeout(BACKOFF, stop.changed()).await;
+                    continue;
                 }
             }
-            let payload = match &batch {
-                Some(b) => Payload::Idempotent(b),
-                None => Payload::Plain(&records),
-            };
-            let (failure, give_up) =
-                match attempt(&mut client, &bootstrap, &topic, partition, payload).await {
-                    Attempt::Acked => {
-                        log.acks.push(AckedBatch {
-                            at: started.elapsed().as_secs_f64(),
-                            seqs,
-                        });
-                        counters.acked.fetch_add(BATCH, Ordering::Relaxed);
-                        continue 'batches;
+        }
+        while window.has_room() {
+            let seqs: Vec<u64> = (next_seq..next_seq + BATCH).collect();
+            next_seq += BATCH;
+            let records: Vec<ProducerRecord> = seqs.iter().map(|&s| record(partition, s)).collect();
+            let payload = match producer.as_mut() {
+                Some(p) => match p.batch(&topic, partition, &records, Compression::None) {
+                    Ok(b) => Payload::Idempotent(b),
+                    Err(e) => {
+                        fail(&mut log, format!("cannot encode a batch: {e}"));
+                        break;
                     }
-                    Attempt::Retry(msg) => (msg, false),
-                    Attempt::GiveUp(msg) => (msg, true),
-                };
-            log.errors += 1;
-            counters.errors.fetch_add(1, Ordering::Relaxed);
-            log.last_error = Some(failure);
-            // A failed attempt may still have been written.
-            log.retried.extend(&seqs);
+                },
+                None => Payload::Plain(records),
+            };
+            window.push(seqs, payload);
+        }
+        if window.next_to_send().is_none() && window.in_flight() == 0 {
+            // Nothing could be made: wait before trying again.
             let _ = tokio::time::timeout(BACKOFF, stop.changed()).await;
-            if give_up {
-                log.abandoned += 1;
-                producer = None;
-                continue 'batches;
+            continue;
+        }
+        let p = match pipe.as_mut() {
+            Some(p) => p,
+            None => match open_pipeline(&mut client, &bootstrap, &topic, partition).await {
+                Ok(p) => pipe.insert(p),
+                Err(msg) => {
+                    fail(&mut log, msg);
+                    let _ = tokio::time::timeout(BACKOFF, stop.changed()).await;
+                    continue;
+                }
+            },
+        };
+        let mut broken = None;
+        while let Some((index, payload)) = window.next_to_send() {
+            let send = async {
+                match payload {
+                    Payload::Idempotent(b) => p.send_batch(b).await,
+                    Payload::Plain(r) => p.send_records(r, Compression::None).await,
+                }
+            };
+            match tokio::time::timeout(REQUEST_TIMEOUT, send).await {
+                Ok(Ok(())) => window.sent(index),
+                Ok(Err(e)) => {
+                    broken = Some(e.to_string());
+                    break;
+                }
+                Err(_) => {
+                    broken = Some("sending a produce request timed out".to_owned());
+                    break;
+                }
             }
         }
+        if broken.is_none() && window.in_flight() > 0 {
+            let at = || started.elapsed().as_secs_f64();
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, p.receive()).await {
+                Ok(Ok(Ok(_))) => {
+                    window.answered(Answer::Acked, at());
+                }
+                Ok(Ok(Err(e))) => {
+                    if let Some(seqs) = window.answered(classify(&e), at()) {
+                        // A failed attempt may still have been written.
+                        log.retried.extend(seqs);
+                    }
+                    fail(&mut log, e.to_string());
+                }
+                Ok(Err(e)) => broken = Some(e.to_string()),
+                Err(_) => {
+                    broken = Some(format!(
+                        "no produce response within {} s",
+                        ATTEMPT_TIMEOUT.as_secs()
+                    ))
+                }
+            }
+        }
+        if let Some(msg) = broken {
+            log.retried.extend(window.broken());
+            pipe = None;
+            fail(&mut log, msg);
+        }
+        for finished in window.pop_finished() {
+            match finished {
+                Finished::Acked { seqs, at } => {
+                    counters
+                        .acked
+                        .fetch_add(seqs.len() as u64, Ordering::Relaxed);
+                    log.acks.push(AckedBatch { at, seqs });
+                }
+                Finished::Abandoned { .. } => log.abandoned += 1,
+            }
+        }
+        let end = window.end_round();
+        if end.new_producer {
+            producer = None;
+        }
+        if end.failed {
+            pipe = None;
+            let _ = tokio::time::timeout(BACKOFF, stop.changed()).await;
+        }
     }
+    // Requests still in flight at the end may or may not be written.
+    log.retried.extend(window.broken());
     log
 }
 
 /// Reads `partition` from its start to its end offset at the time of the call and returns
-/// the sequence numbers found, in offset order; values not written by this run are skipped.
+/// the offsets and sequence numbers found, in offset order; values not written by this run
+/// are skipped.
 pub(crate) async fn read_partition(
     client: &mut Client,
     topic: &str,
     partition: i32,
-) -> anyhow::Result<Vec<u64>> {
-    bounded_client::read_partition(client, topic, partition, |v| parse_value(partition, v)).await
+) -> anyhow::Result<Vec<(i64, u64)>> {
+    bounded_client::read_with_offsets(client, topic, partition, |v| parse_value(partition, v)).await
 }
 
 #[cfg(test)]
