@@ -255,6 +255,7 @@ def _read_varbytes(data: bytes, pos: int) -> tuple[bytes | None, int]:
 
 API_PRODUCE = 0
 API_FETCH = 1
+API_LIST_OFFSETS = 2
 API_METADATA = 3
 API_API_VERSIONS = 18
 
@@ -638,3 +639,25 @@ def idempotent_record_batch(
         after_crc += encode_record(i, rec)
     after_length = i32(-1) + i8(2) + u32(crc32c(bytes(after_crc))) + after_crc
     return i64(0) + i32(len(after_length)) + after_length
+
+
+def list_offsets_request(correlation_id: int, version: int, topic: str, partition: int, timestamp: int) -> bytes:
+    """ListOffsets v2-v5 (v4 adds current_leader_epoch, sent as -1: unchecked)."""
+    assert 2 <= version <= 5, version
+    part = i32(partition) + (i32(-1) if version >= 4 else b"") + i64(timestamp)
+    body = i32(-1) + i8(0) + i32(1) + string(topic) + i32(1) + part
+    return frame(request_header_v1(API_LIST_OFFSETS, version, correlation_id) + body)
+
+
+def parse_list_offsets_response(payload: bytes, version: int) -> tuple[int, int, int]:
+    """(error code, timestamp, offset) of the one partition of a ListOffsets v2-v5 response."""
+    pos = 4 + 4  # correlation id, throttle time
+    (n_topics,) = struct.unpack_from(">i", payload, pos)
+    assert n_topics == 1, n_topics
+    (name_len,) = struct.unpack_from(">h", payload, pos + 4)
+    pos += 4 + 2 + name_len
+    (n_parts,) = struct.unpack_from(">i", payload, pos)
+    assert n_parts == 1, n_parts
+    _, error, timestamp, offset = struct.unpack_from(">ihqq", payload, pos + 4)
+    return error, timestamp, offset
+

@@ -7,6 +7,9 @@
 - a follower whose log restarts at the leader's log start (Kafka's `truncateFullyAndStartAt`)
   forgets the producer state of the records it skipped, on disk too, so as leader it does
   not reject a producer's next batch as out of order;
+- a new leader whose high watermark is below the offset where its leader epoch began answers
+  ListOffsets with OFFSET_NOT_AVAILABLE until its followers catch up (Kafka's KIP-207), instead
+  of a high watermark that may be lower than the one its predecessor served;
 - a replica that fails to become leader (a full disk, injected through `runnel-faulty`'s
   failpoints; any other I/O error takes the data dir offline, see test_disk_fault.py) retries
   until it succeeds, even when no new metadata comes to trigger it.
@@ -23,7 +26,7 @@ from confluent_kafka.admin import NewTopic, OffsetSpec
 import kafkawire as kw
 import util
 from cluster import SESSION_TIMEOUT_S, Cluster
-from conftest import three_node_cluster
+from conftest import running, three_node_cluster
 from test_disk_fault import faulty_bin, set_failpoint
 
 pytestmark = pytest.mark.timeout(150)
@@ -41,6 +44,13 @@ CONFIG = [
 @pytest.fixture
 def slow_fencing_cluster(request, tmp_path):
     yield from three_node_cluster(request, tmp_path / "cluster", CONFIG)
+
+
+@pytest.fixture
+def dedicated_controller_cluster(request, tmp_path):
+    """Node 1 is the controller quorum alone, nodes 2-4 brokers: stopping brokers never costs
+    the quorum."""
+    yield from running(request, Cluster(4, tmp_path / "cluster", CONFIG, controllers=1))
 
 
 def watermarks(admin, topic: str) -> tuple[int, int]:
@@ -251,3 +261,63 @@ def test_failed_leader_transition_is_retried_in_a_quiet_cluster(request, tmp_pat
         )
     finally:
         cluster.close()
+
+
+
+def list_offsets_latest(node, topic: str, version: int) -> tuple[int, int]:
+    """(error code, offset) of ListOffsets LATEST for partition 0, asked of `node` directly."""
+    payload = kw.roundtrip(node.bootstrap, kw.list_offsets_request(1, version, topic, 0, -1))
+    error, _, offset = kw.parse_list_offsets_response(payload, version)
+    return error, offset
+
+
+OFFSET_NOT_AVAILABLE = 78
+LEADER_NOT_AVAILABLE = 5
+
+
+def test_a_new_leader_hides_its_high_watermark_until_it_is_known(dedicated_controller_cluster, topic):
+    cluster = dedicated_controller_cluster
+    brokers = [cluster.node(i) for i in (2, 3, 4)]
+    bootstrap = cluster.bootstrap_of(brokers)
+    created = util.cli("topic", "create", topic, "-p", "1", "-r", "3", "-b", bootstrap)
+    assert created.returncode == 0, created.stderr
+    p = cluster.wait_for(
+        "a leader with the full ISR",
+        lambda: (p := cluster.node(2).metadata([topic]).topics[topic].partitions[0]).leader >= 0
+        and len(p.isr) == 3
+        and p,
+    )
+    leader, successor, frozen = (cluster.node(r) for r in p.replicas)
+    util.produce_ok(leader.bootstrap, topic, [(b"k", b"committed")] * 10, partition=0)
+
+    # The last replica stops fetching but stays in the ISR (long lag and session timeouts), so
+    # the high watermark stays at 10 while the leader and its successor get 10 more records.
+    frozen.stop_signal()
+    try:
+        util.produce_ok(leader.bootstrap, topic, [(b"k", b"acks=1")] * 10, partition=0, acks=1)
+        cluster.wait_for(
+            "the successor to hold all 20 records",
+            lambda: log_bytes(successor, topic, 0) == log_bytes(leader, topic, 0),
+            timeout=20,
+        )
+        assert list_offsets_latest(leader, topic, 5) == (0, 10)
+        # A controlled shutdown hands the leadership to the successor: its epoch begins at 20,
+        # its high watermark is the 10 it knew as a follower, and the frozen replica holds it.
+        leader.terminate()
+        cluster.wait_for(
+            "the successor to lead",
+            lambda: successor.metadata([topic]).topics[topic].partitions[0].leader == successor.node_id,
+            timeout=30,
+        )
+        assert list_offsets_latest(successor, topic, 5)[0] == OFFSET_NOT_AVAILABLE
+        # Clients before v5 do not know that code; Kafka answers them LEADER_NOT_AVAILABLE.
+        assert list_offsets_latest(successor, topic, 3)[0] == LEADER_NOT_AVAILABLE
+    finally:
+        frozen.cont()
+    # The frozen replica fetches from the new leader; the high watermark reaches the epoch
+    # start and is served again.
+    cluster.wait_for(
+        "the new leader to serve its high watermark",
+        lambda: list_offsets_latest(successor, topic, 5) == (0, 20),
+        timeout=30,
+    )

@@ -51,6 +51,9 @@ pub enum BrokerError {
     /// The data dir cannot be used (not a directory, in use, unreadable, inconsistent).
     #[error("{0}")]
     DataDir(String),
+    /// A new leader does not know its high watermark yet (KIP-207): the client retries.
+    #[error("{0}")]
+    OffsetNotAvailable(String),
     /// The data dir went offline after a disk error (see [`crate::log_dir::LogDir`]).
     #[error("{0}")]
     LogDirOffline(String),
@@ -106,6 +109,7 @@ impl BrokerError {
                 ResponseError::RequestTimedOut
             }
             BrokerError::Controller(e) => e.code(),
+            BrokerError::OffsetNotAvailable(_) => ResponseError::OffsetNotAvailable,
             BrokerError::DataDir(_) | BrokerError::LogDirOffline(_) => {
                 ResponseError::KafkaStorageError
             }

@@ -879,6 +879,26 @@ impl Partition {
         self.view.borrow().high_watermark
     }
 
+    /// Whether this replica may answer a client's offset lookup (ListOffsets), as Kafka's
+    /// `fetchOffsetForTimestamp`: only as the leader, and only once it knows its high
+    /// watermark in this epoch (KIP-207). Before that it answers OFFSET_NOT_AVAILABLE and the
+    /// client retries, rather than a high watermark lower than the previous leader served.
+    pub fn check_offsets_available(&self) -> Result<(), BrokerError> {
+        match &*self.lock_role() {
+            Role::Leader(state) if state.high_watermark_known() => Ok(()),
+            Role::Leader(state) => Err(BrokerError::OffsetNotAvailable(format!(
+                "partition {} of topic '{}' has a new leader whose high watermark {} is not yet \
+                 known: it is below offset {} where leader epoch {} began",
+                self.index(),
+                self.topic(),
+                state.high_watermark(),
+                state.leader_epoch_start_offset(),
+                state.leader_epoch()
+            ))),
+            _ => Err(self.not_leader()),
+        }
+    }
+
     /// A receiver that changes whenever the high watermark (or leadership) changes.
     pub fn watch_high_watermark(&self) -> watch::Receiver<ReplicaView> {
         self.view.subscribe()

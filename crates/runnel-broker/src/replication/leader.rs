@@ -217,6 +217,17 @@ impl LeaderState {
         self.high_watermark
     }
 
+    pub fn leader_epoch_start_offset(&self) -> i64 {
+        self.leader_epoch_start_offset
+    }
+
+    /// Whether the high watermark is known in this leader epoch (KIP-207): a new leader starts
+    /// with the high watermark it had as a follower, which may lag the one the previous leader
+    /// served, until its followers have fetched up to where its epoch began.
+    pub fn high_watermark_known(&self) -> bool {
+        self.high_watermark >= self.leader_epoch_start_offset
+    }
+
     pub fn log_end_offset(&self) -> i64 {
         self.log_end_offset
     }
@@ -499,6 +510,21 @@ mod tests {
         // A follower that truncated (lower fetch offset) does not move the HW back.
         assert_eq!(fetch(&mut s, 2, 9, 4).high_watermark, None);
         assert_eq!(s.high_watermark(), 10);
+    }
+
+    #[test]
+    fn a_new_leader_knows_its_hw_once_it_reaches_the_epoch_start() {
+        // KIP-207: HW 4 is what this replica knew as a follower; its epoch began at 10.
+        let mut s = leader();
+        assert!(!s.high_watermark_known());
+        fetch(&mut s, 2, 10, 1);
+        assert!(
+            !s.high_watermark_known(),
+            "3 has not fetched yet: HW {}",
+            s.high_watermark()
+        );
+        fetch(&mut s, 3, 10, 1);
+        assert!(s.high_watermark_known());
     }
 
     #[test]

@@ -55,7 +55,14 @@ pub(crate) fn handle(
                         }
                         Err(e) => {
                             tracing::debug!(topic = %name, partition = p.partition_index, error = %e, "list offsets failed");
-                            response.error_code = e.code().code();
+                            // As Kafka: clients before v5 do not know OFFSET_NOT_AVAILABLE,
+                            // and retry LEADER_NOT_AVAILABLE the same way.
+                            response.error_code = match e {
+                                BrokerError::OffsetNotAvailable(_) if version < 5 => {
+                                    ResponseError::LeaderNotAvailable.code()
+                                }
+                                e => e.code().code(),
+                            };
                         }
                     }
                     response
@@ -88,6 +95,7 @@ fn lookup(
     timestamp: i64,
 ) -> Result<(i64, i64, i32), BrokerError> {
     let (partition, epoch) = ctx.broker.leader_partition(topic, index)?;
+    partition.check_offsets_available()?;
     let found = match timestamp {
         LATEST => Some((partition.high_watermark(), -1)),
         EARLIEST | EARLIEST_LOCAL => Some((partition.log_start_offset()?, -1)),
