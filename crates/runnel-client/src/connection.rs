@@ -213,6 +213,11 @@ impl Connection {
         extra: Duration,
     ) -> Result<R::Response> {
         let body = self.round_trip(request, version, extra).await?;
+        self.decode::<R>(body, version)
+    }
+
+    /// Decodes a response frame; one that does not decode breaks the connection.
+    fn decode<R: Request>(&mut self, body: Bytes, version: i16) -> Result<R::Response> {
         match decode_response_frame::<R>(body, version) {
             Ok((_, response)) => Ok(response),
             Err(e) => {
@@ -268,13 +273,7 @@ impl Connection {
         let body = self
             .read_frame(correlation_id, self.config.request_timeout, operation)
             .await?;
-        match decode_response_frame::<R>(body, version) {
-            Ok((_, response)) => Ok(response),
-            Err(e) => {
-                self.broken = true;
-                Err(self.attach_addr(e))
-            }
-        }
+        self.decode::<R>(body, version)
     }
 
     /// Reads one response frame and checks it answers `correlation_id`.
@@ -284,31 +283,31 @@ impl Connection {
         timeout: Duration,
         operation: String,
     ) -> Result<Bytes> {
-        if self.broken {
-            return Err(Error::Io {
-                addr: self.addr.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotConnected,
-                    "connection was closed after an earlier error",
-                ),
-            });
-        }
+        self.ensure_usable()?;
         let max = self.config.max_response_bytes;
         let stream = &mut self.stream;
-        let result = tokio::time::timeout(timeout, async {
-            let size = stream.read_i32().await?;
-            if size < 0 || size as usize > max {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("invalid response size {size}"),
-                ));
-            }
-            let mut body = vec![0u8; size as usize];
-            stream.read_exact(&mut body).await?;
-            Ok(Bytes::from(body))
-        })
-        .await;
+        let result = tokio::time::timeout(timeout, read_sized(stream, max)).await;
         let body = self.finish_io(result, timeout, operation)?;
+        self.check_answers(body, correlation_id)
+    }
+
+    /// Refuses a connection an earlier error left in an unknown state.
+    fn ensure_usable(&self) -> Result<()> {
+        if !self.broken {
+            return Ok(());
+        }
+        Err(Error::Io {
+            addr: self.addr.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "connection was closed after an earlier error",
+            ),
+        })
+    }
+
+    /// Checks that a response frame's header answers `correlation_id`; a frame that does not
+    /// breaks the connection (the responses that follow would be misattributed).
+    fn check_answers(&mut self, body: Bytes, correlation_id: i32) -> Result<Bytes> {
         if body.len() < 4 {
             self.broken = true;
             return Err(Error::protocol(
@@ -328,15 +327,7 @@ impl Connection {
     }
 
     fn frame<R: Request>(&mut self, request: &R, version: i16) -> Result<(BytesMut, i32)> {
-        if self.broken {
-            return Err(Error::Io {
-                addr: self.addr.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotConnected,
-                    "connection was closed after an earlier error",
-                ),
-            });
-        }
+        self.ensure_usable()?;
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1).max(1);
         let header = RequestHeader::default()
@@ -364,35 +355,11 @@ impl Connection {
         let result = tokio::time::timeout(timeout, async {
             stream.write_all(&frame).await?;
             stream.flush().await?;
-            let size = stream.read_i32().await?;
-            if size < 0 || size as usize > max {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("invalid response size {size}"),
-                ));
-            }
-            let mut body = vec![0u8; size as usize];
-            stream.read_exact(&mut body).await?;
-            Ok(Bytes::from(body))
+            read_sized(stream, max).await
         })
         .await;
         let body = self.finish_io(result, timeout, operation)?;
-        if body.len() < 4 {
-            self.broken = true;
-            return Err(Error::protocol(
-                &self.addr,
-                "response shorter than its header",
-            ));
-        }
-        let got = (&body[..4]).get_i32();
-        if got != correlation_id {
-            self.broken = true;
-            return Err(Error::protocol(
-                &self.addr,
-                format!("response correlation id {got} does not match request {correlation_id}"),
-            ));
-        }
-        Ok(body)
+        self.check_answers(body, correlation_id)
     }
 
     fn finish_io<T>(
@@ -496,6 +463,21 @@ impl Connection {
         tracing::debug!(addr = %self.addr, apis = self.api_versions.len(), "connected");
         Ok(())
     }
+}
+
+/// Reads one size-prefixed frame of at most `max` bytes; the size is checked before anything
+/// is allocated.
+async fn read_sized(stream: &mut TcpStream, max: usize) -> std::io::Result<Bytes> {
+    let size = stream.read_i32().await?;
+    if size < 0 || size as usize > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("invalid response size {size}"),
+        ));
+    }
+    let mut body = vec![0u8; size as usize];
+    stream.read_exact(&mut body).await?;
+    Ok(Bytes::from(body))
 }
 
 #[cfg(test)]
