@@ -171,11 +171,13 @@ pub(crate) async fn handle(
 /// The controller id that Metadata and DescribeCluster give clients. Clients send admin
 /// requests (CreateTopics, ...) to it, and every broker forwards them to the active controller,
 /// so, as in KRaft Kafka, a controller that is not a live broker (a controller-only node, which
-/// serves no Kafka clients) is named as this broker instead.
+/// serves no Kafka clients, or a fenced broker) is named as this broker instead. -1 while no
+/// controller is known: clients refresh their metadata until one is.
 pub(crate) fn controller_id_for_clients(ctx: &Context) -> i32 {
     match ctx.broker.active_controller() {
         Some(id) if ctx.broker.image().live_brokers().any(|b| b.id == id) => id,
-        _ => ctx.broker.node_id(),
+        Some(_) => ctx.broker.node_id(),
+        None => -1,
     }
 }
 
