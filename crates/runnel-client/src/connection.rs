@@ -610,6 +610,23 @@ mod tests {
         }
     }
 
+    /// The fake brokers' side: one request frame, as its header and the rest.
+    async fn read_request(
+        sock: &mut TcpStream,
+    ) -> (kafka_protocol::messages::RequestHeader, Bytes) {
+        let size = sock.read_i32().await.unwrap();
+        let mut body = vec![0u8; size as usize];
+        sock.read_exact(&mut body).await.unwrap();
+        let mut body = Bytes::from(body);
+        let header = decode_request_header_from_buffer(&mut body).unwrap();
+        (header, body)
+    }
+
+    async fn write_reply(sock: &mut TcpStream, reply: &[u8]) {
+        sock.write_i32(reply.len() as i32).await.unwrap();
+        sock.write_all(reply).await.unwrap();
+    }
+
     /// A fake broker on a local socket: answers ApiVersions v3 with UNSUPPORTED_VERSION (in
     /// the v0 format, as Kafka does), then answers v0 properly; then serves one Metadata.
     #[tokio::test]
@@ -621,11 +638,7 @@ mod tests {
             let (mut sock, _) = listener.accept().await.unwrap();
             let mut seen_versions = Vec::new();
             for _ in 0..3 {
-                let size = sock.read_i32().await.unwrap();
-                let mut body = vec![0u8; size as usize];
-                sock.read_exact(&mut body).await.unwrap();
-                let mut body = Bytes::from(body);
-                let header = decode_request_header_from_buffer(&mut body).unwrap();
+                let (header, mut body) = read_request(&mut sock).await;
                 seen_versions.push((header.request_api_key, header.request_api_version));
                 let reply = if header.request_api_key == ApiKey::ApiVersions as i16 {
                     let mut resp = ApiVersionsResponse::default().with_api_keys(vec![
@@ -653,8 +666,7 @@ mod tests {
                         header.request_api_version,
                     )
                 };
-                sock.write_i32(reply.len() as i32).await.unwrap();
-                sock.write_all(&reply).await.unwrap();
+                write_reply(&mut sock, &reply).await;
             }
             seen_versions
         });
@@ -694,11 +706,7 @@ mod tests {
             let (mut sock, _) = listener.accept().await.unwrap();
             let mut metadata_ids = Vec::new();
             for _ in 0..4 {
-                let size = sock.read_i32().await.unwrap();
-                let mut body = vec![0u8; size as usize];
-                sock.read_exact(&mut body).await.unwrap();
-                let mut body = Bytes::from(body);
-                let header = decode_request_header_from_buffer(&mut body).unwrap();
+                let (header, _) = read_request(&mut sock).await;
                 let reply = if header.request_api_key == ApiKey::ApiVersions as i16 {
                     let resp = ApiVersionsResponse::default().with_api_keys(vec![
                         kafka_protocol::messages::api_versions_response::ApiVersion::default()
@@ -712,14 +720,12 @@ mod tests {
                     metadata_ids.push(header.correlation_id);
                     continue;
                 };
-                sock.write_i32(reply.len() as i32).await.unwrap();
-                sock.write_all(&reply).await.unwrap();
+                write_reply(&mut sock, &reply).await;
             }
             for (i, id) in metadata_ids.iter().enumerate() {
                 let resp = MetadataResponse::default().with_controller_id((i as i32).into());
                 let reply = encode_response_body::<MetadataRequest>(*id, &resp, 12);
-                sock.write_i32(reply.len() as i32).await.unwrap();
-                sock.write_all(&reply).await.unwrap();
+                write_reply(&mut sock, &reply).await;
             }
             metadata_ids
         });
