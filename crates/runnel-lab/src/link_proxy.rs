@@ -294,9 +294,8 @@ mod tests {
             .unwrap()
     }
 
-    /// A proxy for node 2 in front of a listener of this test, with this test process
-    /// registered as node 1: the test's connections are node 1's.
-    async fn proxy_for_node_2() -> (LinkProxy, SocketAddr, TcpListener) {
+    /// A proxy for node 2 in front of a listener of this test, with these node processes.
+    async fn proxy_for_node_2(pids: NodePids) -> (LinkProxy, SocketAddr, TcpListener) {
         let upstream = TcpListener::bind(loopback(0)).await.unwrap();
         let listen = free_port();
         let route = Route {
@@ -304,9 +303,14 @@ mod tests {
             listen,
             upstream: upstream.local_addr().unwrap(),
         };
-        let (_tx, pids) = watch::channel(NodePids::from([(1, std::process::id())]));
+        let (_tx, pids) = watch::channel(pids);
         let proxy = LinkProxy::start(&[route], pids).unwrap();
         (proxy, listen, upstream)
+    }
+
+    /// This test process registered as node 1: the test's connections are node 1's.
+    fn test_is_node_1() -> NodePids {
+        NodePids::from([(1, std::process::id())])
     }
 
     /// Connects through the proxy; returns the client end and the upstream's end.
@@ -336,7 +340,7 @@ mod tests {
 
     #[tokio::test]
     async fn forwards_both_ways_and_passes_a_close_on() {
-        let (_proxy, listen, upstream) = proxy_for_node_2().await;
+        let (_proxy, listen, upstream) = proxy_for_node_2(test_is_node_1()).await;
         let (mut client, mut server) = connect(listen, &upstream).await;
         client.write_all(b"ping").await.unwrap();
         assert_eq!(read_exact(&mut server, 4).await, b"ping");
@@ -353,7 +357,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_directed_cut_stalls_one_direction_until_healed() {
-        let (proxy, listen, upstream) = proxy_for_node_2().await;
+        let (proxy, listen, upstream) = proxy_for_node_2(test_is_node_1()).await;
         let (mut client, mut server) = connect(listen, &upstream).await;
         // Let the proxy identify the connection before the cut.
         client.write_all(b"a").await.unwrap();
@@ -388,7 +392,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cut_applies_to_connections_opened_during_it() {
-        let (proxy, listen, upstream) = proxy_for_node_2().await;
+        let (proxy, listen, upstream) = proxy_for_node_2(test_is_node_1()).await;
         proxy.cut(&proxy.links_of(1));
         let (mut client, mut server) = connect(listen, &upstream).await;
         client.write_all(b"x").await.unwrap();
@@ -403,15 +407,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_from_another_process_is_never_cut() {
-        let upstream = TcpListener::bind(loopback(0)).await.unwrap();
-        let listen = free_port();
-        let route = Route {
-            node: 2,
-            listen,
-            upstream: upstream.local_addr().unwrap(),
-        };
-        let (_tx, pids) = watch::channel(NodePids::new());
-        let proxy = LinkProxy::start(&[route], pids).unwrap();
+        let (proxy, listen, upstream) = proxy_for_node_2(NodePids::new()).await;
         proxy.cut(&[(1, 2), (2, 1), (3, 2)]);
         let (mut client, mut server) = connect(listen, &upstream).await;
         client.write_all(b"tool").await.unwrap();
